@@ -1,0 +1,221 @@
+// Shared nanobind registration for the qaa engine modules (_engine_cpu, _engine_cuda).
+#pragma once
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+#include <nanobind/stl/optional.h>
+
+#include <optional>
+
+#include <complex>
+#include <cstdint>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "qaa/backend.hpp"
+
+namespace nb = nanobind;
+
+namespace qaa::bindings {
+
+template <typename T>
+struct TypeTag { using type = T; };
+
+inline GateKind parse_gate(const std::string& s) {
+  if (s == "RX") return GateKind::RX;
+  if (s == "RY") return GateKind::RY;
+  if (s == "RZ") return GateKind::RZ;
+  if (s == "CNOT") return GateKind::CNOT;
+  if (s == "CZ") return GateKind::CZ;
+  throw std::invalid_argument("unknown gate '" + s + "' (known: RX, RY, RZ, CNOT, CZ)");
+}
+
+inline void register_circuit(nb::module_& m) {
+  nb::class_<Circuit>(m, "Circuit", "Circuit IR: gates on n_qubits wires reading a flat theta vector.")
+      .def(nb::init<int>(), nb::arg("n_qubits"))
+      .def_static("from_ansatz", &build_ansatz, nb::arg("name"), nb::arg("n_qubits"), nb::arg("n_layers"))
+      .def("add_rotation",
+           [](Circuit& c, const std::string& kind, int wire, int param) {
+             c.add_rotation(parse_gate(kind), wire, param);
+           },
+           nb::arg("kind"), nb::arg("wire"), nb::arg("param"))
+      .def("add_two_qubit",
+           [](Circuit& c, const std::string& kind, int w0, int w1) { c.add_two_qubit(parse_gate(kind), w0, w1); },
+           nb::arg("kind"), nb::arg("wire0"), nb::arg("wire1"))
+      .def_prop_ro("n_qubits", &Circuit::n_qubits)
+      .def_prop_ro("n_params", &Circuit::n_params)
+      .def_prop_ro("dim", &Circuit::dim)
+      .def_prop_ro("is_real", &Circuit::is_real)
+      .def_prop_ro("gates",
+                   [](const Circuit& c) {
+                     std::vector<std::tuple<std::string, int, int, int>> out;
+                     for (const auto& g : c.gates()) out.emplace_back(gate_name(g.kind), g.wires[0], g.wires[1], g.param);
+                     return out;
+                   },
+                   "List of (name, wire0, wire1 or -1, param index or -1).")
+      .def("__repr__", [](const Circuit& c) {
+        std::ostringstream s;
+        s << "Circuit(n_qubits=" << c.n_qubits() << ", n_params=" << c.n_params() << ", gates=" << c.gates().size()
+          << ")";
+        return s.str();
+      });
+  m.def("ansatz_names", &ansatz_names);
+  m.def("qubits_for_dim", &qubits_for_dim, nb::arg("d"));
+}
+
+template <typename T, typename Dev>
+using In = nb::ndarray<const T, nb::c_contig, Dev>;
+template <typename T, typename Dev>
+using Out = nb::ndarray<T, nb::c_contig, Dev>;
+
+template <typename A>
+inline void require(bool ok, const A& msg) {
+  if (!ok) throw std::invalid_argument(msg);
+}
+
+template <typename Arr>
+inline void check_shape(const Arr& a, std::initializer_list<int64_t> shape, const char* name) {
+  bool ok = a.ndim() == shape.size();
+  size_t i = 0;
+  for (int64_t s : shape) {
+    if (!ok) break;
+    ok = static_cast<int64_t>(a.shape(i++)) == s;
+  }
+  if (!ok) {
+    std::ostringstream msg;
+    msg << name << " must have shape (";
+    i = 0;
+    for (int64_t s : shape) msg << (i++ ? ", " : "") << s;
+    msg << "), got (";
+    for (size_t k = 0; k < a.ndim(); ++k) msg << (k ? ", " : "") << a.shape(k);
+    msg << ")";
+    throw std::invalid_argument(msg.str());
+  }
+}
+
+inline ExecContext context(std::uintptr_t stream) {
+  ExecContext ctx;
+  ctx.stream = reinterpret_cast<void*>(stream);
+  return ctx;
+}
+
+template <typename T, typename Dev, typename Factory>
+void register_dtype(nb::module_& m, Factory factory) {
+  using C = std::complex<T>;
+  // One backend object per dtype, shared by every call (backends are stateless or internally locked).
+  std::shared_ptr<Backend<T>> be(factory(TypeTag<T>{}).release());
+
+  m.def("embed",
+        [be](int n, In<T, Dev> x, Out<C, Dev> psi0, Out<T, Dev> norms, std::uintptr_t stream) {
+          require(n >= 1 && n <= kMaxQubits, "n_qubits out of range");
+          require(x.ndim() == 2, "x must be 2-D (batch, d)");
+          const int64_t B = x.shape(0), d = x.shape(1), N = int64_t{1} << n;
+          require(d <= N, "input width exceeds 2^n_qubits");
+          check_shape(psi0, {B, N}, "psi0");
+          check_shape(norms, {B}, "norms");
+          nb::gil_scoped_release r;
+          be->embed(n, x.data(), B, d, psi0.data(), norms.data(), context(stream));
+        },
+        nb::arg("n_qubits"), nb::arg("x"), nb::arg("psi0"), nb::arg("norms"), nb::arg("stream") = 0);
+
+  m.def("apply",
+        [be](const Circuit& c, In<T, Dev> theta, Out<C, Dev> psi, bool adjoint, std::uintptr_t stream) {
+          check_shape(theta, {c.n_params()}, "theta");
+          require(psi.ndim() == 2, "psi must be 2-D (batch, 2^n)");
+          check_shape(psi, {static_cast<int64_t>(psi.shape(0)), c.dim()}, "psi");
+          nb::gil_scoped_release r;
+          be->apply(c, theta.data(), psi.data(), psi.shape(0), adjoint, context(stream));
+        },
+        nb::arg("circuit"), nb::arg("theta"), nb::arg("psi"), nb::arg("adjoint") = false, nb::arg("stream") = 0);
+
+  m.def("readout",
+        [be](int n, In<C, Dev> psi, const std::string& readout, Out<T, Dev> features, std::uintptr_t stream) {
+          require(n >= 1 && n <= kMaxQubits, "n_qubits out of range");
+          const Readout r = parse_readout(readout);
+          require(psi.ndim() == 2, "psi must be 2-D (batch, 2^n)");
+          const int64_t B = psi.shape(0);
+          check_shape(psi, {B, int64_t{1} << n}, "psi");
+          check_shape(features, {B, readout_features(r, n)}, "features");
+          nb::gil_scoped_release rel;
+          be->readout(n, psi.data(), B, r, features.data(), context(stream));
+        },
+        nb::arg("n_qubits"), nb::arg("psi"), nb::arg("readout"), nb::arg("features"), nb::arg("stream") = 0);
+
+  m.def("vjp",
+        [be](const Circuit& c, In<T, Dev> theta, In<C, Dev> psi, In<T, Dev> grad_features, const std::string& readout,
+             Out<T, Dev> grad_theta, Out<T, Dev> grad_psi0, std::uintptr_t stream) {
+          const Readout r = parse_readout(readout);
+          check_shape(theta, {c.n_params()}, "theta");
+          require(psi.ndim() == 2, "psi must be 2-D (batch, 2^n)");
+          const int64_t B = psi.shape(0);
+          check_shape(psi, {B, c.dim()}, "psi");
+          check_shape(grad_features, {B, readout_features(r, c.n_qubits())}, "grad_features");
+          check_shape(grad_theta, {c.n_params()}, "grad_theta");
+          check_shape(grad_psi0, {B, c.dim()}, "grad_psi0");
+          nb::gil_scoped_release rel;
+          be->vjp(c, theta.data(), psi.data(), grad_features.data(), r, B, grad_theta.data(), grad_psi0.data(),
+                  context(stream));
+        },
+        nb::arg("circuit"), nb::arg("theta"), nb::arg("psi"), nb::arg("grad_features"), nb::arg("readout"),
+        nb::arg("grad_theta"), nb::arg("grad_psi0"), nb::arg("stream") = 0);
+
+  m.def("circuit_matrix",
+        [be](const Circuit& c, In<T, Dev> theta, Out<C, Dev> u, std::uintptr_t stream) {
+          check_shape(theta, {c.n_params()}, "theta");
+          check_shape(u, {c.dim(), c.dim()}, "u");
+          nb::gil_scoped_release rel;
+          be->circuit_matrix(c, theta.data(), u.data(), context(stream));
+        },
+        nb::arg("circuit"), nb::arg("theta"), nb::arg("u"), nb::arg("stream") = 0);
+
+  m.def("forward",
+        [be](const Circuit& c, In<T, Dev> theta, In<T, Dev> x, const std::string& readout, Out<T, Dev> features,
+             Out<T, Dev> norms, std::uintptr_t stream) {
+          const Readout r = parse_readout(readout);
+          check_shape(theta, {c.n_params()}, "theta");
+          require(x.ndim() == 2, "x must be 2-D (batch, d)");
+          const int64_t B = x.shape(0), d = x.shape(1);
+          require(d >= 1 && d <= c.dim(), "input width must be in [1, 2^n_qubits]");
+          check_shape(features, {B, readout_features(r, c.n_qubits())}, "features");
+          check_shape(norms, {B}, "norms");
+          nb::gil_scoped_release rel;
+          be->forward(c, theta.data(), x.data(), B, d, r, features.data(), norms.data(), context(stream));
+        },
+        nb::arg("circuit"), nb::arg("theta"), nb::arg("x"), nb::arg("readout"), nb::arg("features"),
+        nb::arg("norms"), nb::arg("stream") = 0);
+
+  m.def("backward",
+        [be](const Circuit& c, In<T, Dev> theta, In<T, Dev> x, const std::string& readout, In<T, Dev> grad_features,
+             std::optional<In<T, Dev>> grad_norms, Out<T, Dev> grad_theta, Out<T, Dev> grad_x, std::uintptr_t stream) {
+          const Readout r = parse_readout(readout);
+          check_shape(theta, {c.n_params()}, "theta");
+          require(x.ndim() == 2, "x must be 2-D (batch, d)");
+          const int64_t B = x.shape(0), d = x.shape(1);
+          require(d >= 1 && d <= c.dim(), "input width must be in [1, 2^n_qubits]");
+          check_shape(grad_features, {B, readout_features(r, c.n_qubits())}, "grad_features");
+          const T* gn = nullptr;
+          if (grad_norms) {
+            check_shape(*grad_norms, {B}, "grad_norms");
+            gn = grad_norms->data();
+          }
+          check_shape(grad_theta, {c.n_params()}, "grad_theta");
+          check_shape(grad_x, {B, d}, "grad_x");
+          nb::gil_scoped_release rel;
+          be->backward(c, theta.data(), x.data(), B, d, r, grad_features.data(), gn, grad_theta.data(),
+                       grad_x.data(), context(stream));
+        },
+        nb::arg("circuit"), nb::arg("theta"), nb::arg("x"), nb::arg("readout"), nb::arg("grad_features"),
+        nb::arg("grad_norms").none(), nb::arg("grad_theta"), nb::arg("grad_x"), nb::arg("stream") = 0);
+}
+
+template <typename Dev, typename Factory>
+void register_backend(nb::module_& m, Factory factory) {
+  register_dtype<float, Dev>(m, factory);
+  register_dtype<double, Dev>(m, factory);
+}
+
+}  // namespace qaa::bindings

@@ -1,0 +1,16 @@
+// nanobind module qaa._engine_cpu: the CPU statevector engine on DLPack arrays (zero-copy, no libtorch).
+//
+// Every array must be C-contiguous, on the CPU, of one floating dtype per call (float32 or float64;
+// complex64 / complex128 for statevectors). Outputs are caller-allocated and written in place. The GIL is
+// released while the engine runs, so several Python threads may call the engine at once.
+#include "engine_common.hpp"
+
+NB_MODULE(_engine_cpu, m) {
+  m.doc() = "qaa CPU statevector engine (OpenMP). See qaa.engine for the documented Python API.";
+  qaa::bindings::register_circuit(m);
+  qaa::bindings::register_backend<nb::device::cpu>(
+      m, [](auto tag) { return qaa::make_cpu_backend<typename decltype(tag)::type>(); });
+  m.def("set_num_threads", &qaa::set_cpu_threads, nb::arg("n"),
+        "Number of OpenMP threads the CPU engine uses; n <= 0 restores the OpenMP default.");
+  m.def("get_num_threads", &qaa::get_cpu_threads, "Number of OpenMP threads the CPU engine uses.");
+}
