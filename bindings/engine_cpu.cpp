@@ -7,6 +7,8 @@
 
 NB_MODULE(_engine_cpu, m) {
   m.doc() = "qaa CPU statevector engine (OpenMP). See qaa.engine for the documented Python API.";
+  // Circuits cached at module level (functools.lru_cache) outlive the interpreter's teardown order.
+  nb::set_leak_warnings(false);
   qaa::bindings::register_circuit(m);
   qaa::bindings::register_backend<nb::device::cpu>(
       m, [](auto tag) { return qaa::make_cpu_backend<typename decltype(tag)::type>(); });

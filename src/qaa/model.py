@@ -1,0 +1,385 @@
+"""peft-like model API: attach / detach / save / load / disable QAA adapters on any torch model."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import types
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .config import QAAConfig, matches_target
+from .layer import QAALayer, layer_dims
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+FORMAT_VERSION = 1
+
+
+class MergeError(RuntimeError):
+    """Raised by merge requests: QAA is non-linear in x and cannot be folded into W."""
+
+
+def qaa_layers(model: nn.Module) -> Iterator[Tuple[str, QAALayer]]:
+    """``(name, layer)`` for every :class:`QAALayer` in ``model``."""
+    for name, mod in model.named_modules():
+        if isinstance(mod, QAALayer):
+            yield name, mod
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _candidates(model: nn.Module) -> List[str]:
+    names = []
+    for name, mod in model.named_modules():
+        if layer_dims(mod) is not None or isinstance(mod, QAALayer):
+            short = name.rsplit(".", 1)[-1]
+            if short not in names:
+                names.append(short)
+    return names
+
+
+def _find_targets(model: nn.Module, config: QAAConfig) -> List[str]:
+    targets = []
+    for name, mod in model.named_modules():
+        if not name or not matches_target(name, config.target_modules):
+            continue
+        if isinstance(mod, QAALayer) or layer_dims(mod) is not None:
+            targets.append(name)
+        elif isinstance(mod, nn.Module) and not any(isinstance(p, QAALayer) for p in []):
+            # a matched module that is neither Linear nor Conv1D (e.g. the base layer inside a QAALayer is
+            # skipped because its parent matched first)
+            pass
+    # drop base layers nested inside already-wrapped QAALayers
+    return [t for t in targets if not t.endswith(".base_layer")]
+
+
+def get_nb_trainable_parameters(model: nn.Module) -> Tuple[int, int]:
+    """``(trainable, total)`` parameter counts, as peft counts them."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def trainable_parameters_line(model: nn.Module) -> str:
+    """peft's line: ``trainable params: 1,234 || all params: 5,678 || trainable%: 21.7322``."""
+    trainable, total = get_nb_trainable_parameters(model)
+    pct = 100 * trainable / total if total else 0.0
+    return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {pct:.4f}"
+
+
+def print_trainable_parameters(model: nn.Module) -> None:
+    """Print :func:`trainable_parameters_line` (peft's format)."""
+    print(trainable_parameters_line(model))
+
+
+def _merge_refused(*_args, **_kwargs):
+    raise MergeError("QAA adapters cannot be merged into the base weights: the branch "
+                     "P(readout(U(theta) embed(x))) is non-linear in x (normalisation and measurement), so no "
+                     "matrix W' satisfies W' x = W x + branch(x). Keep the adapter attached, or use qaa.detach "
+                     "to recover the base model.")
+
+
+def _install_methods(model: nn.Module) -> None:
+    model.print_trainable_parameters = types.MethodType(print_trainable_parameters, model)
+    model.get_nb_trainable_parameters = types.MethodType(get_nb_trainable_parameters, model)
+    model.merge_and_unload = _merge_refused
+    model.merge_adapter = _merge_refused
+
+
+def _set_trainable(model: nn.Module, trainable_adapter: Optional[str]) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if trainable_adapter is None:
+        return
+    for _, layer in qaa_layers(model):
+        if trainable_adapter in layer.qaa_configs:
+            layer.qaa_theta[trainable_adapter].requires_grad_(True)
+            for p in layer.qaa_out[trainable_adapter].parameters():
+                p.requires_grad_(True)
+
+
+def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: str = "default",
+           is_trainable: bool = True) -> nn.Module:
+    """Wrap ``config.target_modules`` of ``model`` with QAA layers, in place, and return ``model``.
+
+    The base model is frozen; the new adapter's parameters are trainable (unless ``is_trainable=False``)
+    and active. Calling again with another ``adapter_name`` adds a second adapter to the same layers (switch
+    with :func:`set_adapter`). Adds ``print_trainable_parameters()`` to the model, and a
+    ``merge_and_unload()`` that raises :class:`MergeError` (QAA cannot be merged).
+
+    Raises:
+        ValueError: no module matches ``target_modules`` (the message lists candidate names), a matched
+            module is not ``nn.Linear``/``Conv1D``, or the adapter name already exists.
+    """
+    config = config if config is not None else QAAConfig()
+    if not isinstance(config, QAAConfig):
+        raise TypeError(f"config must be a QAAConfig, got {type(config).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    config.validate()
+    targets = _find_targets(model, config)
+    if not targets:
+        raise ValueError(f"target_modules {config.target_modules!r} matched no nn.Linear/Conv1D module. "
+                         f"Candidate names: {', '.join(_candidates(model)) or '(none)'}")
+    existing = getattr(model, "qaa_configs", {})
+    if adapter_name in existing:
+        raise ValueError(f"adapter {adapter_name!r} is already attached; choose another name")
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator().manual_seed(int(config.seed))
+    # Validate every target before changing anything.
+    for name in targets:
+        mod = model.get_submodule(name)
+        base = mod.base_layer if isinstance(mod, QAALayer) else mod
+        d_in, _ = layer_dims(base)
+        if config.n_qubits is not None and (1 << config.n_qubits) < d_in:
+            raise ValueError(f"n_qubits={config.n_qubits} cannot embed {name} (width {d_in})")
+        from .engine import MAX_QUBITS, qubits_for_dim
+
+        if qubits_for_dim(d_in) > MAX_QUBITS:
+            raise ValueError(f"{name}: input width {d_in} needs {qubits_for_dim(d_in)} qubits; the engine "
+                             f"supports at most {MAX_QUBITS}")
+    for name in targets:
+        mod = model.get_submodule(name)
+        if isinstance(mod, QAALayer):
+            mod.add_adapter(adapter_name, config, generator)
+        else:
+            _set_submodule(model, name, QAALayer(mod, adapter_name, config, generator))
+    configs = dict(existing)
+    configs[adapter_name] = config
+    model.qaa_configs = configs
+    model.qaa_active_adapter = adapter_name
+    _install_methods(model)
+    for _, layer in qaa_layers(model):
+        if adapter_name in layer.qaa_configs:
+            layer.active_adapter = adapter_name
+    _set_trainable(model, adapter_name if is_trainable else None)
+    return model
+
+
+def set_adapter(model: nn.Module, adapter_name: str, is_trainable: Optional[bool] = None) -> None:
+    """Make ``adapter_name`` the active adapter of every QAA layer holding it (others use none).
+
+    With ``is_trainable=True`` its parameters become the only trainable ones. Raises KeyError if unknown.
+    """
+    configs = getattr(model, "qaa_configs", {})
+    if adapter_name not in configs:
+        raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}")
+    for _, layer in qaa_layers(model):
+        layer.active_adapter = adapter_name if adapter_name in layer.qaa_configs else None
+    model.qaa_active_adapter = adapter_name
+    if is_trainable is not None:
+        _set_trainable(model, adapter_name if is_trainable else None)
+
+
+@contextlib.contextmanager
+def disable_adapter(model: nn.Module):
+    """Context manager: inside it every QAA layer computes the base layer alone."""
+    layers = [layer for _, layer in qaa_layers(model)]
+    previous = [layer.disabled for layer in layers]
+    try:
+        for layer in layers:
+            layer.disabled = True
+        yield model
+    finally:
+        for layer, prev in zip(layers, previous):
+            layer.disabled = prev
+
+
+def detach(model: nn.Module) -> nn.Module:
+    """Remove every QAA layer (all adapters), restoring the base layers in place; returns the model.
+
+    Base parameters keep the ``requires_grad`` state attach gave them (frozen).
+    """
+    for name, layer in list(qaa_layers(model)):
+        _set_submodule(model, name, layer.base_layer)
+    for attr in ("qaa_configs", "qaa_active_adapter", "print_trainable_parameters", "get_nb_trainable_parameters",
+                 "merge_and_unload", "merge_adapter"):
+        if attr in model.__dict__:
+            del model.__dict__[attr]
+    return model
+
+
+def merge(model: nn.Module) -> None:
+    """Always raises :class:`MergeError`: QAA is non-linear in x and cannot be merged into W."""
+    _merge_refused()
+
+
+# ---------------------------------------------------------------- save / load
+def _adapter_state(model: nn.Module, adapter_name: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, dict]]:
+    tensors, modules = {}, {}
+    for name, layer in qaa_layers(model):
+        if adapter_name not in layer.qaa_configs:
+            continue
+        circ = layer.circuit(adapter_name)
+        tensors[f"{name}.theta"] = layer.qaa_theta[adapter_name].detach().cpu().contiguous()
+        tensors[f"{name}.out_proj.weight"] = layer.qaa_out[adapter_name].weight.detach().cpu().contiguous()
+        modules[name] = {"d_in": layer.d_in, "d_out": layer.d_out, "n_qubits": circ.n_qubits,
+                         "n_params": circ.n_params}
+    return tensors, modules
+
+
+def _atomic_write(path: str, write) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "default") -> None:
+    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` for one adapter into a folder.
+
+    Each file is written to a temporary file and renamed into place, so an interrupted save never leaves a
+    half-written file; the weights file also embeds the config (safetensors metadata) and the loader checks
+    both agree. Raises KeyError if the adapter does not exist.
+    """
+    from safetensors.torch import save_file
+
+    configs = getattr(model, "qaa_configs", {})
+    if adapter_name not in configs:
+        raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}")
+    tensors, modules = _adapter_state(model, adapter_name)
+    from . import __version__
+
+    meta = configs[adapter_name].to_dict()
+    meta.update(modules=modules, qaa_version=__version__, format_version=FORMAT_VERSION)
+    meta_json = json.dumps(meta, indent=2, sort_keys=True)
+    os.makedirs(save_directory, exist_ok=True)
+    _atomic_write(os.path.join(save_directory, ADAPTER_WEIGHTS),
+                  lambda p: save_file(tensors, p, metadata={"qaa_config": meta_json}))
+
+    def write_json(p):
+        with open(p, "w") as f:
+            f.write(meta_json + "\n")
+
+    _atomic_write(os.path.join(save_directory, ADAPTER_CONFIG), write_json)
+
+
+def _read_adapter(directory: str) -> Tuple[dict, Dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    cfg_path = os.path.join(directory, ADAPTER_CONFIG)
+    w_path = os.path.join(directory, ADAPTER_WEIGHTS)
+    for p in (cfg_path, w_path):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"adapter file missing: {p}")
+    try:
+        with open(cfg_path) as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"corrupted adapter config {cfg_path}: {e}") from e
+    try:
+        tensors = {}
+        with safe_open(w_path, framework="pt") as f:
+            file_meta = f.metadata() or {}
+            for k in f.keys():
+                tensors[k] = f.get_tensor(k)
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
+        raise ValueError(f"corrupted or truncated adapter weights {w_path}: {e}") from e
+    embedded = file_meta.get("qaa_config")
+    if embedded is not None:
+        try:
+            embedded_meta = json.loads(embedded)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"corrupted metadata in {w_path}: {e}") from e
+        if embedded_meta != meta:
+            raise ValueError(f"{cfg_path} and {w_path} do not belong together (a save was interrupted or the "
+                             "files were mixed); re-save the adapter")
+    if not isinstance(meta, dict) or meta.get("peft_type") != "QAA":
+        raise ValueError(f"{cfg_path} is not a QAA adapter config")
+    return meta, tensors
+
+
+def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "default",
+                 is_trainable: bool = False) -> nn.Module:
+    """Attach the adapter saved in ``load_directory`` to ``model`` (a base model or one with other QAA
+    adapters) and return the model. Frozen unless ``is_trainable``.
+
+    Everything is validated before the model is touched: a missing, truncated or corrupted file, a config and
+    weights that disagree, a module that does not exist or has another shape, or a tensor of the wrong shape or
+    a non-finite value raises (FileNotFoundError / ValueError) and leaves the model unchanged.
+    """
+    meta, tensors = _read_adapter(load_directory)
+    modules = meta.get("modules")
+    if not isinstance(modules, dict) or not modules:
+        raise ValueError(f"adapter config in {load_directory} lists no modules")
+    config = QAAConfig.from_dict({k: v for k, v in meta.items() if k not in ("modules", "qaa_version",
+                                                                            "format_version")})
+    names = dict(model.named_modules())
+    for name, info in modules.items():
+        mod = names.get(name)
+        if mod is None:
+            raise ValueError(f"adapter module {name!r} does not exist in this model")
+        base = mod.base_layer if isinstance(mod, QAALayer) else mod
+        dims = layer_dims(base)
+        if dims is None or dims != (info["d_in"], info["d_out"]):
+            raise ValueError(f"adapter module {name!r} expects (d_in, d_out)=({info['d_in']}, {info['d_out']}), "
+                             f"the model has {dims}")
+        if isinstance(mod, QAALayer) and adapter_name in mod.qaa_configs:
+            raise ValueError(f"adapter {adapter_name!r} is already attached to {name}")
+        for key, shape in ((f"{name}.theta", (info["n_params"],)),):
+            t = tensors.get(key)
+            if t is None or tuple(t.shape) != shape:
+                raise ValueError(f"tensor {key} missing or of shape {None if t is None else tuple(t.shape)}, "
+                                 f"expected {shape}")
+        w = tensors.get(f"{name}.out_proj.weight")
+        if w is None or w.dim() != 2 or w.shape[0] != info["d_out"]:
+            raise ValueError(f"tensor {name}.out_proj.weight missing or of the wrong shape")
+    for k, t in tensors.items():
+        if not torch.isfinite(t).all():
+            raise ValueError(f"tensor {k} in {load_directory} holds non-finite values")
+    expected = {f"{n}.theta" for n in modules} | {f"{n}.out_proj.weight" for n in modules}
+    if set(tensors) != expected:
+        raise ValueError(f"adapter weights hold unexpected or missing tensors: "
+                         f"{sorted(set(tensors) ^ expected)[:5]}")
+    # Attach exactly the saved modules, then copy the weights.
+    config = QAAConfig.from_dict({**config.to_dict(), "target_modules": "|".join(
+        __import__("re").escape(n) for n in modules)})
+    attach(model, config, adapter_name=adapter_name, is_trainable=is_trainable)
+    with torch.no_grad():
+        for name, layer in qaa_layers(model):
+            if name not in modules:
+                continue
+            th = layer.qaa_theta[adapter_name]
+            out = layer.qaa_out[adapter_name].weight
+            if tuple(tensors[f"{name}.out_proj.weight"].shape) != tuple(out.shape):
+                detach_adapter(model, adapter_name)
+                raise ValueError(f"tensor {name}.out_proj.weight has shape "
+                                 f"{tuple(tensors[f'{name}.out_proj.weight'].shape)}, expected {tuple(out.shape)}")
+            th.copy_(tensors[f"{name}.theta"].to(th.dtype))
+            out.copy_(tensors[f"{name}.out_proj.weight"].to(out.dtype))
+    return model
+
+
+def detach_adapter(model: nn.Module, adapter_name: str) -> None:
+    """Remove one adapter; layers left with no adapter are unwrapped."""
+    for name, layer in list(qaa_layers(model)):
+        if adapter_name in layer.qaa_configs:
+            layer.delete_adapter(adapter_name)
+            if not layer.qaa_configs:
+                _set_submodule(model, name, layer.base_layer)
+    configs = dict(getattr(model, "qaa_configs", {}))
+    configs.pop(adapter_name, None)
+    model.qaa_configs = configs
+    if getattr(model, "qaa_active_adapter", None) == adapter_name:
+        model.qaa_active_adapter = next(iter(configs), None)
