@@ -31,7 +31,15 @@ struct LaneOp {
   int32_t param = -1;
   T c = 1, s = 0;     // cos(t/2), sin(t/2)
   int32_t perm = -1;  // index into Program::perms
+  // Group of up to kMaxGroup (2) commuting RY gates on distinct wires (real path), applied in one pass over
+  // the plane: halves the memory sweeps. nk = 0 for a plain op. Gate 0 acts first.
+  int nk = 0;
+  int64_t gs[3] = {0, 0, 0};
+  T gc[3] = {1, 1, 1}, gsn[3] = {0, 0, 0};
+  int32_t gp[3] = {-1, -1, -1};
 };
+
+inline constexpr int kMaxGroup = 2;
 
 template <typename T>
 struct Program {
@@ -39,6 +47,34 @@ struct Program {
   std::vector<std::vector<int32_t>> perms, inv_perms;  // gather index maps
   std::vector<std::vector<T>> signs, inv_signs;        // +-1 per row
 };
+
+/// Merge runs of RY ops on distinct wires into groups of up to kMaxGroup (they commute, so the order inside a
+/// group is free; the adjoint sweep walks each group backwards).
+template <typename T>
+void group_rotations(Program<T>& prog) {
+  std::vector<LaneOp<T>> out;
+  for (const auto& op : prog.ops) {
+    if (op.kind == GateKind::RY) {
+      LaneOp<T>* last = out.empty() ? nullptr : &out.back();
+      bool can = last && last->nk > 0 && last->nk < kMaxGroup;
+      for (int j = 0; can && j < last->nk; ++j) can = last->gs[j] != op.stride;
+      if (!can) {
+        LaneOp<T> g;
+        g.kind = GateKind::RY;
+        out.push_back(g);
+        last = &out.back();
+      }
+      const int j = last->nk++;
+      last->gs[j] = op.stride;
+      last->gc[j] = op.c;
+      last->gsn[j] = op.s;
+      last->gp[j] = op.param;
+    } else {
+      out.push_back(op);
+    }
+  }
+  prog.ops.swap(out);
+}
 
 /// Compile a circuit for one theta: rotations keep their order, each maximal run of CNOT/CZ becomes one
 /// signed permutation s'[k] = sign[k] * s[perm[k]] (and its inverse for the adjoint sweep).
@@ -101,6 +137,7 @@ Program<T> compile_program(const Circuit& circ, const T* theta) {
     prog.inv_perms.push_back(std::move(inv));
     prog.inv_signs.push_back(std::move(inv_sign));
   }
+  if (circ.is_real()) group_rotations(prog);
   return prog;
 }
 
@@ -174,6 +211,98 @@ inline void lane_gather(const T* __restrict src, T* __restrict dst, int64_t N, c
   }
 }
 
+/// Forward pass of two commuting RY gates on strides sa != sb in one sweep (4 coupled rows per step).
+template <typename T, int W>
+inline void lane_ry_pair(T* __restrict p, int64_t N, int64_t sa, int64_t sb, T ca, T sna, T cb, T snb) {
+  if (sa < sb) {
+    std::swap(sa, sb);
+    std::swap(ca, cb);
+    std::swap(sna, snb);
+  }
+  for (int64_t i0 = 0; i0 < N; i0 += 2 * sa) {
+    for (int64_t j0 = i0; j0 < i0 + sa; j0 += 2 * sb) {
+      for (int64_t j = j0; j < j0 + sb; ++j) {
+        T* __restrict r0 = p + j * W;
+        T* __restrict r1 = p + (j + sb) * W;
+        T* __restrict r2 = p + (j + sa) * W;
+        T* __restrict r3 = p + (j + sa + sb) * W;
+#pragma omp simd
+        for (int l = 0; l < W; ++l) {
+          // gate b on (r0, r1) and (r2, r3), then gate a on (r0, r2) and (r1, r3)
+          const T x0 = r0[l], x1 = r1[l], x2 = r2[l], x3 = r3[l];
+          const T y0 = cb * x0 - snb * x1, y1 = snb * x0 + cb * x1;
+          const T y2 = cb * x2 - snb * x3, y3 = snb * x2 + cb * x3;
+          r0[l] = ca * y0 - sna * y2;
+          r2[l] = sna * y0 + ca * y2;
+          r1[l] = ca * y1 - sna * y3;
+          r3[l] = sna * y1 + ca * y3;
+        }
+      }
+    }
+  }
+}
+
+/// Adjoint step of two commuting RY gates (real path): derivative terms into acc_a / acc_b and inverse
+/// rotations of phi and lam, 4 coupled rows of each per step. The forward order is b then a, so the sweep
+/// handles a first.
+template <typename T, int W>
+inline void lane_adjoint_ry_pair(T* __restrict phi, T* __restrict lam, int64_t N, int64_t sa, int64_t sb, T ca,
+                                 T sna, T cb, T snb, T* __restrict acc_a, T* __restrict acc_b) {
+  if (sa < sb) {
+    std::swap(sa, sb);
+    std::swap(ca, cb);
+    std::swap(sna, snb);
+    std::swap(acc_a, acc_b);
+  }
+  for (int64_t i0 = 0; i0 < N; i0 += 2 * sa) {
+    for (int64_t j0 = i0; j0 < i0 + sa; j0 += 2 * sb) {
+      for (int64_t j = j0; j < j0 + sb; ++j) {
+        T* __restrict p0 = phi + j * W;
+        T* __restrict p1 = phi + (j + sb) * W;
+        T* __restrict p2 = phi + (j + sa) * W;
+        T* __restrict p3 = phi + (j + sa + sb) * W;
+        T* __restrict l0 = lam + j * W;
+        T* __restrict l1 = lam + (j + sb) * W;
+        T* __restrict l2 = lam + (j + sa) * W;
+        T* __restrict l3 = lam + (j + sa + sb) * W;
+#pragma omp simd
+        for (int l = 0; l < W; ++l) {
+          T x0 = p0[l], x1 = p1[l], x2 = p2[l], x3 = p3[l];
+          T y0 = l0[l], y1 = l1[l], y2 = l2[l], y3 = l3[l];
+          // gate a couples (0,2) and (1,3)
+          acc_a[l] += y2 * x0 - y0 * x2 + y3 * x1 - y1 * x3;
+          T t0 = ca * x0 + sna * x2, t2 = ca * x2 - sna * x0;
+          T t1 = ca * x1 + sna * x3, t3 = ca * x3 - sna * x1;
+          T u0 = ca * y0 + sna * y2, u2 = ca * y2 - sna * y0;
+          T u1 = ca * y1 + sna * y3, u3 = ca * y3 - sna * y1;
+          // gate b couples (0,1) and (2,3)
+          acc_b[l] += u1 * t0 - u0 * t1 + u3 * t2 - u2 * t3;
+          p0[l] = cb * t0 + snb * t1;
+          p1[l] = cb * t1 - snb * t0;
+          p2[l] = cb * t2 + snb * t3;
+          p3[l] = cb * t3 - snb * t2;
+          l0[l] = cb * u0 + snb * u1;
+          l1[l] = cb * u1 - snb * u0;
+          l2[l] = cb * u2 + snb * u3;
+          l3[l] = cb * u3 - snb * u2;
+        }
+      }
+    }
+  }
+}
+
+template <typename T, int W>
+inline void apply_group(const LaneOp<T>& op, T* p, int64_t N, bool inverse) {
+  // The gates of a group commute, so negating every angle inverts the whole group.
+  const T s0 = inverse ? -op.gsn[0] : op.gsn[0];
+  if (op.nk == 1) {
+    lane_ry<T, W>(p, N, op.gs[0], op.gc[0], s0);
+  } else {
+    const T s1 = inverse ? -op.gsn[1] : op.gsn[1];
+    lane_ry_pair<T, W>(p, N, op.gs[1], op.gs[0], op.gc[1], s1, op.gc[0], s0);
+  }
+}
+
 /// A block of W states: real plane `re` (and `im` for complex circuits), plus a scratch plane pair for
 /// gathers. Pointers are swapped by permutations.
 template <typename T>
@@ -186,6 +315,10 @@ struct LaneBlock {
 
 template <typename T, int W>
 inline void apply_op(const Program<T>& prog, const LaneOp<T>& op, LaneBlock<T>& b, int64_t N, bool inverse) {
+  if (op.nk > 0) {
+    apply_group<T, W>(op, b.re, N, inverse);
+    return;
+  }
   const T sn = inverse ? -op.s : op.s;
   switch (op.kind) {
     case GateKind::RY:

@@ -217,7 +217,20 @@ class CpuBackend final : public Backend<T> {
         // reverse sweep
         for (auto it = prog.ops.rbegin(); it != prog.ops.rend(); ++it) {
           const auto& op = *it;
-          if (op.param >= 0) {
+          if (op.nk > 0) {  // group of commuting RY gates (real path)
+            alignas(64) T gacc_lanes[kMaxGroup][W] = {};
+            if (op.nk == 1) {
+              lane_adjoint_ry_real<T, W>(phi.re, lam.re, N, op.gs[0], op.gc[0], op.gsn[0], gacc_lanes[0]);
+            } else {  // gate 0 acts first in the forward, so it is "b"; gate 1 is "a"
+              lane_adjoint_ry_pair<T, W>(phi.re, lam.re, N, op.gs[1], op.gs[0], op.gc[1], op.gsn[1], op.gc[0],
+                                         op.gsn[0], gacc_lanes[1], gacc_lanes[0]);
+            }
+            for (int j = 0; j < op.nk; ++j) {
+              double sum = 0;
+              for (int l = 0; l < W; ++l) sum += gacc_lanes[j][l];
+              gacc[op.gp[j]] += sum;
+            }
+          } else if (op.param >= 0) {
             for (int l = 0; l < W; ++l) acc[l] = 0;
             if (!cx) {
               lane_adjoint_ry_real<T, W>(phi.re, lam.re, N, op.stride, op.c, op.s, acc);
