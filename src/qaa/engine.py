@@ -20,7 +20,12 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _engine_cpu
+# The engine's OpenMP runtime sleeps between calls instead of spinning: torch runs its own thread pool between
+# our calls, and spinning workers would steal its cores. Set before the extension (and its libgomp) loads; an
+# explicit user setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import _engine_cpu  # noqa: E402
 
 Circuit = _engine_cpu.Circuit
 
@@ -28,9 +33,13 @@ Circuit = _engine_cpu.Circuit
 MAX_QUBITS = 20
 #: Supported readouts.
 READOUTS = ("z", "probs")
-#: The dense-matrix path (``psi = psi0 @ U^T`` as one GEMM) is used for gradient-free evaluation when
-#: ``B > DENSE_BATCH_FACTOR * 2**n``. Calibrated by ``benchmarks/bench_engine.py`` (see benchmarks/README.md).
+#: The dense-matrix path (``psi = psi0 @ U^T`` as one GEMM) serves gradient-free evaluation when it is cheaper:
+#: the batch must amortise building ``U`` (``B > DENSE_BATCH_FACTOR * 2**n``) and the GEMM's ``2 N^2`` flops per
+#: state, divided by how much faster a BLAS GEMM runs than the gate kernels (``DENSE_GEMM_SPEEDUP``), must
+#: undercut the gates' ``3 N`` flops per rotation. Both constants are calibrated by
+#: ``benchmarks/bench_engine.py`` (see benchmarks/README.md).
 DENSE_BATCH_FACTOR = float(os.environ.get("QAA_DENSE_BATCH_FACTOR", "1.5"))
+DENSE_GEMM_SPEEDUP = float(os.environ.get("QAA_DENSE_GEMM_SPEEDUP", "4.0"))
 
 _REAL = (torch.float32, torch.float64)
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
@@ -206,14 +215,14 @@ def forward_features(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kin
 
     ``path``: ``"state"`` runs every gate on each state (OpenMP over the batch, state kept in cache);
     ``"dense"`` builds ``U`` once and applies it as one GEMM; ``"auto"`` picks ``dense`` when
-    ``B > DENSE_BATCH_FACTOR * 2**n``. No gradient is tracked here (see :class:`qaa.function.QAAFunction`).
+    :func:`prefer_dense` says it is cheaper (deep circuits, large batches). No gradient is tracked here (see :class:`qaa.function.QAAFunction`).
     """
     _check_forward_args(circuit, theta, x, kind)
     if path not in ("auto", "state", "dense"):
         raise ValueError(f"path must be 'auto', 'state' or 'dense', got {path!r}")
     B = x.shape[0]
     if path == "auto":
-        path = "dense" if B > DENSE_BATCH_FACTOR * circuit.dim else "state"
+        path = "dense" if prefer_dense(circuit, B) else "state"
     if path == "dense" and B > 0:
         return _forward_dense(circuit, theta, x, kind)
     feats = torch.empty(B, n_features(circuit, kind), dtype=x.dtype, device=x.device)
@@ -221,6 +230,15 @@ def forward_features(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kin
     if B:
         _module_for(x).forward(circuit, _prep(theta, "theta"), _prep(x, "x"), kind, feats, norms, _stream(x))
     return feats, norms
+
+
+def prefer_dense(circuit: Circuit, batch: int) -> bool:
+    """Whether the dense-matrix path is expected to be faster for a gradient-free forward of ``batch`` states."""
+    N = circuit.dim
+    rotations = sum(1 for g in circuit.gates if g[3] >= 0)
+    if batch <= DENSE_BATCH_FACTOR * N:
+        return False
+    return 3.0 * rotations * N * DENSE_GEMM_SPEEDUP > 2.0 * N * N
 
 
 def _forward_dense(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kind: str):
