@@ -103,14 +103,42 @@ inline ExecContext context(std::uintptr_t stream) {
   return ctx;
 }
 
+/// Optional caller-allocated scratch: a 1-D uint8 array on the backend's device of at least
+/// workspace_size(op, circuit, batch, dtype) bytes (the CUDA backend allocates its own when it is None).
+template <typename Dev>
+using Workspace = std::optional<nb::ndarray<uint8_t, nb::ndim<1>, nb::c_contig, Dev>>;
+
+template <typename Dev>
+inline ExecContext context(std::uintptr_t stream, const Workspace<Dev>& ws) {
+  ExecContext ctx = context(stream);
+  if (ws) {
+    ctx.workspace = ws->data();
+    ctx.workspace_bytes = ws->size();
+  }
+  return ctx;
+}
+
+inline Op parse_op(const std::string& s) {
+  if (s == "embed") return Op::kEmbed;
+  if (s == "apply") return Op::kApply;
+  if (s == "readout") return Op::kReadout;
+  if (s == "vjp") return Op::kVjp;
+  if (s == "forward") return Op::kForward;
+  if (s == "backward") return Op::kBackward;
+  if (s == "matrix" || s == "circuit_matrix") return Op::kMatrix;
+  throw std::invalid_argument("unknown op '" + s +
+                              "' (known: embed, apply, readout, vjp, forward, backward, circuit_matrix)");
+}
+
 template <typename T, typename Dev, typename Factory>
-void register_dtype(nb::module_& m, Factory factory) {
+std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
   using C = std::complex<T>;
   // One backend object per dtype, shared by every call (backends are stateless or internally locked).
   std::shared_ptr<Backend<T>> be(factory(TypeTag<T>{}).release());
 
   m.def("embed",
-        [be](int n, In<T, Dev> x, Out<C, Dev> psi0, Out<T, Dev> norms, std::uintptr_t stream) {
+        [be](int n, In<T, Dev> x, Out<C, Dev> psi0, Out<T, Dev> norms, std::uintptr_t stream,
+            Workspace<Dev> workspace) {
           require(n >= 1 && n <= kMaxQubits, "n_qubits out of range");
           require(x.ndim() == 2, "x must be 2-D (batch, d)");
           const int64_t B = x.shape(0), d = x.shape(1), N = int64_t{1} << n;
@@ -118,22 +146,26 @@ void register_dtype(nb::module_& m, Factory factory) {
           check_shape(psi0, {B, N}, "psi0");
           check_shape(norms, {B}, "norms");
           nb::gil_scoped_release r;
-          be->embed(n, x.data(), B, d, psi0.data(), norms.data(), context(stream));
+          be->embed(n, x.data(), B, d, psi0.data(), norms.data(), context(stream, workspace));
         },
-        nb::arg("n_qubits"), nb::arg("x"), nb::arg("psi0"), nb::arg("norms"), nb::arg("stream") = 0);
+        nb::arg("n_qubits"), nb::arg("x"), nb::arg("psi0"), nb::arg("norms"), nb::arg("stream") = 0,
+        nb::arg("workspace").none() = nb::none());
 
   m.def("apply",
-        [be](const Circuit& c, In<T, Dev> theta, Out<C, Dev> psi, bool adjoint, std::uintptr_t stream) {
+        [be](const Circuit& c, In<T, Dev> theta, Out<C, Dev> psi, bool adjoint, std::uintptr_t stream,
+             Workspace<Dev> workspace) {
           check_shape(theta, {c.n_params()}, "theta");
           require(psi.ndim() == 2, "psi must be 2-D (batch, 2^n)");
           check_shape(psi, {static_cast<int64_t>(psi.shape(0)), c.dim()}, "psi");
           nb::gil_scoped_release r;
-          be->apply(c, theta.data(), psi.data(), psi.shape(0), adjoint, context(stream));
+          be->apply(c, theta.data(), psi.data(), psi.shape(0), adjoint, context(stream, workspace));
         },
-        nb::arg("circuit"), nb::arg("theta"), nb::arg("psi"), nb::arg("adjoint") = false, nb::arg("stream") = 0);
+        nb::arg("circuit"), nb::arg("theta"), nb::arg("psi"), nb::arg("adjoint") = false, nb::arg("stream") = 0,
+        nb::arg("workspace").none() = nb::none());
 
   m.def("readout",
-        [be](int n, In<C, Dev> psi, const std::string& readout, Out<T, Dev> features, std::uintptr_t stream) {
+        [be](int n, In<C, Dev> psi, const std::string& readout, Out<T, Dev> features, std::uintptr_t stream,
+             Workspace<Dev> workspace) {
           require(n >= 1 && n <= kMaxQubits, "n_qubits out of range");
           const Readout r = parse_readout(readout);
           require(psi.ndim() == 2, "psi must be 2-D (batch, 2^n)");
@@ -141,13 +173,14 @@ void register_dtype(nb::module_& m, Factory factory) {
           check_shape(psi, {B, int64_t{1} << n}, "psi");
           check_shape(features, {B, readout_features(r, n)}, "features");
           nb::gil_scoped_release rel;
-          be->readout(n, psi.data(), B, r, features.data(), context(stream));
+          be->readout(n, psi.data(), B, r, features.data(), context(stream, workspace));
         },
-        nb::arg("n_qubits"), nb::arg("psi"), nb::arg("readout"), nb::arg("features"), nb::arg("stream") = 0);
+        nb::arg("n_qubits"), nb::arg("psi"), nb::arg("readout"), nb::arg("features"), nb::arg("stream") = 0,
+        nb::arg("workspace").none() = nb::none());
 
   m.def("vjp",
         [be](const Circuit& c, In<T, Dev> theta, In<C, Dev> psi, In<T, Dev> grad_features, const std::string& readout,
-             Out<T, Dev> grad_theta, Out<T, Dev> grad_psi0, std::uintptr_t stream) {
+             Out<T, Dev> grad_theta, Out<T, Dev> grad_psi0, std::uintptr_t stream, Workspace<Dev> workspace) {
           const Readout r = parse_readout(readout);
           check_shape(theta, {c.n_params()}, "theta");
           require(psi.ndim() == 2, "psi must be 2-D (batch, 2^n)");
@@ -158,23 +191,24 @@ void register_dtype(nb::module_& m, Factory factory) {
           check_shape(grad_psi0, {B, c.dim()}, "grad_psi0");
           nb::gil_scoped_release rel;
           be->vjp(c, theta.data(), psi.data(), grad_features.data(), r, B, grad_theta.data(), grad_psi0.data(),
-                  context(stream));
+                  context(stream, workspace));
         },
         nb::arg("circuit"), nb::arg("theta"), nb::arg("psi"), nb::arg("grad_features"), nb::arg("readout"),
-        nb::arg("grad_theta"), nb::arg("grad_psi0"), nb::arg("stream") = 0);
+        nb::arg("grad_theta"), nb::arg("grad_psi0"), nb::arg("stream") = 0, nb::arg("workspace").none() = nb::none());
 
   m.def("circuit_matrix",
-        [be](const Circuit& c, In<T, Dev> theta, Out<C, Dev> u, std::uintptr_t stream) {
+        [be](const Circuit& c, In<T, Dev> theta, Out<C, Dev> u, std::uintptr_t stream, Workspace<Dev> workspace) {
           check_shape(theta, {c.n_params()}, "theta");
           check_shape(u, {c.dim(), c.dim()}, "u");
           nb::gil_scoped_release rel;
-          be->circuit_matrix(c, theta.data(), u.data(), context(stream));
+          be->circuit_matrix(c, theta.data(), u.data(), context(stream, workspace));
         },
-        nb::arg("circuit"), nb::arg("theta"), nb::arg("u"), nb::arg("stream") = 0);
+        nb::arg("circuit"), nb::arg("theta"), nb::arg("u"), nb::arg("stream") = 0,
+        nb::arg("workspace").none() = nb::none());
 
   m.def("forward",
         [be](const Circuit& c, In<T, Dev> theta, In<T, Dev> x, const std::string& readout, Out<T, Dev> features,
-             Out<T, Dev> norms, std::uintptr_t stream) {
+             Out<T, Dev> norms, std::uintptr_t stream, Workspace<Dev> workspace) {
           const Readout r = parse_readout(readout);
           check_shape(theta, {c.n_params()}, "theta");
           require(x.ndim() == 2, "x must be 2-D (batch, d)");
@@ -183,14 +217,16 @@ void register_dtype(nb::module_& m, Factory factory) {
           check_shape(features, {B, readout_features(r, c.n_qubits())}, "features");
           check_shape(norms, {B}, "norms");
           nb::gil_scoped_release rel;
-          be->forward(c, theta.data(), x.data(), B, d, r, features.data(), norms.data(), context(stream));
+          be->forward(c, theta.data(), x.data(), B, d, r, features.data(), norms.data(),
+                      context(stream, workspace));
         },
         nb::arg("circuit"), nb::arg("theta"), nb::arg("x"), nb::arg("readout"), nb::arg("features"),
-        nb::arg("norms"), nb::arg("stream") = 0);
+        nb::arg("norms"), nb::arg("stream") = 0, nb::arg("workspace").none() = nb::none());
 
   m.def("backward",
         [be](const Circuit& c, In<T, Dev> theta, In<T, Dev> x, const std::string& readout, In<T, Dev> grad_features,
-             std::optional<In<T, Dev>> grad_norms, Out<T, Dev> grad_theta, Out<T, Dev> grad_x, std::uintptr_t stream) {
+             std::optional<In<T, Dev>> grad_norms, Out<T, Dev> grad_theta, Out<T, Dev> grad_x, std::uintptr_t stream,
+             Workspace<Dev> workspace) {
           const Readout r = parse_readout(readout);
           check_shape(theta, {c.n_params()}, "theta");
           require(x.ndim() == 2, "x must be 2-D (batch, d)");
@@ -206,16 +242,29 @@ void register_dtype(nb::module_& m, Factory factory) {
           check_shape(grad_x, {B, d}, "grad_x");
           nb::gil_scoped_release rel;
           be->backward(c, theta.data(), x.data(), B, d, r, grad_features.data(), gn, grad_theta.data(),
-                       grad_x.data(), context(stream));
+                       grad_x.data(), context(stream, workspace));
         },
         nb::arg("circuit"), nb::arg("theta"), nb::arg("x"), nb::arg("readout"), nb::arg("grad_features"),
-        nb::arg("grad_norms").none(), nb::arg("grad_theta"), nb::arg("grad_x"), nb::arg("stream") = 0);
+        nb::arg("grad_norms").none(), nb::arg("grad_theta"), nb::arg("grad_x"), nb::arg("stream") = 0,
+        nb::arg("workspace").none() = nb::none());
+  return be;
 }
 
 template <typename Dev, typename Factory>
 void register_backend(nb::module_& m, Factory factory) {
-  register_dtype<float, Dev>(m, factory);
-  register_dtype<double, Dev>(m, factory);
+  auto be32 = register_dtype<float, Dev>(m, factory);
+  auto be64 = register_dtype<double, Dev>(m, factory);
+  m.def("workspace_size",
+        [be32, be64](const std::string& op, const Circuit& c, int64_t batch, const std::string& dtype) {
+          require(batch >= 0, "batch must be >= 0");
+          const Op o = parse_op(op);
+          if (dtype == "float32") return be32->workspace_size(o, c, batch);
+          if (dtype == "float64") return be64->workspace_size(o, c, batch);
+          throw std::invalid_argument("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+        },
+        nb::arg("op"), nb::arg("circuit"), nb::arg("batch"), nb::arg("dtype") = "float32",
+        "Bytes of scratch one call needs (0 on the CPU). Pass a uint8 array of at least this size as the\n"
+        "`workspace` argument of that call, or None to let the backend allocate it.");
 }
 
 }  // namespace qaa::bindings

@@ -1,0 +1,260 @@
+// CTest entry for the CUDA backend: the shared backend checks against make_cuda_backend, plus parity with the
+// CPU backend, chunking, caller workspace, streams and argument errors. Without a CUDA device (or driver)
+// every test reports SKIPPED with the reason "no CUDA device".
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "engine_cuda.hpp"
+#include "qaa/backend.hpp"
+
+namespace {
+std::string cuda_skip_reason() {
+  static const std::string reason = qaa::cuda_device_count() > 0 ? std::string() : std::string("no CUDA device");
+  return reason;
+}
+}  // namespace
+
+#define QAA_TEST_FACTORY(T) ::qaa::make_cuda_backend<T>()
+#define QAA_TEST_SKIP_REASON() cuda_skip_reason()
+#include "backend_checks.hpp"
+
+namespace qaa::test {
+
+/// Norm-wise relative comparison; infinite entries must match exactly, NaN is never accepted.
+template <typename T>
+void expect_close(const std::vector<T>& got, const std::vector<T>& want, double rtol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_FALSE(std::isnan(got[i])) << what << " entry " << i;
+    if (std::isinf(want[i]) || std::isinf(got[i])) {
+      EXPECT_EQ(got[i], want[i]) << what << " entry " << i;
+      continue;
+    }
+    const double e = double(got[i]) - double(want[i]);
+    num += e * e;
+    den += double(want[i]) * double(want[i]);
+  }
+  EXPECT_LE(std::sqrt(num), rtol * std::max(std::sqrt(den), 1.0)) << what;
+}
+
+template <typename T>
+std::vector<T> flatten(const std::vector<std::complex<T>>& v) {
+  std::vector<T> out;
+  out.reserve(2 * v.size());
+  for (const auto& a : v) {
+    out.push_back(a.real());
+    out.push_back(a.imag());
+  }
+  return out;
+}
+
+template <typename T>
+constexpr double parity_tol() { return std::is_same_v<T, float> ? 1e-5 : 1e-12; }
+
+/// Restores the default chunk size when a test ends.
+struct ChunkBytesGuard {
+  explicit ChunkBytesGuard(size_t bytes) { set_cuda_chunk_bytes(bytes); }
+  ~ChunkBytesGuard() { set_cuda_chunk_bytes(0); }
+};
+
+template <typename T>
+class CudaBackendTest : public BackendTest<T> {
+ public:
+  using C = std::complex<T>;
+  std::unique_ptr<Backend<T>> cpu = make_cpu_backend<T>();
+
+  /// Inputs with the edge rows of embedding.hpp: a zero row, a NaN row, an infinite row and a huge row.
+  std::vector<T> inputs(int64_t B, int64_t d) {
+    auto x = this->randn(B * d);
+    if (B >= 5) {
+      for (int64_t i = 0; i < d; ++i) x[1 * d + i] = 0;
+      x[2 * d + d / 2] = std::numeric_limits<T>::quiet_NaN();
+      x[3 * d] = -std::numeric_limits<T>::infinity();
+      for (int64_t i = 0; i < d; ++i) x[4 * d + i] *= std::is_same_v<T, float> ? T(1e36) : T(1e300);
+    }
+    return x;
+  }
+
+  struct Fused {
+    std::vector<T> features, norms, grad_theta, grad_x;
+  };
+
+  Fused run_cuda(const Circuit& c, const std::vector<T>& theta, const std::vector<T>& x, int64_t B, int64_t d,
+                 Readout r, const std::vector<T>& g, const std::vector<T>& gn, const ExecContext& ctx = {}) {
+    const int64_t F = readout_features(r, c.n_qubits());
+    T* f = this->template dev_zeros<T>(B * F);
+    T* nr = this->template dev_zeros<T>(B);
+    T* gt = this->template dev_zeros<T>(c.n_params());
+    T* gx = this->template dev_zeros<T>(B * d);
+    T* dth = this->dev(theta);
+    T* dx = this->dev(x);
+    T* dg = this->dev(g);
+    T* dgn = this->dev(gn);
+    this->be->synchronize();  // uploads done before work on a caller's (possibly non-blocking) stream
+    this->be->forward(c, dth, dx, B, d, r, f, nr, ctx);
+    this->be->backward(c, dth, dx, B, d, r, dg, dgn, gt, gx, ctx);
+    return {this->host(f, B * F), this->host(nr, B), this->host(gt, c.n_params()), this->host(gx, B * d)};
+  }
+
+  Fused run_cpu(const Circuit& c, const std::vector<T>& theta, const std::vector<T>& x, int64_t B, int64_t d,
+                Readout r, const std::vector<T>& g, const std::vector<T>& gn) {
+    const int64_t F = readout_features(r, c.n_qubits());
+    Fused out{std::vector<T>(B * F), std::vector<T>(B), std::vector<T>(c.n_params()), std::vector<T>(B * d)};
+    cpu->forward(c, theta.data(), x.data(), B, d, r, out.features.data(), out.norms.data(), {});
+    cpu->backward(c, theta.data(), x.data(), B, d, r, g.data(), gn.data(), out.grad_theta.data(), out.grad_x.data(),
+                  {});
+    return out;
+  }
+
+  void expect_same(const Fused& got, const Fused& want, double tol, const std::string& what) {
+    expect_close(got.features, want.features, tol, what + " features");
+    expect_close(got.norms, want.norms, tol, what + " norms");
+    expect_close(got.grad_theta, want.grad_theta, tol, what + " grad_theta");
+    expect_close(got.grad_x, want.grad_x, tol, what + " grad_x");
+  }
+};
+
+TYPED_TEST_SUITE(CudaBackendTest, Types);
+
+TYPED_TEST(CudaBackendTest, FusedForwardBackwardMatchCpu) {
+  using T = TypeParam;
+  for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry"}) {
+    for (int n : {1, 2, 4, 7, 10}) {
+      for (Readout r : {Readout::kZ, Readout::kProbs}) {
+        const Circuit c = build_ansatz(name, n, 2);
+        const int64_t N = c.dim(), B = 23, d = N > 4 ? N - 3 : N;
+        const auto theta = this->randn(c.n_params());
+        const auto x = this->inputs(B, d);
+        const auto g = this->randn(B * readout_features(r, n));
+        const auto gn = this->randn(B);
+        const std::string what = std::string(name) + " n=" + std::to_string(n) + (r == Readout::kZ ? " z" : " probs");
+        this->expect_same(this->run_cuda(c, theta, x, B, d, r, g, gn), this->run_cpu(c, theta, x, B, d, r, g, gn),
+                          parity_tol<T>(), what);
+      }
+    }
+  }
+}
+
+TYPED_TEST(CudaBackendTest, StateLevelApiMatchesCpu) {
+  using T = TypeParam;
+  using C = std::complex<T>;
+  for (int n : {2, 5}) {
+    const Circuit c = all_gates_circuit(n);
+    const int64_t N = c.dim(), B = 9, d = N - 1;
+    const auto theta = this->randn(c.n_params());
+    const auto x = this->inputs(B, d);
+    T* dth = this->dev(theta);
+    // embed
+    C* psi = this->template dev_zeros<C>(B * N);
+    T* nr = this->template dev_zeros<T>(B);
+    this->be->embed(n, this->dev(x), B, d, psi, nr, ExecContext{});
+    std::vector<C> psi_cpu(B * N);
+    std::vector<T> nr_cpu(B);
+    this->cpu->embed(n, x.data(), B, d, psi_cpu.data(), nr_cpu.data(), {});
+    expect_close(flatten(this->host(psi, B * N)), flatten(psi_cpu), parity_tol<T>(), "embed psi0");
+    expect_close(this->host(nr, B), nr_cpu, parity_tol<T>(), "embed norms");
+    // apply, forward and adjoint
+    for (bool adjoint : {false, true}) {
+      C* p = this->dev(psi_cpu);
+      this->be->apply(c, dth, p, B, adjoint, ExecContext{});
+      std::vector<C> q = psi_cpu;
+      this->cpu->apply(c, theta.data(), q.data(), B, adjoint, {});
+      expect_close(flatten(this->host(p, B * N)), flatten(q), parity_tol<T>(), adjoint ? "apply adjoint" : "apply");
+    }
+    // readouts and the state-level VJP on U psi0
+    std::vector<C> fin = psi_cpu;
+    this->cpu->apply(c, theta.data(), fin.data(), B, false, {});
+    C* dfin = this->dev(fin);
+    for (Readout r : {Readout::kZ, Readout::kProbs}) {
+      const int64_t F = readout_features(r, n);
+      T* f = this->template dev_zeros<T>(B * F);
+      this->be->readout(n, dfin, B, r, f, ExecContext{});
+      std::vector<T> f_cpu(B * F);
+      this->cpu->readout(n, fin.data(), B, r, f_cpu.data(), {});
+      expect_close(this->host(f, B * F), f_cpu, parity_tol<T>(), "readout");
+      const auto g = this->randn(B * F);
+      T* gt = this->template dev_zeros<T>(c.n_params());
+      T* gp = this->template dev_zeros<T>(B * N);
+      this->be->vjp(c, dth, dfin, this->dev(g), r, B, gt, gp, ExecContext{});
+      std::vector<T> gt_cpu(c.n_params()), gp_cpu(B * N);
+      this->cpu->vjp(c, theta.data(), fin.data(), g.data(), r, B, gt_cpu.data(), gp_cpu.data(), {});
+      expect_close(this->host(gt, c.n_params()), gt_cpu, parity_tol<T>(), "vjp grad_theta");
+      expect_close(this->host(gp, B * N), gp_cpu, parity_tol<T>(), "vjp grad_psi0");
+    }
+    // circuit matrix
+    std::vector<C> u_cpu(N * N);
+    this->cpu->circuit_matrix(c, theta.data(), u_cpu.data(), {});
+    expect_close(flatten(this->matrix(c, theta)), flatten(u_cpu), parity_tol<T>(), "circuit_matrix");
+  }
+}
+
+TYPED_TEST(CudaBackendTest, ChunkingDoesNotChangeResults) {
+  using T = TypeParam;
+  const Circuit c = build_ansatz("ry_rz_ring_ry", 5, 2);
+  const int64_t N = c.dim(), B = 20, d = 29;
+  const auto theta = this->randn(c.n_params());
+  const auto x = this->inputs(B, d);
+  for (Readout r : {Readout::kZ, Readout::kProbs}) {
+    const auto g = this->randn(B * readout_features(r, 5));
+    const auto gn = this->randn(B);
+    const auto whole = this->run_cuda(c, theta, x, B, d, r, g, gn);
+    ChunkBytesGuard small(3 * N * sizeof(std::complex<T>));  // 3 states per chunk: 7 chunks, the last of 2
+    EXPECT_EQ(this->be->workspace_size(Op::kBackward, c, B), this->be->workspace_size(Op::kBackward, c, 3));
+    this->expect_same(this->run_cuda(c, theta, x, B, d, r, g, gn), whole, parity_tol<T>(), "chunked");
+  }
+}
+
+TYPED_TEST(CudaBackendTest, CallerWorkspaceAndStream) {
+  using T = TypeParam;
+  const Circuit c = build_ansatz("ry_cnot_ring", 6, 3);
+  const int64_t B = 17, d = 50;
+  const auto theta = this->randn(c.n_params());
+  const auto x = this->inputs(B, d);
+  const auto g = this->randn(B * 6);
+  const auto gn = this->randn(B);
+  const auto ref = this->run_cuda(c, theta, x, B, d, Readout::kZ, g, gn);
+  size_t need = 0;
+  for (Op op : {Op::kForward, Op::kBackward}) need = std::max(need, this->be->workspace_size(op, c, B));
+  ASSERT_GT(need, 0u);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  ExecContext ctx;
+  ctx.stream = stream;
+  ctx.workspace = this->be->allocate(need);
+  ctx.workspace_bytes = need;
+  this->owned.push_back(ctx.workspace);
+  const auto got = this->run_cuda(c, theta, x, B, d, Readout::kZ, g, gn, ctx);  // host() synchronises the device
+  this->expect_same(got, ref, parity_tol<T>(), "caller workspace on a non-blocking stream");
+  ctx.workspace_bytes = this->be->workspace_size(Op::kBackward, c, B) - 1;
+  T* gt = this->template dev_zeros<T>(c.n_params());
+  T* gx = this->template dev_zeros<T>(B * d);
+  EXPECT_THROW(this->be->backward(c, this->dev(theta), this->dev(x), B, d, Readout::kZ, this->dev(g), nullptr, gt,
+                                  gx, ctx),
+               std::invalid_argument);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+}
+
+TYPED_TEST(CudaBackendTest, ArgumentErrorsAndEmptyBatch) {
+  using T = TypeParam;
+  const Circuit c = build_ansatz("ry_cnot_ring", 3, 1);
+  const std::vector<T> host_x(2 * 8, T(1));
+  T* dth = this->dev(this->randn(c.n_params()));
+  T* f = this->template dev_zeros<T>(2 * 3);
+  T* nr = this->template dev_zeros<T>(2);
+  EXPECT_THROW(this->be->forward(c, dth, host_x.data(), 2, 8, Readout::kZ, f, nr, ExecContext{}),
+               std::invalid_argument);
+  EXPECT_THROW(this->be->forward(c, dth, this->dev(host_x), 2, 9, Readout::kZ, f, nr, ExecContext{}),
+               std::invalid_argument);
+  // An empty batch still defines grad_theta (= 0).
+  T* gt = this->dev(std::vector<T>(c.n_params(), T(1)));
+  this->be->backward(c, dth, this->dev(host_x), 0, 8, Readout::kZ, f, nullptr, gt, nullptr, ExecContext{});
+  for (T v : this->host(gt, c.n_params())) EXPECT_EQ(v, T(0));
+}
+
+}  // namespace qaa::test
