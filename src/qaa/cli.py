@@ -28,7 +28,7 @@ def _finetune_parser(sub) -> None:
                                    "ROUGE) of the tuned and the untuned base model.")
     _add_common(p)
     p.add_argument("--task", default="e2e_nlg", choices=["e2e_nlg", "webnlg_en", "xsum", "common_gen"])
-    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--steps", type=int, default=80, help="optimizer steps (default sized for ~15 min on 2 cores)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup-steps", type=int, default=10)
@@ -43,17 +43,60 @@ def _finetune_parser(sub) -> None:
 
 
 def _compare_parser(sub) -> None:
-    p = sub.add_parser("compare", help="compare QAA with LoRA, prefix tuning, SoRA (and full fine-tuning)")
+    p = sub.add_parser("compare", help="compare QAA with LoRA, prefix tuning, SoRA (and full fine-tuning)",
+                       description="Train QAA, LoRA, prefix tuning, SoRA (and optionally full fine-tuning) on the "
+                                   "same data, split, token budget and seed, score held-out generations (BLEU, "
+                                   "ROUGE, BERTScore MiniLM-L6) and write results.json, losses.csv, results.md "
+                                   "and PNG plots. Options left unset come from the preset.")
     _add_common(p)
+    # Unset by default here, so the preset decides them (an explicit value overrides the preset).
+    p.set_defaults(eval_size=None, max_new_tokens=None, max_length=None)
     p.add_argument("--preset", default="cpu", choices=["cpu", "gpu", "smoke"],
-                   help="cpu: 4 methods x 2 tasks on 2 cores (< 45 min); gpu: larger budget; smoke: seconds")
-    p.add_argument("--tasks", default=None, help="comma-separated tasks (default from the preset)")
+                   help="cpu: 4 methods x 2 tasks on 2 cores (< 45 min); gpu: larger budget, xsum and full "
+                        "fine-tuning; smoke: a few steps (plumbing check)")
+    p.add_argument("--tasks", default=None, help="comma-separated: e2e_nlg,webnlg_en,xsum,common_gen")
     p.add_argument("--methods", default=None, help="comma-separated: qaa,lora,prefix,sora,full")
     p.add_argument("--full", action="store_true", help="add full fine-tuning (the memory reference)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per method")
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per step")
+    p.add_argument("--lr", default=None,
+                   help="peak learning rates to override, e.g. 'lora=5e-4,prefix=3e-2' (defaults: "
+                        "qaa 3e-3, lora 1e-3, prefix 1e-2, sora 1e-3, full 5e-5)")
+    p.add_argument("--sora-xi", type=float, default=None, help="SoRA proximal threshold per step (default 3e-4)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: cuda when available")
     p.add_argument("--no-bertscore", action="store_true")
     p.add_argument("--out", default="runs/compare")
+
+
+def _check_finetune_args(args) -> None:
+    """Reject bad ``finetune`` option values before anything is loaded (a model load and a base-model evaluation
+    take minutes; a bad value must not fail only after them). Raises ValueError naming the option.
+    (``compare`` validates its options itself, see qaa.compare.)"""
+    import math
+
+    def at_least(name, lo):
+        value = getattr(args, name)
+        if value < lo:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {lo}, got {value}")
+
+    def finite(name, positive=False):
+        value = getattr(args, name)
+        if not math.isfinite(value) or (positive and value <= 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite{' positive' if positive else ''} "
+                             f"number, got {value}")
+
+    for name, lo in (("steps", 1), ("batch_size", 1), ("max_length", 8), ("max_new_tokens", 1), ("eval_size", 1),
+                     ("warmup_steps", 0), ("n_layers", 1), ("threads", 0)):
+        at_least(name, lo)
+    if args.threads > 1024:
+        raise ValueError(f"--threads must be <= 1024, got {args.threads}")
+    if not 0 < args.test_fraction < 1:
+        raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    finite("lr", positive=True)
+    finite("scaling")
+    if not all(t.strip() for t in args.target_modules.split(",")):
+        raise ValueError(f"--target-modules must be comma-separated module names, got {args.target_modules!r}")
 
 
 def main(argv=None) -> int:
@@ -66,6 +109,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "finetune":
+            _check_finetune_args(args)
             from .finetune import run_finetune
 
             run_finetune(args)
