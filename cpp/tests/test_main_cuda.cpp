@@ -240,6 +240,46 @@ TYPED_TEST(CudaBackendTest, CallerWorkspaceAndStream) {
   ASSERT_EQ(cudaStreamDestroy(stream), cudaSuccess);
 }
 
+TYPED_TEST(CudaBackendTest, ExtremeMagnitudeRows) {
+  // float64: a subnormal row (1/max|x| overflows, so the embedding divides); float32: a row whose norm
+  // exceeds FLT_MAX (reported as +inf while the state stays regular). No NaN anywhere, gradients finite.
+  using T = TypeParam;
+  using C = std::complex<T>;
+  std::vector<T> x;
+  std::vector<double> want_psi;
+  double want_norm;
+  if constexpr (std::is_same_v<T, double>) {
+    x = {3e-310, 0, 4e-310, 0};
+    want_psi = {0.6, 0, 0.8, 0};
+    want_norm = 5e-310;
+  } else {
+    x = {2e38f, 0, 2e38f, 2e38f};
+    const double r = 1 / std::sqrt(3.0);
+    want_psi = {r, 0, r, r};
+    want_norm = std::numeric_limits<double>::infinity();
+  }
+  const int64_t B = 1, d = 4;
+  C* psi = this->template dev_zeros<C>(4);
+  T* nr = this->template dev_zeros<T>(1);
+  this->be->embed(2, this->dev(x), B, d, psi, nr, ExecContext{});
+  const auto p = this->host(psi, 4);
+  const T norm = this->host(nr, 1)[0];
+  for (int k = 0; k < 4; ++k) EXPECT_NEAR(p[k].real(), want_psi[k], 10 * tol<T>()) << k;
+  if (std::isinf(want_norm)) {
+    EXPECT_TRUE(std::isinf(norm) && norm > 0);
+  } else {
+    EXPECT_NEAR(double(norm) / want_norm, 1.0, 1e-9);
+  }
+  // Loss = norm only (zero feature cotangent): grad_x = psi0, grad_theta = 0.
+  const Circuit c = build_ansatz("ry_cnot_ring", 2, 1);
+  const std::vector<T> g(2, T(0)), gn(1, T(1));
+  const auto theta = this->randn(c.n_params());
+  const auto out = this->run_cuda(c, theta, x, B, d, Readout::kZ, g, gn);
+  for (T f : out.features) EXPECT_TRUE(std::isfinite(f));
+  for (T v : out.grad_theta) EXPECT_EQ(v, T(0));
+  for (int k = 0; k < 4; ++k) EXPECT_NEAR(out.grad_x[k], want_psi[k], 10 * tol<T>()) << k;
+}
+
 TYPED_TEST(CudaBackendTest, ArgumentErrorsAndEmptyBatch) {
   using T = TypeParam;
   const Circuit c = build_ansatz("ry_cnot_ring", 3, 1);

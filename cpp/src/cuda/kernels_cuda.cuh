@@ -71,11 +71,15 @@ __device__ inline V block_all_reduce(V v, Op op, V identity) {
 // Amplitude embedding (same semantics and rounding as embed_row in embedding.hpp).
 // ---------------------------------------------------------------------------------------------------------
 
-/// What embedding a row needs: its kind, 1/||x|| (regular rows), 1/sqrt(#inf) (infinite rows), ||x||.
+/// What embedding a row needs: its kind, for regular rows max|x_i| and ||x||/max|x_i|, or 1/||x|| as one factor
+/// when that is finite (`divide` false), 1/sqrt(#inf) for infinite rows, and ||x|| rounded to T.
 template <typename T>
 struct RowStats {
   int kind;
-  double scale;
+  bool divide;       // 1/max|x_i| overflows (subnormal double max): divide by amax, then by nrm_scaled
+  double scale;      // 1/||x|| when !divide
+  double amax;
+  double nrm_scaled;
   T inv_inf;
   T norm;
 };
@@ -99,7 +103,7 @@ __device__ RowStats<T> row_stats(const T* x, int64_t d) {
   has_nan = block_all_reduce(has_nan, MaxOp{}, 0);
   n_inf = block_all_reduce(n_inf, SumOp{}, 0);
   amax = block_all_reduce(amax, MaxOp{}, T(0));
-  RowStats<T> st{kRowRegular, 0.0, T(0), T(0)};
+  RowStats<T> st{kRowRegular, false, 0.0, 0.0, 0.0, T(0), T(0)};
   if (has_nan) {
     st.kind = kRowNaN;
     return st;
@@ -114,23 +118,28 @@ __device__ RowStats<T> row_stats(const T* x, int64_t d) {
     st.kind = kRowZero;
     return st;
   }
-  const double inv_amax = 1.0 / static_cast<double>(amax);
+  st.amax = static_cast<double>(amax);
+  const double inv_amax = 1.0 / st.amax;
+  st.divide = !isfinite(inv_amax);
   double ss = 0;
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-    const double v = static_cast<double>(x[i]) * inv_amax;
+    const double v = st.divide ? static_cast<double>(x[i]) / st.amax : static_cast<double>(x[i]) * inv_amax;
     ss += v * v;
   }
   ss = block_all_reduce(ss, SumOp{}, 0.0);
-  const double nrm_scaled = sqrt(ss);  // in [1, sqrt(d)]
-  st.scale = inv_amax / nrm_scaled;
-  st.norm = static_cast<T>(static_cast<double>(amax) * nrm_scaled);
+  st.nrm_scaled = sqrt(ss);  // in [1, sqrt(d)]
+  st.scale = inv_amax / st.nrm_scaled;
+  st.norm = static_cast<T>(st.amax * st.nrm_scaled);  // +inf when ||x|| exceeds T's range
   return st;
 }
 
 /// The embedded amplitude of entry x_i of a row with statistics st.
 template <typename T>
 __device__ inline T embedded_value(const RowStats<T>& st, T xi) {
-  if (st.kind == kRowRegular) return static_cast<T>(static_cast<double>(xi) * st.scale);
+  if (st.kind == kRowRegular) {
+    return st.divide ? static_cast<T>(static_cast<double>(xi) / st.amax / st.nrm_scaled)
+                     : static_cast<T>(static_cast<double>(xi) * st.scale);
+  }
   if (st.kind == kRowInfinite) return isinf(xi) ? (xi > T(0) ? st.inv_inf : -st.inv_inf) : T(0);
   return T(0);
 }
@@ -170,12 +179,13 @@ __global__ void embed_vjp_kernel(const T* __restrict__ x, int64_t B, int64_t d, 
       dot += static_cast<double>(p) * static_cast<double>(g);
     }
     dot = block_all_reduce(dot, SumOp{}, 0.0);
-    const double inv = 1.0 / static_cast<double>(st.norm);
+    // Divide by the norm rather than multiply by its inverse: for a subnormal norm the inverse is inf.
+    const double nrm = static_cast<double>(st.norm);
     const double gn = grad_norms != nullptr ? static_cast<double>(grad_norms[b]) : 0.0;
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
       const double p = static_cast<double>(embedded_value(st, xr[i]));
       const double g = static_cast<double>(T(2) * l[i].re);
-      gx[i] = static_cast<T>((g - p * dot) * inv + gn * p);
+      gx[i] = static_cast<T>((g - p * dot) / nrm + gn * p);
     }
   }
 }
