@@ -17,6 +17,7 @@
 #include <string>
 
 #include "qaa/backend.hpp"
+#include "validate.hpp"
 
 namespace nb = nanobind;
 
@@ -67,10 +68,11 @@ inline void register_circuit(nb::module_& m) {
   m.def("qubits_for_dim", &qubits_for_dim, nb::arg("d"));
 }
 
+// Array arguments are never implicitly converted (validate.hpp): a converted output would be a temporary copy.
 template <typename T, typename Dev>
-using In = nb::ndarray<const T, nb::c_contig, Dev>;
+using In = Strict<const T, nb::c_contig, Dev>;
 template <typename T, typename Dev>
-using Out = nb::ndarray<T, nb::c_contig, Dev>;
+using Out = Strict<T, nb::c_contig, Dev>;
 
 template <typename A>
 inline void require(bool ok, const A& msg) {
@@ -145,6 +147,7 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           require(d <= N, "input width exceeds 2^n_qubits");
           check_shape(psi0, {B, N}, "psi0");
           check_shape(norms, {B}, "norms");
+          check_disjoint({span(psi0, "psi0"), span(norms, "norms")}, {span(x, "x")});
           nb::gil_scoped_release r;
           be->embed(n, x.data(), B, d, psi0.data(), norms.data(), context(stream, workspace));
         },
@@ -157,6 +160,7 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           check_shape(theta, {c.n_params()}, "theta");
           require(psi.ndim() == 2, "psi must be 2-D (batch, 2^n)");
           check_shape(psi, {static_cast<int64_t>(psi.shape(0)), c.dim()}, "psi");
+          check_disjoint({span(psi, "psi")}, {span(theta, "theta")});
           nb::gil_scoped_release r;
           be->apply(c, theta.data(), psi.data(), psi.shape(0), adjoint, context(stream, workspace));
         },
@@ -172,6 +176,7 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           const int64_t B = psi.shape(0);
           check_shape(psi, {B, int64_t{1} << n}, "psi");
           check_shape(features, {B, readout_features(r, n)}, "features");
+          check_disjoint({span(features, "features")}, {span(psi, "psi")});
           nb::gil_scoped_release rel;
           be->readout(n, psi.data(), B, r, features.data(), context(stream, workspace));
         },
@@ -189,6 +194,8 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           check_shape(grad_features, {B, readout_features(r, c.n_qubits())}, "grad_features");
           check_shape(grad_theta, {c.n_params()}, "grad_theta");
           check_shape(grad_psi0, {B, c.dim()}, "grad_psi0");
+          check_disjoint({span(grad_theta, "grad_theta"), span(grad_psi0, "grad_psi0")},
+                         {span(theta, "theta"), span(psi, "psi"), span(grad_features, "grad_features")});
           nb::gil_scoped_release rel;
           be->vjp(c, theta.data(), psi.data(), grad_features.data(), r, B, grad_theta.data(), grad_psi0.data(),
                   context(stream, workspace));
@@ -200,6 +207,7 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
         [be](const Circuit& c, In<T, Dev> theta, Out<C, Dev> u, std::uintptr_t stream, Workspace<Dev> workspace) {
           check_shape(theta, {c.n_params()}, "theta");
           check_shape(u, {c.dim(), c.dim()}, "u");
+          check_disjoint({span(u, "u")}, {span(theta, "theta")});
           nb::gil_scoped_release rel;
           be->circuit_matrix(c, theta.data(), u.data(), context(stream, workspace));
         },
@@ -216,6 +224,7 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           require(d >= 1 && d <= c.dim(), "input width must be in [1, 2^n_qubits]");
           check_shape(features, {B, readout_features(r, c.n_qubits())}, "features");
           check_shape(norms, {B}, "norms");
+          check_disjoint({span(features, "features"), span(norms, "norms")}, {span(theta, "theta"), span(x, "x")});
           nb::gil_scoped_release rel;
           be->forward(c, theta.data(), x.data(), B, d, r, features.data(), norms.data(),
                       context(stream, workspace));
@@ -240,6 +249,9 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           }
           check_shape(grad_theta, {c.n_params()}, "grad_theta");
           check_shape(grad_x, {B, d}, "grad_x");
+          check_disjoint({span(grad_theta, "grad_theta"), span(grad_x, "grad_x")},
+                         {span(theta, "theta"), span(x, "x"), span(grad_features, "grad_features"),
+                          grad_norms ? span(*grad_norms, "grad_norms") : Span{"grad_norms"}});
           nb::gil_scoped_release rel;
           be->backward(c, theta.data(), x.data(), B, d, r, grad_features.data(), gn, grad_theta.data(),
                        grad_x.data(), context(stream, workspace));
@@ -254,6 +266,8 @@ template <typename Dev, typename Factory>
 void register_backend(nb::module_& m, Factory factory) {
   auto be32 = register_dtype<float, Dev>(m, factory);
   auto be64 = register_dtype<double, Dev>(m, factory);
+  // Last overloads: explain calls no typed overload accepted (wrong dtype, layout, device, ...).
+  register_fallbacks(m, Dev::value, engine_signatures());
   m.def("workspace_size",
         [be32, be64](const std::string& op, const Circuit& c, int64_t batch, const std::string& dtype) {
           require(batch >= 0, "batch must be >= 0");

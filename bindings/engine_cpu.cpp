@@ -12,7 +12,12 @@ NB_MODULE(_engine_cpu, m) {
   qaa::bindings::register_circuit(m);
   qaa::bindings::register_backend<nb::device::cpu>(
       m, [](auto tag) { return qaa::make_cpu_backend<typename decltype(tag)::type>(); });
-  m.def("set_num_threads", &qaa::set_cpu_threads, nb::arg("n"),
-        "Number of OpenMP threads the CPU engine uses; n <= 0 restores the OpenMP default.");
+  m.def("set_num_threads",
+        [](int n) {
+          // A typo such as 10**6 would make OpenMP try to start that many threads on the next call.
+          qaa::bindings::require(n <= 1024, "n must be <= 1024 threads, got " + std::to_string(n));
+          qaa::set_cpu_threads(n);
+        },
+        nb::arg("n"), "Number of OpenMP threads the CPU engine uses (at most 1024); n <= 0 restores the OpenMP default.");
   m.def("get_num_threads", &qaa::get_cpu_threads, "Number of OpenMP threads the CPU engine uses.");
 }

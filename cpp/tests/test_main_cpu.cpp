@@ -1,4 +1,7 @@
 // CTest entry for the CPU backend: runs the shared backend checks against make_cpu_backend.
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <string>
 
 #include "qaa/backend.hpp"
@@ -46,6 +49,119 @@ TEST(CpuThreads, ResultsIndependentOfThreadCount) {
   set_cpu_threads(0);
   for (size_t i = 0; i < gt1.size(); ++i) EXPECT_NEAR(gt1[i], gt2[i], 1e-12);
   for (size_t i = 0; i < gx1.size(); ++i) EXPECT_EQ(gx1[i], gx2[i]);
+}
+
+TEST(Build, SanitizerInstrumentationWhenRequested) {
+#if defined(QAA_SANITIZE_BUILD)
+#if defined(__SANITIZE_ADDRESS__)
+  SUCCEED();
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  SUCCEED();
+#else
+  FAIL() << "QAA_SANITIZE=ON but the tests are not built with AddressSanitizer";
+#endif
+#else
+  FAIL() << "QAA_SANITIZE=ON but the tests are not built with AddressSanitizer";
+#endif
+#else
+  GTEST_SKIP() << "not a QAA_SANITIZE build";
+#endif
+}
+
+TEST(Circuit, HugeSizesAreRejectedNotOverflowed) {
+  // qubits_for_dim used a signed shift that overflowed (and looped forever) for d > 2^62.
+  EXPECT_EQ(qubits_for_dim((int64_t{1} << 62) + 1), 63);
+  EXPECT_EQ(qubits_for_dim(std::numeric_limits<int64_t>::max()), 63);
+  EXPECT_EQ(qubits_for_dim(int64_t{1} << 21), 21);
+  Circuit c(2);
+  EXPECT_THROW(c.add_rotation(GateKind::RY, 0, kMaxParams), std::invalid_argument);
+  EXPECT_THROW(c.add_rotation(GateKind::RY, 0, std::numeric_limits<int>::max()), std::invalid_argument);
+  EXPECT_THROW(c.add_rotation(GateKind::RY, 0, -1), std::invalid_argument);
+  EXPECT_THROW(c.reserve_params(kMaxParams + 1), std::invalid_argument);
+  EXPECT_EQ(c.n_params(), 0);
+  EXPECT_THROW(build_ansatz("ry_cnot_ring", 20, 1 << 30), std::invalid_argument);
+  EXPECT_THROW(build_ansatz("ry_rz_ring_ry", 20, kMaxParams / 60 + 1), std::invalid_argument);
+}
+
+/// Rows a fine-tuning run meets: zero (padding), NaN, +-inf, norms beyond T's range, subnormal, and regular.
+template <typename T>
+class CpuEdgeRows : public ::testing::Test {};
+TYPED_TEST_SUITE(CpuEdgeRows, Types);
+
+TYPED_TEST(CpuEdgeRows, ExtremeMagnitudesStayFiniteAndNeverNaN) {
+  using T = TypeParam;
+  using C = std::complex<T>;
+  auto be = make_cpu_backend<T>();
+  const T inf = std::numeric_limits<T>::infinity(), nan = std::numeric_limits<T>::quiet_NaN();
+  const T big = std::numeric_limits<T>::max() * T(0.9), sub = std::numeric_limits<T>::denorm_min() * T(3);
+  const int64_t d = 6, B = 9;
+  const std::vector<T> x = {
+      0, 0, 0, 0, 0, 0,                   // zero
+      1, nan, 0, 0, 0, 0,                 // NaN
+      inf, -inf, 1, 0, 0, 0,              // infinities
+      big, big, -big, big, 0, 0,          // ||x|| overflows T
+      sub, -sub, sub, 0, 0, 0,            // subnormal: 1/max|x| overflows
+      std::numeric_limits<T>::min(), 0, 0, 0, 0, 0,  // smallest normal
+      big, sub, 0, 0, 0, 0,               // huge and tiny together
+      1, 2, 3, 4, 5, 6,                   // regular
+      -1, 0.5, 0, 0, 0, 2};               // regular
+  for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry"}) {
+    const Circuit c = build_ansatz(name, 3, 2);
+    std::vector<T> theta(c.n_params());
+    for (size_t i = 0; i < theta.size(); ++i) theta[i] = T(0.3) * T(i + 1);
+    for (Readout r : {Readout::kZ, Readout::kProbs}) {
+      const int64_t F = readout_features(r, 3);
+      std::vector<T> f(B * F), nrm(B), f2(B * F);
+      be->forward(c, theta.data(), x.data(), B, d, r, f.data(), nrm.data(), {});
+      for (T v : f) EXPECT_TRUE(std::isfinite(v));
+      for (int64_t k = 0; k < F; ++k) EXPECT_EQ(f[k], T(0));
+      for (int64_t k = 0; k < F; ++k) EXPECT_EQ(f[F + k], T(0));
+      EXPECT_EQ(nrm[0], T(0));
+      EXPECT_EQ(nrm[1], T(0));
+      EXPECT_EQ(nrm[2], inf);
+      EXPECT_EQ(nrm[3], inf);
+      EXPECT_GT(nrm[4], T(0));
+      if (r == Readout::kProbs) {
+        for (int64_t b = 2; b < B; ++b) {
+          double s = 0;
+          for (int64_t k = 0; k < F; ++k) s += f[b * F + k];
+          EXPECT_NEAR(s, 1.0, 1e-5) << "row " << b;
+        }
+      }
+      // the state-level pipeline agrees with the fused one
+      std::vector<C> psi(B * 8);
+      std::vector<T> n2(B);
+      be->embed(3, x.data(), B, d, psi.data(), n2.data(), {});
+      be->apply(c, theta.data(), psi.data(), B, false, {});
+      be->readout(3, psi.data(), B, r, f2.data(), {});
+      for (int64_t i = 0; i < B * F; ++i) EXPECT_NEAR(f[i], f2[i], 1e-5);
+      // gradients: finite for every row with a finite true gradient, zero for rows without a state, never NaN
+      std::vector<T> g(B * F, T(1)), gn(B, T(1)), gt(c.n_params(), T(7)), gx(B * d, T(7));
+      be->backward(c, theta.data(), x.data(), B, d, r, g.data(), gn.data(), gt.data(), gx.data(), {});
+      for (T v : gt) EXPECT_TRUE(std::isfinite(v));
+      for (int64_t i = 0; i < B * d; ++i) EXPECT_FALSE(std::isnan(gx[i])) << "grad_x[" << i << "]";
+      for (int64_t i = 0; i < 3 * d; ++i) EXPECT_EQ(gx[i], T(0));
+      for (int64_t i = 3 * d; i < 4 * d; ++i) EXPECT_TRUE(std::isfinite(gx[i]));  // 1/||x|| -> 0
+      for (int64_t i = 7 * d; i < B * d; ++i) EXPECT_TRUE(std::isfinite(gx[i]));
+    }
+  }
+}
+
+TYPED_TEST(CpuEdgeRows, EmptyBatchTouchesNothing) {
+  using T = TypeParam;
+  auto be = make_cpu_backend<T>();
+  const Circuit c = build_ansatz("ry_rz_ring_ry", 3, 1);
+  std::vector<T> theta(c.n_params(), T(0.1)), gt(c.n_params(), T(5));
+  be->forward(c, theta.data(), nullptr, 0, 8, Readout::kZ, nullptr, nullptr, {});
+  be->backward(c, theta.data(), nullptr, 0, 8, Readout::kZ, nullptr, nullptr, gt.data(), nullptr, {});
+  for (T v : gt) EXPECT_EQ(v, T(0));
+  be->embed(3, nullptr, 0, 8, nullptr, nullptr, {});
+  be->apply(c, theta.data(), nullptr, 0, true, {});
+  be->readout(3, nullptr, 0, Readout::kProbs, nullptr, {});
+  std::fill(gt.begin(), gt.end(), T(5));
+  be->vjp(c, theta.data(), nullptr, nullptr, Readout::kZ, 0, gt.data(), nullptr, {});
+  for (T v : gt) EXPECT_EQ(v, T(0));
 }
 
 }  // namespace qaa::test

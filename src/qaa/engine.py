@@ -69,11 +69,15 @@ def build_circuit(ansatz: str, n_qubits: int, n_layers: int) -> Circuit:
 
 
 def _module_for(t: torch.Tensor):
+    """The engine module for ``t``'s device. Raises ValueError for devices other than cpu and cuda (meta, mps,
+    ...) and RuntimeError, with the reason, when ``t`` is on cuda but the CUDA engine is not available."""
     if t.device.type == "cpu":
         return _engine_cpu
     if t.device.type == "cuda":
-        from ._cuda import cuda_engine
-
+        try:
+            from ._cuda import cuda_engine
+        except ImportError as e:  # a build without the CUDA loader
+            raise RuntimeError(f"qaa engine: tensor on {t.device} but the CUDA engine is not available ({e})") from e
         return cuda_engine()
     raise ValueError(f"qaa engine: tensors on device '{t.device}' are not supported (use cpu or cuda)")
 
@@ -89,7 +93,7 @@ def _prep(t: torch.Tensor, name: str, dtype: Optional[torch.dtype] = None) -> to
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if dtype is not None and t.dtype != dtype:
         raise TypeError(f"{name} has dtype {t.dtype}, expected {dtype}")
-    return t.detach().resolve_conj().contiguous()
+    return t.detach().resolve_conj().resolve_neg().contiguous()
 
 
 def _check_real(t: torch.Tensor, name: str) -> None:
@@ -124,10 +128,11 @@ def embed(x: torch.Tensor, n_qubits: int) -> Tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"n_qubits must be in [1, {MAX_QUBITS}], got {n}")
     if x.shape[1] > 2**n:
         raise ValueError(f"input width {x.shape[1]} needs more than {n} qubits")
+    mod = _module_for(x)
     xc = _prep(x, "x")
     psi0 = torch.empty(x.shape[0], 2**n, dtype=_COMPLEX[x.dtype], device=x.device)
     norms = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    _module_for(x).embed(n, xc, psi0, norms, _stream(x))
+    mod.embed(n, xc, psi0, norms, _stream(x))
     return psi0, norms
 
 
@@ -141,10 +146,11 @@ def apply(circuit: Circuit, theta: torch.Tensor, psi: torch.Tensor, adjoint: boo
         raise TypeError(f"psi must be complex64 or complex128, got {psi.dtype}")
     real = torch.float32 if psi.dtype == torch.complex64 else torch.float64
     _check_same_device(theta, psi)
-    out = psi.detach().resolve_conj().clone(memory_format=torch.contiguous_format)
+    mod = _module_for(psi)
+    out = psi.detach().resolve_conj().resolve_neg().clone(memory_format=torch.contiguous_format)
     if out.dim() != 2 or out.shape[1] != circuit.dim:
         raise ValueError(f"psi must have shape (B, {circuit.dim}), got {tuple(psi.shape)}")
-    _module_for(psi).apply(circuit, _prep(theta, "theta", real), out, bool(adjoint), _stream(psi))
+    mod.apply(circuit, _prep(theta, "theta", real), out, bool(adjoint), _stream(psi))
     return out
 
 
@@ -158,8 +164,9 @@ def readout(psi: torch.Tensor, kind: str = "z") -> torch.Tensor:
         raise ValueError(f"psi must have shape (B, 2**n), got {tuple(psi.shape)}")
     n = psi.shape[1].bit_length() - 1
     real = torch.float32 if psi.dtype == torch.complex64 else torch.float64
+    mod = _module_for(psi)
     feats = torch.empty(psi.shape[0], n if kind == "z" else 2**n, dtype=real, device=psi.device)
-    _module_for(psi).readout(n, _prep(psi, "psi"), kind, feats, _stream(psi))
+    mod.readout(n, _prep(psi, "psi"), kind, feats, _stream(psi))
     return feats
 
 
@@ -171,11 +178,18 @@ def vjp(circuit: Circuit, theta: torch.Tensor, psi: torch.Tensor, grad_features:
     gradient with respect to a real-valued initial state. Memory: a few state buffers per thread.
     """
     _check_theta(circuit, theta)
+    if kind not in READOUTS:
+        raise ValueError(f"unknown readout '{kind}' (expected one of {READOUTS})")
+    if psi.dtype not in (torch.complex64, torch.complex128):
+        raise TypeError(f"psi must be complex64 or complex128, got {psi.dtype}")
+    if psi.dim() != 2 or psi.shape[1] != circuit.dim:
+        raise ValueError(f"psi must have shape (B, {circuit.dim}), got {tuple(psi.shape)}")
     real = torch.float32 if psi.dtype == torch.complex64 else torch.float64
     _check_same_device(theta, psi, grad_features)
+    mod = _module_for(psi)
     grad_theta = torch.empty(circuit.n_params, dtype=real, device=psi.device)
     grad_psi0 = torch.empty(psi.shape[0], circuit.dim, dtype=real, device=psi.device)
-    _module_for(psi).vjp(circuit, _prep(theta, "theta", real), _prep(psi, "psi"),
+    mod.vjp(circuit, _prep(theta, "theta", real), _prep(psi, "psi"),
                          _prep(grad_features, "grad_features", real), kind, grad_theta, grad_psi0, _stream(psi))
     return grad_theta, grad_psi0
 
@@ -184,8 +198,9 @@ def circuit_matrix(circuit: Circuit, theta: torch.Tensor) -> torch.Tensor:
     """The circuit unitary ``U[N, N]`` (complex), ``U[i, j] = <i|U(theta)|j>``."""
     _check_real(theta, "theta")
     _check_theta(circuit, theta)
+    mod = _module_for(theta)
     u = torch.empty(circuit.dim, circuit.dim, dtype=_COMPLEX[theta.dtype], device=theta.device)
-    _module_for(theta).circuit_matrix(circuit, _prep(theta, "theta"), u, _stream(theta))
+    mod.circuit_matrix(circuit, _prep(theta, "theta"), u, _stream(theta))
     return u
 
 
@@ -198,6 +213,7 @@ def _check_forward_args(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, 
         raise TypeError(f"theta ({theta.dtype}) and x ({x.dtype}) must have the same dtype")
     _check_theta(circuit, theta)
     _check_same_device(theta, x)
+    _module_for(x)  # an unsupported device fails here, before anything is allocated on it
     if x.dim() != 2:
         raise ValueError(f"x must be 2-D (batch, d), got shape {tuple(x.shape)}")
     if x.shape[1] < 1 or x.shape[1] > circuit.dim:
@@ -242,6 +258,12 @@ def prefer_dense(circuit: Circuit, batch: int) -> bool:
 
 
 def _forward_dense(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kind: str):
+    # The GEMM runs in the engine's dtype even under torch.autocast (which would run it in bfloat16/float16).
+    with torch.autocast(x.device.type, enabled=False):
+        return _forward_dense_impl(circuit, theta, x, kind)
+
+
+def _forward_dense_impl(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kind: str):
     psi0, norms = embed(x, circuit.n_qubits)
     u = circuit_matrix(circuit, theta)
     if circuit.is_real:

@@ -118,10 +118,17 @@ class QAALayer(nn.Module):
             raise ValueError(f"expected input width {self.d_in}, got {x.shape[-1]}")
         xin = self.qaa_dropout[name](x.to(theta.dtype))
         lead = xin.shape[:-1]
-        feats, norms = qaa_features(xin.reshape(-1, self.d_in), theta, self.circuit(name), cfg.readout)
+        rows = xin.reshape(-1, self.d_in)
+        feats, _ = qaa_features(rows, theta, self.circuit(name), cfg.readout)
         out = self.qaa_out[name](feats)
         if cfg.rescale_by_norm:
-            out = out * norms.unsqueeze(-1)
+            # ||x|| in float64: a float32 row near the float32 limit (e.g. 3e38) has a norm beyond it, and
+            # 0 * inf would turn the zero-initialised branch into NaN. The product is exact in float64 and
+            # overflows to inf on the cast back only where the branch itself is that large. NaN entries count
+            # as 0: the engine gives a row holding NaN zero features, so its branch is 0 (never NaN).
+            finite = torch.nan_to_num(rows, nan=0.0, posinf=math.inf, neginf=-math.inf)
+            norms = torch.linalg.vector_norm(finite, dim=-1, dtype=torch.float64)
+            out = (out.to(torch.float64) * norms.unsqueeze(-1)).to(out.dtype)
         if cfg.scaling != 1.0:
             out = out * cfg.scaling
         return out.reshape(*lead, self.d_out)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import tempfile
 import types
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -231,27 +233,46 @@ def _adapter_state(model: nn.Module, adapter_name: str) -> Tuple[Dict[str, torch
     return tensors, modules
 
 
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    os.close(fd)
+def _tensors_digest(tensors: Dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and bytes (sorted by name): safetensors has no checksum,
+    so without it a flipped byte in the data region would load silently as a different weight."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _write_files_atomically(directory: str, writers: Dict[str, "callable"]) -> None:
+    """Write every file of ``writers`` (name -> function writing to a given path) to a temporary file in
+    ``directory``, fsync them all, then rename them into place. Any failure before the renames leaves the
+    previous files untouched (and removes the temporary files)."""
+    tmps: Dict[str, str] = {}
     try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for name, write in writers.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".tmp-{name}-", dir=directory)
+            os.close(fd)
+            tmps[name] = tmp
+            write(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        for name, tmp in tmps.items():
+            os.replace(tmp, os.path.join(directory, name))
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        for tmp in tmps.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
 
 
 def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "default") -> None:
     """Write ``adapter_config.json`` and ``adapter_model.safetensors`` for one adapter into a folder.
 
-    Each file is written to a temporary file and renamed into place, so an interrupted save never leaves a
-    half-written file; the weights file also embeds the config (safetensors metadata) and the loader checks
-    both agree. Raises KeyError if the adapter does not exist.
+    Both files are first written to temporary files and only then renamed into place, so a save that fails or
+    is interrupted never leaves a half-written file and keeps a previously saved adapter loadable. The weights
+    file also embeds the config and a sha256 of the tensors (safetensors metadata); the loader checks both.
+    Raises KeyError if the adapter does not exist.
     """
     from safetensors.torch import save_file
 
@@ -264,15 +285,17 @@ def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "def
     meta = configs[adapter_name].to_dict()
     meta.update(modules=modules, qaa_version=__version__, format_version=FORMAT_VERSION)
     meta_json = json.dumps(meta, indent=2, sort_keys=True)
+    file_meta = {"qaa_config": meta_json, "qaa_sha256": _tensors_digest(tensors)}
     os.makedirs(save_directory, exist_ok=True)
-    _atomic_write(os.path.join(save_directory, ADAPTER_WEIGHTS),
-                  lambda p: save_file(tensors, p, metadata={"qaa_config": meta_json}))
 
     def write_json(p):
         with open(p, "w") as f:
             f.write(meta_json + "\n")
 
-    _atomic_write(os.path.join(save_directory, ADAPTER_CONFIG), write_json)
+    _write_files_atomically(save_directory, {
+        ADAPTER_WEIGHTS: lambda p: save_file(tensors, p, metadata=file_meta),
+        ADAPTER_CONFIG: write_json,
+    })
 
 
 def _read_adapter(directory: str) -> Tuple[dict, Dict[str, torch.Tensor]]:
@@ -288,6 +311,8 @@ def _read_adapter(directory: str) -> Tuple[dict, Dict[str, torch.Tensor]]:
             meta = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"corrupted adapter config {cfg_path}: {e}") from e
+    if not isinstance(meta, dict) or meta.get("peft_type") != "QAA":
+        raise ValueError(f"{cfg_path} is not a QAA adapter config")
     try:
         tensors = {}
         with safe_open(w_path, framework="pt") as f:
@@ -305,9 +330,59 @@ def _read_adapter(directory: str) -> Tuple[dict, Dict[str, torch.Tensor]]:
         if embedded_meta != meta:
             raise ValueError(f"{cfg_path} and {w_path} do not belong together (a save was interrupted or the "
                              "files were mixed); re-save the adapter")
-    if not isinstance(meta, dict) or meta.get("peft_type") != "QAA":
-        raise ValueError(f"{cfg_path} is not a QAA adapter config")
+    digest = file_meta.get("qaa_sha256")
+    if digest is not None and digest != _tensors_digest(tensors):
+        raise ValueError(f"corrupted adapter weights {w_path}: the tensors do not match their checksum")
     return meta, tensors
+
+
+def _expected_layout(config: QAAConfig, name: str, info) -> Tuple[int, int, int, int]:
+    """``(d_in, d_out, n_params, n_features)`` a saved module entry implies, checked for consistency."""
+    from .engine import n_features, qubits_for_dim
+    from .layer import circuit_for
+
+    if not isinstance(info, dict):
+        raise ValueError(f"adapter config: entry of module {name!r} is not an object")
+    try:
+        d_in, d_out, n_qubits, n_params = (int(info[k]) for k in ("d_in", "d_out", "n_qubits", "n_params"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"adapter config: entry of module {name!r} lacks d_in/d_out/n_qubits/n_params ({e})") from e
+    if d_in < 1 or d_out < 1:
+        raise ValueError(f"adapter config: module {name!r} has invalid sizes d_in={d_in}, d_out={d_out}")
+    need = config.n_qubits if config.n_qubits is not None else qubits_for_dim(d_in)
+    circ = circuit_for(config.ansatz, need, config.n_layers)
+    if n_qubits != circ.n_qubits or n_params != circ.n_params:
+        raise ValueError(f"adapter config: module {name!r} records n_qubits={n_qubits}, n_params={n_params}; "
+                         f"the config implies {circ.n_qubits} and {circ.n_params}")
+    return d_in, d_out, n_params, n_features(circ, config.readout)
+
+
+def _snapshot(model: nn.Module):
+    """What attach can change: the module tree, requires_grad flags, active adapters, the model's qaa attributes."""
+    attrs = {k: model.__dict__[k] for k in ("qaa_configs", "qaa_active_adapter", "print_trainable_parameters",
+                                             "get_nb_trainable_parameters", "merge_and_unload", "merge_adapter")
+             if k in model.__dict__}
+    modules = dict(model.named_modules())
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    active = [(layer, layer.active_adapter, set(layer.qaa_configs)) for _, layer in qaa_layers(model)]
+    return attrs, modules, grads, active
+
+
+def _restore(model: nn.Module, snap, adapter_name: str) -> None:
+    attrs, modules, grads, active = snap
+    for name, layer in list(qaa_layers(model)):
+        if name not in modules or modules[name] is not layer:  # a layer attach created: put the base back
+            _set_submodule(model, name, layer.base_layer)
+    for layer, prev_active, prev_names in active:
+        for extra in set(layer.qaa_configs) - prev_names:
+            layer.delete_adapter(extra)
+        layer.active_adapter = prev_active
+    for p, flag in grads:
+        p.requires_grad_(flag)
+    for k in ("qaa_configs", "qaa_active_adapter", "print_trainable_parameters", "get_nb_trainable_parameters",
+              "merge_and_unload", "merge_adapter"):
+        model.__dict__.pop(k, None)
+    model.__dict__.update(attrs)
 
 
 def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "default",
@@ -315,59 +390,65 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
     """Attach the adapter saved in ``load_directory`` to ``model`` (a base model or one with other QAA
     adapters) and return the model. Frozen unless ``is_trainable``.
 
-    Everything is validated before the model is touched: a missing, truncated or corrupted file, a config and
-    weights that disagree, a module that does not exist or has another shape, or a tensor of the wrong shape or
-    a non-finite value raises (FileNotFoundError / ValueError) and leaves the model unchanged.
+    Everything is validated before the model is touched: a missing, truncated or corrupted file (the weights
+    carry a checksum), a config and weights that disagree, a module that does not exist or has another shape,
+    or a tensor of the wrong shape or a non-finite value raises (FileNotFoundError / ValueError) and leaves the
+    model unchanged (should attaching still fail, the model is restored as it was).
     """
     meta, tensors = _read_adapter(load_directory)
     modules = meta.get("modules")
     if not isinstance(modules, dict) or not modules:
         raise ValueError(f"adapter config in {load_directory} lists no modules")
-    config = QAAConfig.from_dict({k: v for k, v in meta.items() if k not in ("modules", "qaa_version",
-                                                                            "format_version")})
+    if adapter_name in getattr(model, "qaa_configs", {}):
+        raise ValueError(f"adapter {adapter_name!r} is already attached; choose another name")
+    try:
+        config = QAAConfig.from_dict({k: v for k, v in meta.items() if k not in ("modules", "qaa_version",
+                                                                                "format_version")})
+    except TypeError as e:
+        raise ValueError(f"invalid adapter config in {load_directory}: {e}") from e
     names = dict(model.named_modules())
     for name, info in modules.items():
+        d_in, d_out, n_params, n_feat = _expected_layout(config, name, info)
         mod = names.get(name)
         if mod is None:
             raise ValueError(f"adapter module {name!r} does not exist in this model")
         base = mod.base_layer if isinstance(mod, QAALayer) else mod
         dims = layer_dims(base)
-        if dims is None or dims != (info["d_in"], info["d_out"]):
-            raise ValueError(f"adapter module {name!r} expects (d_in, d_out)=({info['d_in']}, {info['d_out']}), "
+        if dims is None or dims != (d_in, d_out):
+            raise ValueError(f"adapter module {name!r} expects (d_in, d_out)=({d_in}, {d_out}), "
                              f"the model has {dims}")
         if isinstance(mod, QAALayer) and adapter_name in mod.qaa_configs:
             raise ValueError(f"adapter {adapter_name!r} is already attached to {name}")
-        for key, shape in ((f"{name}.theta", (info["n_params"],)),):
+        for key, shape in ((f"{name}.theta", (n_params,)), (f"{name}.out_proj.weight", (d_out, n_feat))):
             t = tensors.get(key)
             if t is None or tuple(t.shape) != shape:
                 raise ValueError(f"tensor {key} missing or of shape {None if t is None else tuple(t.shape)}, "
                                  f"expected {shape}")
-        w = tensors.get(f"{name}.out_proj.weight")
-        if w is None or w.dim() != 2 or w.shape[0] != info["d_out"]:
-            raise ValueError(f"tensor {name}.out_proj.weight missing or of the wrong shape")
     for k, t in tensors.items():
+        if not t.is_floating_point():
+            raise ValueError(f"tensor {k} in {load_directory} has dtype {t.dtype}, expected a float dtype")
         if not torch.isfinite(t).all():
             raise ValueError(f"tensor {k} in {load_directory} holds non-finite values")
     expected = {f"{n}.theta" for n in modules} | {f"{n}.out_proj.weight" for n in modules}
     if set(tensors) != expected:
         raise ValueError(f"adapter weights hold unexpected or missing tensors: "
                          f"{sorted(set(tensors) ^ expected)[:5]}")
-    # Attach exactly the saved modules, then copy the weights.
-    config = QAAConfig.from_dict({**config.to_dict(), "target_modules": "|".join(
-        __import__("re").escape(n) for n in modules)})
-    attach(model, config, adapter_name=adapter_name, is_trainable=is_trainable)
-    with torch.no_grad():
-        for name, layer in qaa_layers(model):
-            if name not in modules:
-                continue
-            th = layer.qaa_theta[adapter_name]
-            out = layer.qaa_out[adapter_name].weight
-            if tuple(tensors[f"{name}.out_proj.weight"].shape) != tuple(out.shape):
-                detach_adapter(model, adapter_name)
-                raise ValueError(f"tensor {name}.out_proj.weight has shape "
-                                 f"{tuple(tensors[f'{name}.out_proj.weight'].shape)}, expected {tuple(out.shape)}")
-            th.copy_(tensors[f"{name}.theta"].to(th.dtype))
-            out.copy_(tensors[f"{name}.out_proj.weight"].to(out.dtype))
+    # Attach exactly the saved modules, then copy the weights; undo everything if that still fails.
+    config = QAAConfig.from_dict({**config.to_dict(), "target_modules": "|".join(re.escape(n) for n in modules)})
+    snap = _snapshot(model)
+    try:
+        attach(model, config, adapter_name=adapter_name, is_trainable=is_trainable)
+        with torch.no_grad():
+            for name, layer in qaa_layers(model):
+                if name not in modules:
+                    continue
+                th = layer.qaa_theta[adapter_name]
+                out = layer.qaa_out[adapter_name].weight
+                th.copy_(tensors[f"{name}.theta"].to(th.dtype))
+                out.copy_(tensors[f"{name}.out_proj.weight"].to(out.dtype))
+    except BaseException:
+        _restore(model, snap, adapter_name)
+        raise
     return model
 
 

@@ -16,6 +16,8 @@ namespace qaa {
 
 /// Largest number of qubits the engine accepts (2^20 amplitudes per state, 16 MiB in complex128).
 inline constexpr int kMaxQubits = 20;
+/// Largest number of parameters (theta entries) of one circuit.
+inline constexpr int kMaxParams = 1 << 24;
 
 enum class GateKind : int32_t { RX = 0, RY = 1, RZ = 2, CNOT = 3, CZ = 4 };
 
@@ -40,7 +42,7 @@ class Circuit {
   explicit Circuit(int n_qubits);
 
   /// Append a rotation reading theta[param]; grows n_params to param + 1 when needed.
-  /// Throws std::invalid_argument on a bad wire, a negative param or a non-rotation kind.
+  /// Throws std::invalid_argument on a bad wire, a param outside [0, kMaxParams) or a non-rotation kind.
   void add_rotation(GateKind kind, int wire, int param);
   /// Append CNOT(w0 -> w1) or CZ(w0, w1). Throws std::invalid_argument on bad or equal wires.
   void add_two_qubit(GateKind kind, int w0, int w1);

@@ -46,17 +46,24 @@ inline RowKind embed_row(const T* x, int64_t d, int64_t dim, A* out, T* norm) {
     return RowKind::kInfinite;
   }
   // Scaled sum of squares, accumulated in double for float inputs.
+  const double amax_d = static_cast<double>(amax);
+  const double inv_amax = 1.0 / amax_d;
+  // 1/amax overflows for a subnormal double amax (below ~5.6e-309): divide by amax instead.
+  const bool divide = !std::isfinite(inv_amax);
   double ss = 0;
-  const double inv_amax = 1.0 / static_cast<double>(amax);
   for (int64_t i = 0; i < d; ++i) {
-    const double v = static_cast<double>(x[i]) * inv_amax;
+    const double v = divide ? static_cast<double>(x[i]) / amax_d : static_cast<double>(x[i]) * inv_amax;
     ss += v * v;
   }
   const double nrm_scaled = std::sqrt(ss);            // in [1, sqrt(d)]
-  const double scale = inv_amax / nrm_scaled;         // 1 / ||x||, finite as amax is finite and > 0
-  for (int64_t i = 0; i < d; ++i) out[i] = A(static_cast<T>(static_cast<double>(x[i]) * scale));
+  if (divide) {
+    for (int64_t i = 0; i < d; ++i) out[i] = A(static_cast<T>(static_cast<double>(x[i]) / amax_d / nrm_scaled));
+  } else {
+    const double scale = inv_amax / nrm_scaled;       // 1 / ||x||, finite as amax is finite and > 0
+    for (int64_t i = 0; i < d; ++i) out[i] = A(static_cast<T>(static_cast<double>(x[i]) * scale));
+  }
   for (int64_t i = d; i < dim; ++i) out[i] = A(0);
-  *norm = static_cast<T>(static_cast<double>(amax) * nrm_scaled);
+  *norm = static_cast<T>(amax_d * nrm_scaled);        // +inf when ||x|| exceeds T's range
   return RowKind::kRegular;
 }
 
@@ -72,9 +79,11 @@ inline void embed_row_vjp(RowKind kind, const T* psi0, T norm, const T* g, T gn,
   }
   double dot = 0;
   for (int64_t i = 0; i < d; ++i) dot += static_cast<double>(psi0[i]) * static_cast<double>(g[i]);
-  const double inv = 1.0 / static_cast<double>(norm);
+  // Divide by the norm (not multiply by its inverse): for a subnormal norm 1/norm is inf and a zero
+  // projected cotangent would give 0 * inf = NaN; the quotient is 0 there, or overflows to +-inf.
+  const double nrm = static_cast<double>(norm);
   for (int64_t i = 0; i < d; ++i) {
-    grad_x[i] = static_cast<T>((static_cast<double>(g[i]) - static_cast<double>(psi0[i]) * dot) * inv +
+    grad_x[i] = static_cast<T>((static_cast<double>(g[i]) - static_cast<double>(psi0[i]) * dot) / nrm +
                                static_cast<double>(gn) * static_cast<double>(psi0[i]));
   }
 }

@@ -29,7 +29,10 @@ void Circuit::add_rotation(GateKind kind, int wire, int param) {
     throw std::invalid_argument("wire " + std::to_string(wire) + " out of range for " +
                                 std::to_string(n_qubits_) + " qubits");
   }
-  if (param < 0) throw std::invalid_argument("parameter index must be >= 0");
+  if (param < 0 || param >= kMaxParams) {
+    throw std::invalid_argument("parameter index must be in [0, " + std::to_string(kMaxParams) + "), got " +
+                                std::to_string(param));
+  }
   gates_.push_back(Gate{kind, {wire, -1}, param});
   n_params_ = std::max(n_params_, param + 1);
 }
@@ -50,7 +53,10 @@ bool Circuit::is_real() const {
   });
 }
 
-void Circuit::reserve_params(int p) { n_params_ = std::max(n_params_, p); }
+void Circuit::reserve_params(int p) {
+  if (p > kMaxParams) throw std::invalid_argument("a circuit holds at most " + std::to_string(kMaxParams) + " parameters");
+  n_params_ = std::max(n_params_, p);
+}
 
 std::vector<std::string> ansatz_names() { return {"ry_cnot_ring", "ry_rz_ring_ry"}; }
 
@@ -71,6 +77,11 @@ Circuit build_ansatz(const std::string& name, int n_qubits, int n_layers) {
   if (n_layers < 1) throw std::invalid_argument("n_layers must be >= 1, got " + std::to_string(n_layers));
   Circuit c(n_qubits);
   const int n = n_qubits;
+  const int64_t per_layer = (name == "ry_rz_ring_ry" ? 3 : 1) * int64_t{n};
+  if (n_layers > kMaxParams / per_layer) {
+    throw std::invalid_argument("n_layers=" + std::to_string(n_layers) + " gives more than " +
+                                std::to_string(kMaxParams) + " parameters");
+  }
   if (name == "ry_cnot_ring") {
     for (int l = 0; l < n_layers; ++l) {
       for (int q = 0; q < n; ++q) c.add_rotation(GateKind::RY, q, l * n + q);
@@ -96,8 +107,9 @@ Circuit build_ansatz(const std::string& name, int n_qubits, int n_layers) {
 
 int qubits_for_dim(int64_t d) {
   if (d < 1) throw std::invalid_argument("input width must be >= 1, got " + std::to_string(d));
+  // Unsigned shifts: for d > 2^62 the loop reaches n = 63 without overflowing.
   int n = 0;
-  while ((int64_t{1} << n) < d) ++n;
+  while ((uint64_t{1} << n) < static_cast<uint64_t>(d)) ++n;
   return std::max(n, 1);
 }
 
