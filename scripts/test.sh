@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${QAA_VENV:-.venv}"
+VENV="$(cd "$VENV" && pwd)"  # absolute: CMake runs tools from its build folders
 PY="$VENV/bin/python"
 JOBS="${QAA_JOBS:-2}"
 CMAKE="$VENV/bin/cmake"; [ -x "$CMAKE" ] || CMAKE=cmake
