@@ -13,7 +13,6 @@
 #include <complex>
 #include <cstdint>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "qaa/backend.hpp"
@@ -59,10 +58,8 @@ inline void register_circuit(nb::module_& m) {
                    },
                    "List of (name, wire0, wire1 or -1, param index or -1).")
       .def("__repr__", [](const Circuit& c) {
-        std::ostringstream s;
-        s << "Circuit(n_qubits=" << c.n_qubits() << ", n_params=" << c.n_params() << ", gates=" << c.gates().size()
-          << ")";
-        return s.str();
+        return "Circuit(n_qubits=" + std::to_string(c.n_qubits()) + ", n_params=" + std::to_string(c.n_params()) +
+               ", gates=" + std::to_string(c.gates().size()) + ")";
       });
   m.def("ansatz_names", &ansatz_names);
   m.def("qubits_for_dim", &qubits_for_dim, nb::arg("d"));
@@ -88,14 +85,15 @@ inline void check_shape(const Arr& a, std::initializer_list<int64_t> shape, cons
     ok = static_cast<int64_t>(a.shape(i++)) == s;
   }
   if (!ok) {
-    std::ostringstream msg;
-    msg << name << " must have shape (";
+    // std::to_string, not std::ostringstream: formatting numbers through a stream segfaulted in an environment
+    // whose process-wide locale did not match the extension's (torch 2.11 / Python 3.12 on the GPU machine).
+    std::string msg = std::string(name) + " must have shape (";
     i = 0;
-    for (int64_t s : shape) msg << (i++ ? ", " : "") << s;
-    msg << "), got (";
-    for (size_t k = 0; k < a.ndim(); ++k) msg << (k ? ", " : "") << a.shape(k);
-    msg << ")";
-    throw std::invalid_argument(msg.str());
+    for (int64_t s : shape) msg += (i++ ? ", " : "") + std::to_string(s);
+    msg += "), got (";
+    for (size_t k = 0; k < a.ndim(); ++k) msg += (k ? ", " : "") + std::to_string(a.shape(k));
+    msg += ")";
+    throw std::invalid_argument(msg);
   }
 }
 

@@ -15,7 +15,6 @@
 
 #include <cstdint>
 #include <initializer_list>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -289,17 +288,16 @@ inline void register_fallbacks(nb::module_& m, int device,
         }
         diag::check_arg(given[i], params[i], device, bits, problems);
       }
-      std::ostringstream msg;
-      msg << module << "." << fname << "(): ";
+      std::string msg = module + "." + fname + "(): ";  // strings only, no iostreams (see check_shape)
       if (problems.empty()) {
-        msg << "the arguments match no signature";
+        msg += "the arguments match no signature";
       } else {
-        for (size_t i = 0; i < problems.size(); ++i) msg << (i ? "; " : "") << problems[i];
+        for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
       }
-      msg << ". Arrays must be C-contiguous, on " << diag::device_name(device)
-          << ", writable when written, and all of one precision (float32 with complex64 states, or float64 with "
+      msg += std::string(". Arrays must be C-contiguous, on ") + diag::device_name(device) +
+             ", writable when written, and all of one precision (float32 with complex64 states, or float64 with "
              "complex128); nothing is converted implicitly.";
-      throw nb::type_error(msg.str().c_str());
+      throw nb::type_error(msg.c_str());
     });
   }
 }

@@ -466,8 +466,8 @@ class TestLayer:
         b = layer.branch(x, "default")
         assert torch.isfinite(b).all()
         assert (b[0, 0] == 0).all() and (b[1, 2] == 0).all()  # no state: branch 0
-        clean = layer.branch(x[1, :2], "default")
-        torch.testing.assert_close(b[1, :2], clean, rtol=0, atol=0)
+        clean = layer.branch(x[1, :2], "default")  # the engine is row-wise; torch's GEMM for P may block rows
+        torch.testing.assert_close(b[1, :2], clean, rtol=1e-6, atol=1e-7)
         xg = x.clone().requires_grad_()
         y = layer(xg)
         # the frozen path carries the NaN / inf of the bad tokens (as the base model does); nothing else does

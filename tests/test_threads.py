@@ -84,23 +84,33 @@ def test_same_inputs_on_every_thread():
         assert_bitwise(serial, result)
 
 
-def autograd_step(i):
-    """Forward and backward through qaa_features and a QAA layer, as a training step does."""
-    torch.manual_seed(0)
+def make_layer(i):
+    """A QAA layer whose every weight comes from its own generator (torch's global RNG is shared by threads)."""
     g = torch.Generator().manual_seed(7 + i)
     lin = torch.nn.Linear(24, 6)
-    layer = qaa.QAALayer(lin, "default", qaa.QAAConfig(n_layers=2, seed=i, ansatz="ry_rz_ring_ry"))
+    layer = qaa.QAALayer(lin, "default", qaa.QAAConfig(n_layers=2, ansatz="ry_rz_ring_ry"),
+                         generator=torch.Generator().manual_seed(i))
     with torch.no_grad():
+        lin.weight.copy_(torch.randn(6, 24, generator=g))
+        lin.bias.copy_(torch.randn(6, generator=g))
         layer.qaa_out["default"].weight.copy_(torch.randn(6, 5, generator=g))
-    x = torch.randn(3, 17, 24, generator=g, requires_grad=True)
+    x = torch.randn(3, 17, 24, generator=g)
+    return layer, x
+
+
+def autograd_step(layer, x):
+    """Forward and backward through a QAA layer (qaa_features inside), as a training step does."""
+    layer.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_()
     y = layer(x)
     (y.square().mean()).backward()
     return [(y.detach(), x.grad, layer.qaa_theta["default"].grad, layer.qaa_out["default"].weight.grad)]
 
 
 def test_layer_forward_backward_threads_match_serial():
-    serial = [autograd_step(i) for i in range(N_THREADS)]
-    concurrent = run_concurrently(autograd_step)
+    cases = [make_layer(i) for i in range(N_THREADS)]
+    serial = [autograd_step(*c) for c in cases]
+    concurrent = run_concurrently(lambda i: autograd_step(*cases[i]))
     for s, c in zip(serial, concurrent):
         assert_bitwise(s, c)
 
