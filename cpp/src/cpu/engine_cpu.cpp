@@ -2,6 +2,8 @@
 // Real circuits (RY, CNOT, CZ) take a real-valued path in the fused forward/backward.
 #include <omp.h>
 
+#include <atomic>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -15,11 +17,17 @@
 namespace qaa {
 
 namespace {
-int g_threads = 0;  // 0: OpenMP default
-int threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+std::atomic<int> g_threads{0};  // 0: OpenMP default
+int threads() {
+  const int t = g_threads.load(std::memory_order_relaxed);
+  return t > 0 ? t : omp_get_max_threads();
+}
+/// Threads for `blocks` independent work items: one thread when there is too little work to amortise waking
+/// the pool (small batches, e.g. one token per sequence during generation).
+int threads_for(int64_t blocks) { return blocks >= 4 ? threads() : 1; }
 }  // namespace
 
-void set_cpu_threads(int n) { g_threads = n > 0 ? n : 0; }
+void set_cpu_threads(int n) { g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed); }
 int get_cpu_threads() { return threads(); }
 
 namespace cpu {
@@ -132,7 +140,7 @@ class CpuBackend final : public Backend<T> {
     const int n = c.n_qubits();
     const int64_t N = c.dim(), F = readout_features(r, n);
     const int64_t blocks = (B + W - 1) / W;
-#pragma omp parallel num_threads(threads())
+#pragma omp parallel num_threads(threads_for(blocks))
     {
       std::vector<T> mem(static_cast<size_t>(N) * W * 4 + N + static_cast<size_t>(n) * W);
       T* planes = mem.data();
@@ -186,7 +194,7 @@ class CpuBackend final : public Backend<T> {
     const int64_t N = c.dim(), F = readout_features(r, n);
     const int P = c.n_params();
     const int64_t blocks = (B + W - 1) / W;
-    const int nt = threads();
+    const int nt = threads_for(blocks);
     std::vector<double> partial(static_cast<size_t>(nt) * P, 0.0);
 #pragma omp parallel num_threads(nt)
     {
