@@ -61,7 +61,7 @@ def _compare_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step")
     p.add_argument("--lr", default=None,
                    help="peak learning rates to override, e.g. 'lora=5e-4,prefix=3e-2' (defaults: "
-                        "qaa 3e-3, lora 1e-3, prefix 1e-2, sora 1e-3, full 5e-5)")
+                        "qaa 3e-3, lora 1e-3, prefix 3e-2, sora 1e-3, full 5e-5)")
     p.add_argument("--sora-xi", type=float, default=None, help="SoRA proximal threshold per step (default 3e-4)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: cuda when available")
@@ -100,6 +100,9 @@ def _check_finetune_args(args) -> None:
 
 
 def main(argv=None) -> int:
+    # OpenMP workers sleep instead of spinning between parallel regions (torch's and the engine's pool, which
+    # share one libgomp): spinning workers starve each other when the cores are shared. Must precede torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = argparse.ArgumentParser(prog="qaa", description=__doc__)

@@ -20,12 +20,7 @@ from typing import Optional, Tuple
 
 import torch
 
-# The engine's OpenMP runtime sleeps between calls instead of spinning: torch runs its own thread pool between
-# our calls, and spinning workers would steal its cores. Set before the extension (and its libgomp) loads; an
-# explicit user setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from . import _engine_cpu  # noqa: E402
+from . import _engine_cpu
 
 Circuit = _engine_cpu.Circuit
 
