@@ -146,7 +146,7 @@ class CpuBackend final : public Backend<T> {
       T* planes = mem.data();
       T* row = planes + N * W * 4;
       T* z = row + N;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
       for (int64_t blk = 0; blk < blocks; ++blk) {
         const int64_t b0 = blk * W;
         const int lanes = static_cast<int>(std::min<int64_t>(W, B - b0));
@@ -195,19 +195,21 @@ class CpuBackend final : public Backend<T> {
     const int P = c.n_params();
     const int64_t blocks = (B + W - 1) / W;
     const int nt = threads_for(blocks);
-    std::vector<double> partial(static_cast<size_t>(nt) * P, 0.0);
+    // One partial gradient per block, summed in block order afterwards: the result does not depend on which
+    // thread ran which block, so blocks can be handed out dynamically (robust to a preempted thread).
+    std::vector<double> partial(static_cast<size_t>(blocks) * P, 0.0);
 #pragma omp parallel num_threads(nt)
     {
       std::vector<T> mem(static_cast<size_t>(N) * W * 8 + 2 * N);
       T* planes = mem.data();
       T* row = planes + N * W * 8;
       T* gpsi = row + N;
-      double* gacc = partial.data() + static_cast<size_t>(omp_get_thread_num()) * P;
       alignas(64) T acc[W];
       T norms[W];
       RowKind kinds[W];
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
       for (int64_t blk = 0; blk < blocks; ++blk) {
+        double* gacc = partial.data() + static_cast<size_t>(blk) * P;
         const int64_t b0 = blk * W;
         const int lanes = static_cast<int>(std::min<int64_t>(W, B - b0));
         LaneBlock<T> phi{planes, cx ? planes + N * W : nullptr, planes + 2 * N * W, cx ? planes + 3 * N * W : nullptr};
@@ -271,7 +273,7 @@ class CpuBackend final : public Backend<T> {
         }
       }
     }
-    reduce(partial, nt, P, grad_theta);
+    reduce(partial, static_cast<int>(blocks), P, grad_theta);
   }
 
   static T real_part(T a) { return a; }
