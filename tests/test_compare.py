@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,9 @@ def test_presets_resolve_to_their_values():
     assert cpu.lr == {m: METHOD_LR[m] for m in cpu.methods}
     assert cpu.warmup_steps == max(1, round(0.1 * cpu.steps))
     assert cpu.sora_xi == 3e-4 and cpu.bertscore and cpu.device == "cpu"
+    assert resolve_settings(_args(preset="cpu", threads=None)).threads == 1
+    assert resolve_settings(_args(preset="gpu", threads=None)).threads == 0
+    assert resolve_settings(_args(preset="cpu", threads=2)).threads == 2
     gpu = resolve_settings(_args(preset="gpu"))
     assert "xsum" in gpu.tasks and gpu.methods[-1] == "full"
     assert gpu.steps > cpu.steps and gpu.batch_size > cpu.batch_size and gpu.eval_size > cpu.eval_size
@@ -147,6 +151,7 @@ def test_options_override_the_preset():
     (dict(lr="dora=1e-3"), "METHOD=LR"),
     (dict(max_length=4), "max_length must be >= 8"),
     (dict(sora_xi=-1.0), "sora_xi"),
+    (dict(threads=-1), "threads must be >= 0"),
 ])
 def test_bad_settings_raise_clear_errors(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -163,7 +168,6 @@ def test_cli_reports_bad_input(tmp_path, capsys):
 
 
 def test_cli_parser_leaves_preset_values_unset():
-    from qaa.cli import main  # noqa: F401  (the parser is built inside main; rebuild it here)
     import qaa.cli as cli
 
     parser = argparse.ArgumentParser()
@@ -171,7 +175,8 @@ def test_cli_parser_leaves_preset_values_unset():
     cli._compare_parser(sub)
     args = parser.parse_args(["compare"])
     s = resolve_settings(args)
-    assert (s.eval_size, s.max_new_tokens) == (PRESETS["cpu"]["eval_size"], PRESETS["cpu"]["max_new_tokens"])
+    assert (s.eval_size, s.max_new_tokens, s.threads) == (PRESETS["cpu"]["eval_size"],
+                                                          PRESETS["cpu"]["max_new_tokens"], 1)
     assert s.max_length == {t: PRESETS["cpu"]["max_length"][t] for t in s.tasks}
     args = parser.parse_args(["compare", "--eval-size", "3", "--max-length", "80", "--lr", "qaa=2e-3"])
     s = resolve_settings(args)
@@ -292,7 +297,8 @@ def test_results_json_matches_and_describes_the_run(tiny_run):
     assert saved["runs"] == json.loads(json.dumps(results["runs"]))
     assert saved["settings"]["methods"] == list(ALL_METHODS) and saved["settings"]["steps"] == STEPS
     assert saved["machine"]["cpu_count"] >= 1 and saved["machine"]["device"] == "cpu"
-    assert saved["versions"]["torch"] == torch.__version__.split("+")[0] or saved["versions"]["torch"]
+    assert saved["versions"]["torch"] == torch.__version__
+    assert saved["machine"]["load_average_start"] and saved["cpu_seconds"] > 0
     assert saved["versions"]["peft"] and saved["versions"]["transformers"]
     assert saved["wall_seconds"] > 0 and saved["finished"]
     for task in ("e2e_nlg", "webnlg_en"):
@@ -323,6 +329,7 @@ def test_markdown_report_has_every_table_and_column(tiny_run):
     assert cells[2] == f"{r['trainable_params']:,d}" and cells[3] == f"{r['trainable_pct']:.4f}"
     assert cells[9] == f"{r['metrics']['bleu']:.2f}" and cells[13] == f"{r['metrics']['bertscore_f1']:.2f}"
     assert "SoRA after pruning" in md
+    assert re.search(r"Wall time: \d+\.\d min, process CPU time \d+\.\d min", md)
 
 
 def test_plots_are_valid_pngs(tiny_run):

@@ -50,10 +50,10 @@ def _compare_parser(sub) -> None:
                                    "and PNG plots. Options left unset come from the preset.")
     _add_common(p)
     # Unset by default here, so the preset decides them (an explicit value overrides the preset).
-    p.set_defaults(eval_size=None, max_new_tokens=None, max_length=None)
+    p.set_defaults(eval_size=None, max_new_tokens=None, max_length=None, threads=None)
     p.add_argument("--preset", default="cpu", choices=["cpu", "gpu", "smoke"],
-                   help="cpu: 4 methods x 2 tasks on 2 cores (< 45 min); gpu: larger budget, xsum and full "
-                        "fine-tuning; smoke: a few steps (plumbing check)")
+                   help="cpu: 4 methods x 2 tasks on 2 cores (< 45 min, 1 thread unless --threads); gpu: larger "
+                        "budget, xsum and full fine-tuning; smoke: a few steps (plumbing check)")
     p.add_argument("--tasks", default=None, help="comma-separated: e2e_nlg,webnlg_en,xsum,common_gen")
     p.add_argument("--methods", default=None, help="comma-separated: qaa,lora,prefix,sora,full")
     p.add_argument("--full", action="store_true", help="add full fine-tuning (the memory reference)")

@@ -34,6 +34,8 @@ METRIC_COLUMNS = (("bleu", "BLEU"), ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2")
 #: One colour per method across every plot.
 METHOD_COLORS = {"base": "#7f7f7f", "qaa": "#d62728", "lora": "#1f77b4", "prefix": "#2ca02c", "sora": "#9467bd",
                  "full": "#8c564b"}
+#: SoRA starts as the same LoRA and often tracks it closely: dashed, so that both stay visible.
+_LINESTYLES = {"sora": (0, (4, 2))}
 _ORDER = ("base", "qaa", "lora", "prefix", "sora", "full")
 
 
@@ -97,15 +99,17 @@ def _header(results: dict) -> List[str]:
     v = results.get("versions", {})
     wall, cpu = results.get("wall_seconds"), results.get("cpu_seconds")
     load, load_end = m.get("load_average_start"), m.get("load_average_end")
-    cpu = m.get("cpu_model") or m.get("processor") or m.get("machine", "")
+    cpu_name = m.get("cpu_model") or m.get("processor") or m.get("machine", "")
+    threads = m.get("torch_threads")
     where = (f"{m.get('cuda_device')} (CUDA)" if s.get("device") == "cuda"
-             else f"CPU {cpu}, {m.get('torch_threads')} torch threads")
+             else f"CPU {cpu_name} ({m.get('cpu_affinity', m.get('cpu_count'))} cores), {threads} torch "
+                  f"thread{'s' if threads != 1 else ''}")
     lines = [
         "# QAA vs LoRA, prefix tuning, SoRA" + (" and full fine-tuning" if "full" in s.get("methods", []) else ""),
         "",
         f"Base model `{s.get('model')}`; preset `{s.get('preset')}`; seed {s.get('seed')}. Every method trains "
         f"{s.get('steps')} AdamW steps x {s.get('batch_size')} sequences (the same sequences in the same order, "
-        f"warm-up {s.get('warmup_steps')} steps, then linear decay) on the same split, and is scored on the same "
+        f"warm-up {s.get('warmup_steps')} step(s), then linear decay) on the same split, and is scored on the same "
         f"{s.get('eval_size')} held-out inputs per task (greedy, {s.get('max_new_tokens')} new tokens, all "
         "references of an input).",
         f"Device: {where}. Wall time: {_fmt(wall / 60 if _finite(wall) else None, '.1f')} min, process CPU time "
@@ -271,7 +275,7 @@ def plot_losses(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
             window = max(1, len(losses) // 10)
             ax.plot(steps, losses, color=color, alpha=0.25, linewidth=1)
             ax.plot(steps, _moving_average(losses, window), color=color, linewidth=2,
-                    label=f"{r['method']} (lr {r.get('lr', float('nan')):.0e})")
+                    linestyle=_LINESTYLES.get(r["method"], "-"), label=f"{r['method']} (lr {r.get('lr', float('nan')):.0e})")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss (token cross-entropy)")
         ax.set_title(f"{task}: training loss (faint: per step; bold: moving average)")
