@@ -129,17 +129,40 @@ def _is_valid(root: Path, task: str, files: dict) -> bool:
 # Archive
 # --------------------------------------------------------------------------------------------------
 
+#: pip release used when the installed pip refuses the archive: pip >= 25 stops ``pip download`` of
+#: bigbench 1.0.0 because its metadata declares a direct-URL dependency (bleurt), even with --no-deps.
+#: Older pips fetch the unchanged sdist; a pip wheel runs directly (``python pip.whl/pip ...``).
+FALLBACK_PIP = "pip==24.0"
+
+
+def _run(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        raise RuntimeError(f"could not run pip to fetch bigbench=={BIGBENCH_VERSION}: {exc}") from exc
+
+
 def _download_sdist(downloads: Path) -> Path:
-    """Fetch the bigbench source archive with pip into ``downloads`` (via a temporary folder)."""
+    """Fetch the bigbench source archive with pip into ``downloads`` (via a temporary folder).
+
+    Tries the installed pip first; if it refuses the archive (pip >= 25, see ``FALLBACK_PIP``), fetches the
+    ``FALLBACK_PIP`` wheel from the package index and runs that pip from its wheel. Raises RuntimeError with
+    pip's output and the offline alternative when both fail.
+    """
     downloads.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=downloads, prefix=".pip-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               f"bigbench=={BIGBENCH_VERSION}", "-d", tmp]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-        except OSError as exc:
-            raise RuntimeError(f"could not run pip to fetch bigbench=={BIGBENCH_VERSION}: {exc}") from exc
+        args = ["download", "--no-deps", "--no-binary", ":all:", f"bigbench=={BIGBENCH_VERSION}", "-d", tmp]
+        cmd = [sys.executable, "-m", "pip", *args]
+        proc = _run(cmd)
         fetched = Path(tmp) / SDIST_FILENAME
+        if proc.returncode != 0 or not fetched.is_file():
+            wheel_dir = Path(tmp) / "pip-wheel"
+            get_pip = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                            FALLBACK_PIP, "-d", str(wheel_dir)])
+            wheels = sorted(wheel_dir.glob("pip-*.whl")) if get_pip.returncode == 0 else []
+            if wheels:
+                cmd = [sys.executable, str(wheels[0] / "pip"), *args]
+                proc = _run(cmd)
         if proc.returncode != 0 or not fetched.is_file():
             tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-15:])
             raise RuntimeError(
