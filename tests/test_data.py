@@ -212,6 +212,36 @@ def test_pip_download_fallback_and_reuse(fake_env, monkeypatch):
     assert len(commands) == 1
 
 
+def test_new_pip_refusal_falls_back_to_pip_wheel(fake_env, monkeypatch):
+    """pip >= 25 refuses the bigbench sdist (direct-URL metadata): the loader then runs FALLBACK_PIP from its
+    wheel, which fetches the archive."""
+    archive, cache = fake_env
+    monkeypatch.delenv("QAA_BIGBENCH_SDIST")
+    commands = []
+
+    class Result:
+        def __init__(self, rc, err=""):
+            self.returncode, self.stdout, self.stderr = rc, "", err
+
+    def fake_run(cmd, **kwargs):
+        commands.append(cmd)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        if cmd[1:3] == ["-m", "pip"] and "bigbench==1.0.0" in cmd:
+            return Result(1, "ERROR: Distributions from PyPI cannot declare direct URL dependencies.")
+        if data.FALLBACK_PIP in cmd:
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / "pip-24.0-py3-none-any.whl").write_bytes(b"wheel")
+            return Result(0)
+        assert cmd[1].endswith("pip-24.0-py3-none-any.whl/pip") and "bigbench==1.0.0" in cmd
+        shutil.copy(archive, dest / "bigbench-1.0.0.tar.gz")
+        return Result(0)
+
+    monkeypatch.setattr(data.subprocess, "run", fake_run)
+    assert len(load_task("e2e_nlg")) == 2
+    assert len(commands) == 3
+    assert (cache / "downloads" / "bigbench-1.0.0.tar.gz").read_bytes() == archive.read_bytes()
+
+
 def test_pip_failure_is_reported(fake_env, monkeypatch):
     monkeypatch.delenv("QAA_BIGBENCH_SDIST")
 
