@@ -253,6 +253,8 @@ def main() -> int:
 
             print(f"n={n:2d} B={B:6d}  gpu_engine {fmt(run['gpu_engine_ms'])} ms  torch_dense "
                   f"{fmt(run.get('torch_dense_ms'))} ms  cpu_engine {fmt(run.get('cpu_engine_ms'))} ms  "
+                  f"engine vs dense {fmt(run.get('speedup_vs_torch_dense'))}x  vs cpu "
+                  f"{fmt(run.get('speedup_vs_cpu_engine'))}x  "
                   f"{'ok' if run['ok'] else 'MISMATCH ' + json.dumps(run.get('rel_err_vs_dense'))}", flush=True)
             del th, x, gf, gn, ws
             torch.cuda.empty_cache()

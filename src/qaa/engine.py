@@ -246,9 +246,9 @@ def forward_features(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kin
 def prefer_dense(circuit: Circuit, batch: int) -> bool:
     """Whether the dense-matrix path is expected to be faster for a gradient-free forward of ``batch`` states."""
     N = circuit.dim
-    rotations = sum(1 for g in circuit.gates if g[3] >= 0)
-    if batch <= DENSE_BATCH_FACTOR * N:
+    if batch <= DENSE_BATCH_FACTOR * N:  # cheap test first: this runs on every gradient-free forward
         return False
+    rotations = sum(1 for g in circuit.gates if g[3] >= 0)
     return 3.0 * rotations * N * DENSE_GEMM_SPEEDUP > 2.0 * N * N
 
 

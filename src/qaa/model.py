@@ -55,10 +55,6 @@ def _find_targets(model: nn.Module, config: QAAConfig) -> List[str]:
             continue
         if isinstance(mod, QAALayer) or layer_dims(mod) is not None:
             targets.append(name)
-        elif isinstance(mod, nn.Module) and not any(isinstance(p, QAALayer) for p in []):
-            # a matched module that is neither Linear nor Conv1D (e.g. the base layer inside a QAALayer is
-            # skipped because its parent matched first)
-            pass
     # drop base layers nested inside already-wrapped QAALayers
     return [t for t in targets if not t.endswith(".base_layer")]
 
