@@ -63,6 +63,9 @@ inline void register_circuit(nb::module_& m) {
       });
   m.def("ansatz_names", &ansatz_names);
   m.def("qubits_for_dim", &qubits_for_dim, nb::arg("d"));
+  // Limits and names the Python side reads instead of mirroring them.
+  m.attr("MAX_QUBITS") = kMaxQubits;
+  m.attr("READOUTS") = nb::make_tuple("z", "probs");
 }
 
 // Array arguments are never implicitly converted (validate.hpp): a converted output would be a temporary copy.

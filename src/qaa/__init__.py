@@ -7,16 +7,17 @@
     model = qaa.load_adapter(base, "out/", is_trainable=False)
     with qaa.disable_adapter(model): ...
     base = qaa.detach(model)
+
+Layout: :mod:`qaa.engine` (the statevector engine, torch-facing), :mod:`qaa.tuners` (QAA and the baselines:
+attach, layers, save/load), :mod:`qaa.experiments` (the ``qaa`` command: fine-tuning and the comparison).
+docs/design.md describes the method and the package.
 """
 __version__ = "0.1.0"
 
-from .config import QAAConfig
-from .engine import ansatz_names, build_circuit, qubits_for_dim
-from .function import QAAFunction, qaa_features
-from .layer import QAALayer
-from .model import (MergeError, attach, detach, detach_adapter, disable_adapter, get_nb_trainable_parameters,
-                    load_adapter, merge, print_trainable_parameters, qaa_layers, save_adapter, set_adapter,
-                    trainable_parameters_line)
+from .engine import QAAFunction, ansatz_names, build_circuit, qaa_features, qubits_for_dim
+from .tuners.qaa import (MergeError, QAAConfig, QAALayer, attach, detach, detach_adapter, disable_adapter,
+                         load_adapter, merge, qaa_layers, save_adapter, set_adapter)
+from .tuners.utils import get_nb_trainable_parameters, print_trainable_parameters, trainable_parameters_line
 
 __all__ = [
     "QAAConfig", "QAAFunction", "QAALayer", "MergeError", "attach", "detach", "detach_adapter",

@@ -1,0 +1,57 @@
+"""The dense-matrix path: build the circuit unitary ``U`` once and apply it to the whole batch as one GEMM.
+
+It serves gradient-free forwards (evaluation, generation) where it is cheaper than running every gate on every
+state; :func:`prefer_dense` decides. A real circuit keeps a real state, so its GEMM is real.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .core import Circuit
+from .state import circuit_matrix, embed
+
+__all__ = ["DENSE_BATCH_FACTOR", "DENSE_GEMM_SPEEDUP", "prefer_dense", "forward_dense"]
+
+#: The dense path serves gradient-free evaluation when it is cheaper: the batch must amortise building ``U``
+#: (``B > DENSE_BATCH_FACTOR * 2**n``) and the GEMM's ``2 N^2`` flops per state, divided by how much faster a
+#: BLAS GEMM runs than the gate kernels (``DENSE_GEMM_SPEEDUP``), must undercut the gates' ``3 N`` flops per
+#: rotation. Both constants are calibrated by ``benchmarks/bench_engine.py`` (see benchmarks/README.md).
+DENSE_BATCH_FACTOR = float(os.environ.get("QAA_DENSE_BATCH_FACTOR", "1.5"))
+DENSE_GEMM_SPEEDUP = float(os.environ.get("QAA_DENSE_GEMM_SPEEDUP", "1.0"))  # measured: <= 1 on the 2-core CPU
+
+
+def prefer_dense(circuit: Circuit, batch: int) -> bool:
+    """Whether the dense-matrix path is expected to be faster for a gradient-free forward of ``batch`` states."""
+    N = circuit.dim
+    if batch <= DENSE_BATCH_FACTOR * N:  # cheap test first: this runs on every gradient-free forward
+        return False
+    rotations = sum(1 for g in circuit.gates if g[3] >= 0)
+    return 3.0 * rotations * N * DENSE_GEMM_SPEEDUP > 2.0 * N * N
+
+
+def forward_dense(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kind: str):
+    """``(features[B, F], norms[B])`` of rows ``x[B, d]`` through ``U(theta)`` as one GEMM; no gradient."""
+    # The GEMM runs in the engine's dtype even under torch.autocast (which would run it in bfloat16/float16).
+    with torch.autocast(x.device.type, enabled=False):
+        return _forward_dense_impl(circuit, theta, x, kind)
+
+
+def _forward_dense_impl(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kind: str):
+    psi0, norms = embed(x, circuit.n_qubits)
+    u = circuit_matrix(circuit, theta)
+    if circuit.is_real:
+        psi = psi0.real @ u.real.T  # real GEMM: a real ansatz keeps a real state
+        probs = psi * psi
+    else:
+        psi = psi0 @ u.T
+        probs = psi.real.square() + psi.imag.square()
+    if kind == "probs":
+        return probs.contiguous(), norms
+    n = circuit.n_qubits
+    # <Z_q> = sum_k p_k (1 - 2 bit_q(k)), wire 0 the most significant bit.
+    p = probs.reshape(-1, *([2] * n))
+    z = torch.stack([p.select(q + 1, 0).sum(dim=tuple(range(1, n))) - p.select(q + 1, 1).sum(dim=tuple(range(1, n)))
+                     if n > 1 else p[:, 0] - p[:, 1] for q in range(n)], dim=1)
+    return z.contiguous(), norms

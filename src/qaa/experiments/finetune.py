@@ -1,0 +1,76 @@
+"""``qaa finetune``: QAA on one GEM task, scored against the untuned base model."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import torch
+
+from ..tuners.qaa import QAAConfig, attach, save_adapter
+from ..tuners.save_load import atomic_write_text
+from ..tuners.utils import get_nb_trainable_parameters, print_trainable_parameters
+from .base_model import load_base_model
+from .pipeline import generate_and_score, prepare_task, set_threads, write_losses
+from .train import TrainConfig, train
+
+
+def score(model, tokenizer, task, test_ex, args, bertscore: bool, desc: str):
+    """Generate for every held-out input and score against all its references: ``(hypotheses, metrics)``."""
+    return generate_and_score(model, tokenizer, task, test_ex, args.max_new_tokens, bertscore,
+                              progress=not args.no_progress, desc=desc)
+
+
+def run_finetune(args) -> dict:
+    """Run ``qaa finetune`` with the parsed options ``args`` (checked by
+    :func:`qaa.experiments.settings.check_finetune_args`); returns the summary written to ``results.json``."""
+    set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.perf_counter()
+    model, tokenizer = load_base_model(args.model)
+    print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s")
+    train_ex, test_ex, encoded = prepare_task(args.task, tokenizer, args.test_fraction, args.seed, args.eval_size,
+                                              args.max_length)
+    print(f"task {args.task}: {len(train_ex)} training inputs ({len(encoded)} pairs), "
+          f"{len(test_ex)} held-out inputs")
+    base_hyps, base_metrics = score(model, tokenizer, args.task, test_ex, args, args.bertscore, "eval base")
+
+    config = QAAConfig(target_modules=args.target_modules.split(","), n_layers=args.n_layers,
+                       ansatz=args.ansatz, readout=args.readout, scaling=args.scaling,
+                       rescale_by_norm=args.rescale_by_norm, seed=args.seed)
+    attach(model, config)
+    print_trainable_parameters(model)
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+                      max_length=args.max_length, seed=args.seed)
+    result = train(model, tokenizer, encoded, cfg, progress=not args.no_progress, desc="train qaa")
+    adapter_dir = os.path.join(args.out, "adapter")
+    save_adapter(model, adapter_dir)
+    write_losses(os.path.join(args.out, "losses.csv"), result.losses, result.step_times)
+    tuned_hyps, tuned_metrics = score(model, tokenizer, args.task, test_ex, args, args.bertscore, "eval qaa")
+
+    k = max(1, min(10, len(result.losses) // 5))
+    first, last = sum(result.losses[:k]) / k, sum(result.losses[-k:]) / k
+    trainable, total = get_nb_trainable_parameters(model)
+    summary = {
+        "model": args.model, "task": args.task, "config": config.to_dict(),
+        "train": dataclasses.asdict(cfg), "trainable_params": trainable, "all_params": total,
+        "trainable_pct": 100 * trainable / total, "loss_first": first, "loss_last": last,
+        "mean_step_seconds": sum(result.step_times) / len(result.step_times),
+        "peak_rss_delta_mb": result.peak_rss_delta_mb, "activation_mb": result.activation_mb,
+        "base": base_metrics, "tuned": tuned_metrics,
+        "samples": [{"input": e.input, "references": list(e.references), "base": b, "qaa": t}
+                    for e, b, t in list(zip(test_ex, base_hyps, tuned_hyps))[:5]],
+    }
+    atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(summary, indent=2))
+    print(f"\nloss: first {k} steps {first:.3f} -> last {k} steps {last:.3f}")
+    print(f"{'metric':<12}{'base':>10}{'qaa':>10}")
+    for key in base_metrics:
+        if isinstance(base_metrics[key], (int, float)):
+            print(f"{key:<12}{base_metrics[key]:>10.2f}{tuned_metrics[key]:>10.2f}")
+    print("\nsample generations:")
+    for s in summary["samples"][:3]:
+        print(f"  input: {s['input']}\n  base : {s['base']}\n  qaa  : {s['qaa']}\n  ref  : {s['references'][0]}\n")
+    print(f"adapter saved to {adapter_dir}; results in {os.path.join(args.out, 'results.json')}")
+    return summary

@@ -1,0 +1,250 @@
+"""The comparison's methods, one registered entry each.
+
+An entry says everything the comparison needs to run a method: how to attach it to a fresh base model, the
+training hooks it adds (SoRA's proximal step), what it does after training (SoRA's pruning), how to save it and
+load it back, its default peak learning rate (with the source of the value) and its plot colour. Adding a method
+is one :func:`register` call; :mod:`.compare` and :mod:`.report` read nothing else.
+
+The built-in entries adapt the same layers (:data:`TARGET_MODULES`) where the method has target modules.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from torch import nn
+
+__all__ = ["Method", "TrainHooks", "register", "unregister", "get", "names", "default_names", "colour", "linestyle",
+           "BASE", "BASE_COLOUR", "TARGET_MODULES", "QAA_N_LAYERS", "LORA_R", "LORA_ALPHA", "PREFIX_TOKENS",
+           "SORA_XI"]
+
+#: Name of the untuned base model's reference row (not a method: nothing is attached or trained).
+BASE = "base"
+BASE_COLOUR = "#7f7f7f"
+
+#: Fixed method settings (the same for every preset): adapted layers and sizes.
+TARGET_MODULES: Tuple[str, ...] = ("q_proj", "v_proj")
+QAA_N_LAYERS = 4            # QAAConfig default
+LORA_R, LORA_ALPHA = 8, 16  # LoRA paper sec. 7 / SoRA reference settings (r_max=8, alpha=16)
+PREFIX_TOKENS = 16          # attach_prefix default
+SORA_XI = 3e-4              # SoRA release (sparse_lambda_2)
+
+
+@dataclasses.dataclass
+class TrainHooks:
+    """Per-run additions to the training loop: ``after_step(step)`` runs after every optimizer step,
+    ``extra_loss()`` returns a term added to the loss."""
+
+    after_step: Optional[Callable[[int], None]] = None
+    extra_loss: Optional[Callable[[], Any]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One method of the comparison.
+
+    Attributes:
+        name: the method's key (``--methods``, ``--lr NAME=...``, results).
+        attach: ``(fresh_base_model, settings) -> model to train`` (may wrap, e.g. a peft model).
+        save: ``(trained_model, folder) -> None``: writes what is needed to rebuild the trained model.
+        reload: ``(fresh_base_model, folder) -> model``: the saved method loaded back (frozen).
+        lr: default peak AdamW learning rate. lr_source: where that value comes from.
+        colour: matplotlib colour in every plot. linestyle: loss-curve line style.
+        default: run when neither ``--methods`` nor a preset names others.
+        hooks: ``(model, settings) -> TrainHooks`` for methods that change the training loop.
+        finish: ``(model, settings) -> dict`` after training, before saving (e.g. pruning); the dict is merged
+            into the run's record.
+    """
+
+    name: str
+    attach: Callable[[nn.Module, Any], nn.Module]
+    save: Callable[[nn.Module, Path], None]
+    reload: Callable[[nn.Module, Path], nn.Module]
+    lr: float
+    lr_source: str
+    colour: str
+    linestyle: Any = "-"
+    default: bool = True
+    hooks: Optional[Callable[[nn.Module, Any], TrainHooks]] = None
+    finish: Optional[Callable[[nn.Module, Any], dict]] = None
+
+
+_REGISTRY: Dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` (table order is registration order). Raises ValueError if the name is taken or reserved."""
+    if not isinstance(method, Method):
+        raise TypeError(f"expected a Method, got {type(method).__name__}")
+    if method.name == BASE or method.name in _REGISTRY:
+        raise ValueError(f"method name {method.name!r} is already registered or reserved")
+    if not method.name or "," in method.name or "=" in method.name or "/" in method.name:
+        raise ValueError(f"method name must be non-empty without ',', '=' or '/', got {method.name!r}")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    """Remove a registered method (KeyError if unknown)."""
+    del _REGISTRY[name]
+
+
+def get(name: str) -> Method:
+    """The registered method ``name``. Raises ValueError naming the known methods."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(_REGISTRY)}") from None
+
+
+def names() -> Tuple[str, ...]:
+    """Every registered method, in table order."""
+    return tuple(_REGISTRY)
+
+
+def default_names() -> Tuple[str, ...]:
+    """The methods run by default."""
+    return tuple(n for n, m in _REGISTRY.items() if m.default)
+
+
+def colour(name: str) -> Optional[str]:
+    """Plot colour of a method (or of the base row); None for an unknown name."""
+    if name == BASE:
+        return BASE_COLOUR
+    m = _REGISTRY.get(name)
+    return m.colour if m else None
+
+
+def linestyle(name: str) -> Any:
+    m = _REGISTRY.get(name)
+    return m.linestyle if m else "-"
+
+
+# ------------------------------------------------------------------------------------- built-in methods
+def _attach_qaa(model, settings):
+    import qaa
+
+    return qaa.attach(model, qaa.QAAConfig(target_modules=list(TARGET_MODULES), n_layers=QAA_N_LAYERS,
+                                           seed=settings.seed))
+
+
+def _save_qaa(model, folder):
+    import qaa
+
+    qaa.save_adapter(model, str(folder))
+
+
+def _reload_qaa(base, folder):
+    import qaa
+
+    return qaa.load_adapter(base, str(folder))
+
+
+def _attach_lora(model, settings):
+    from ..tuners.baselines import attach_lora
+
+    return attach_lora(model, TARGET_MODULES, r=LORA_R, alpha=LORA_ALPHA)
+
+
+def _attach_prefix(model, settings):
+    from ..tuners.baselines import attach_prefix
+
+    return attach_prefix(model, num_virtual_tokens=PREFIX_TOKENS)
+
+
+def _save_peft(model, folder):
+    from ..tuners.baselines import save_peft_adapter
+
+    save_peft_adapter(model, folder)
+
+
+def _reload_peft(base, folder):
+    from ..tuners.baselines import load_peft_adapter
+
+    return load_peft_adapter(base, folder)
+
+
+def _attach_sora(model, settings):
+    from ..tuners.sora import SoRAConfig, attach_sora
+
+    return attach_sora(model, SoRAConfig(target_modules=TARGET_MODULES, r_max=LORA_R, alpha=LORA_ALPHA,
+                                         xi=settings.sora_xi))
+
+
+def _sora_hooks(model, settings) -> TrainHooks:
+    from ..tuners.sora import l1_penalty, proximal_step
+
+    xi, lam = settings.sora_xi, model.sora_config.lambda_l1
+    return TrainHooks(after_step=lambda step: proximal_step(model, xi),
+                      extra_loss=(lambda: lam * l1_penalty(model)) if lam else None)
+
+
+def _sora_finish(model, settings) -> dict:
+    from ..tuners.sora import prune_sora, sora_rank_summary
+    from ..tuners.utils import trainable_parameter_summary
+
+    before = sora_rank_summary(model)
+    prune_sora(model)
+    after = sora_rank_summary(model)
+    kept, _, kept_pct = trainable_parameter_summary(model)
+    return {"sora": {"xi": settings.sora_xi, "r_max": LORA_R, "lambda_l1": model.sora_config.lambda_l1,
+                     "ranks_before_prune": {k: v["rank"] for k, v in before.items()},
+                     "ranks": {k: v["rank"] for k, v in after.items()},
+                     "total_rank": sum(v["rank"] for v in after.values()),
+                     "total_rank_max": sum(v["r_max"] for v in after.values()),
+                     "pruned_trainable_params": kept, "pruned_trainable_pct": kept_pct}}
+
+
+def _save_sora(model, folder):
+    from ..tuners.sora import save_sora
+
+    save_sora(model, folder)
+
+
+def _reload_sora(base, folder):
+    from ..tuners.sora import load_sora
+
+    return load_sora(base, folder)
+
+
+def _attach_full(model, settings):
+    from ..tuners.baselines import prepare_full_finetune
+
+    return prepare_full_finetune(model)
+
+
+def _save_full(model, folder):
+    from ..tuners.baselines import save_full
+
+    save_full(model, folder)
+
+
+def _reload_full(base, folder):
+    from ..tuners.baselines import load_full
+
+    return load_full(folder, dtype=next(base.parameters()).dtype)
+
+
+# The budgets are short (tens to a few hundred steps), so each default rate is at the high end of the range
+# its literature uses.
+register(Method(
+    "qaa", _attach_qaa, _save_qaa, _reload_qaa, lr=3e-3, colour="#d62728",
+    lr_source="the project's SmolLM2 runs: QAA trains stably and fast at 3e-3 (qaa finetune default)"))
+register(Method(
+    "lora", _attach_lora, _save_peft, _reload_peft, lr=1e-3, colour="#1f77b4",
+    lr_source="LoRA (Hu et al. 2021, Table 11) trains GPT-2 on E2E at 2e-4 for 5 epochs; 2e-4..1e-3 is the usual "
+              "range for peft LoRA on small decoders; the short budget takes 1e-3"))
+register(Method(
+    "prefix", _attach_prefix, _save_peft, _reload_peft, lr=3e-2, colour="#2ca02c",
+    lr_source="prefix tuning without the reparameterisation MLP: peft's prefix/prompt-tuning examples use "
+              "1e-2..3e-2; peft starts the prefix at N(0, 1), so the short budget needs the top of the range"))
+register(Method(
+    "sora", _attach_sora, _save_sora, _reload_sora, lr=1e-3, colour="#9467bd", linestyle=(0, (4, 2)),
+    hooks=_sora_hooks, finish=_sora_finish,
+    lr_source="SoRA starts as the same rank-8 LoRA; the same rate keeps the gate and its proximal step the only "
+              "difference (the SoRA release uses 8e-4..1.2e-3 on GLUE)"))
+register(Method(
+    "full", _attach_full, _save_full, _reload_full, lr=5e-5, colour="#8c564b", default=False,
+    lr_source="full fine-tuning of a small causal LM: 5e-5 (transformers' Trainer / run_clm default)"))

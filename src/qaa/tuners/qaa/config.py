@@ -1,0 +1,93 @@
+"""Configuration of a QAA adapter (what ``adapter_config.json`` stores)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import List, Optional, Union
+
+from ...engine import MAX_QUBITS, READOUTS, ansatz_names
+
+PEFT_TYPE = "QAA"
+
+
+@dataclasses.dataclass
+class QAAConfig:
+    """Settings of quantum-amplitude embedded adaptation.
+
+    Attributes:
+        target_modules: module-name suffixes to wrap (``"q_proj"`` matches ``model.layers.0.self_attn.q_proj``),
+            or one regular expression string matched with ``re.fullmatch`` against full names. Default: the
+            attention query and value projections, the placement the QAA literature uses.
+        n_layers: ansatz layers ``L``. Default 4.
+        ansatz: ``"ry_cnot_ring"`` (default; RY on every wire then a ring of CNOTs, real-valued) or
+            ``"ry_rz_ring_ry"`` (RY and RZ on every wire, CNOT ring, RY; complex-valued).
+        readout: ``"z"`` (default; per-qubit <Z>, n features) or ``"probs"`` (2**n basis probabilities).
+        scaling: constant ``s`` multiplying the branch: ``y = W x + s * P(readout)``. Default 1.0.
+        rescale_by_norm: multiply the branch by ``||x||`` (the embedding discards the norm). Default False.
+        init_std: theta starts as ``Normal(0, init_std)`` radians ("small and random"). Default 0.1.
+        dropout: dropout probability on the branch input during training (as LoRA's ``lora_dropout``).
+        n_qubits: override the qubit count (default ``ceil(log2 d_in)``); must fit ``d_in``.
+        seed: seed for the theta initialisation (None: torch's global generator).
+        dtype: dtype of the adapter parameters, ``"float32"`` (default) or ``"float64"``. The branch runs in
+            this dtype whatever the base model's dtype; its output is cast to the base output's dtype.
+    """
+
+    target_modules: Union[List[str], str] = dataclasses.field(default_factory=lambda: ["q_proj", "v_proj"])
+    n_layers: int = 4
+    ansatz: str = "ry_cnot_ring"
+    readout: str = "z"
+    scaling: float = 1.0
+    rescale_by_norm: bool = False
+    init_std: float = 0.1
+    dropout: float = 0.0
+    n_qubits: Optional[int] = None
+    seed: Optional[int] = None
+    dtype: str = "float32"
+    peft_type: str = PEFT_TYPE
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        tm = self.target_modules
+        if isinstance(tm, str):
+            if not tm:
+                raise ValueError("target_modules must not be empty")
+        else:
+            if not isinstance(tm, (list, tuple)) or not tm or not all(isinstance(t, str) and t for t in tm):
+                raise ValueError(f"target_modules must be a non-empty list of names or a regex string, got {tm!r}")
+            self.target_modules = list(tm)
+        if not isinstance(self.n_layers, int) or self.n_layers < 1:
+            raise ValueError(f"n_layers must be a positive integer, got {self.n_layers!r}")
+        if self.ansatz not in ansatz_names():
+            raise ValueError(f"unknown ansatz {self.ansatz!r} (known: {', '.join(ansatz_names())})")
+        if self.readout not in READOUTS:
+            raise ValueError(f"unknown readout {self.readout!r} (known: {', '.join(READOUTS)})")
+        if not isinstance(self.scaling, (int, float)) or self.scaling != self.scaling or abs(self.scaling) == float("inf"):
+            raise ValueError(f"scaling must be a finite number, got {self.scaling!r}")
+        if not (isinstance(self.init_std, (int, float)) and 0 <= self.init_std < float("inf")):
+            raise ValueError(f"init_std must be a finite number >= 0, got {self.init_std!r}")
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.n_qubits is not None and not (isinstance(self.n_qubits, int) and 1 <= self.n_qubits <= MAX_QUBITS):
+            raise ValueError(f"n_qubits must be None or an integer in [1, {MAX_QUBITS}], got {self.n_qubits!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.peft_type != PEFT_TYPE:
+            raise ValueError(f"not a QAA config (peft_type={self.peft_type!r})")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QAAConfig":
+        """Build from a dict (e.g. a loaded ``adapter_config.json``); unknown keys raise ValueError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names - {"modules", "base_model", "qaa_version"}
+        if unknown:
+            raise ValueError(f"unknown QAA config keys: {sorted(unknown)}")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,26 @@
+"""Fixtures of the experiment tests: a tiny Llama saved as a local model folder, and small injected tasks."""
+from pathlib import Path
+
+import pytest
+
+import qaa.experiments.data
+from support import fake_examples, tiny_llama
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    texts = [e.input for t in ("e2e_nlg", "webnlg_en") for e in fake_examples(t)]
+    texts += [r for t in ("e2e_nlg", "webnlg_en") for e in fake_examples(t) for r in e.references]
+    model, tok = tiny_llama(seed=0, texts=texts)
+    folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fake_tasks():
+    mp = pytest.MonkeyPatch()
+    mp.setattr(qaa.experiments.data, "load_task", fake_examples)
+    yield
+    mp.undo()

@@ -1,0 +1,65 @@
+"""Adding a method to the comparison is one registry entry: a toy method (the final norm's weight trained)
+runs through attach, training, save, reload and the report without any other change."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from qaa.experiments import registry
+from qaa.experiments.compare import run_compare
+
+from support import compare_args as _args
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+
+
+def _attach(model, settings):
+    model.requires_grad_(False)
+    model.model.norm.weight.requires_grad_(True)
+    return model
+
+
+def _save(model, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"norm": model.model.norm.weight.detach().clone()}, str(folder / "toy.safetensors"))
+
+
+def _reload(base, folder):
+    with torch.no_grad():
+        base.model.norm.weight.copy_(load_file(str(folder / "toy.safetensors"))["norm"])
+    return base
+
+
+@pytest.fixture
+def toy_method():
+    method = registry.register(registry.Method("toy", _attach, _save, _reload, lr=1e-2, colour="#000000",
+                                               lr_source="test", default=False))
+    yield method
+    registry.unregister("toy")
+
+
+def test_a_registered_method_runs_through_the_comparison(toy_method, tiny_model_dir, fake_tasks, tmp_path):
+    assert "toy" in registry.names() and "toy" not in registry.default_names()
+    args = _args(model=str(tiny_model_dir), tasks="e2e_nlg", methods="toy", steps=2, batch_size=2, eval_size=2,
+                 max_new_tokens=4, no_bertscore=True, out=str(tmp_path))
+    results = run_compare(args)
+    run = next(r for r in results["runs"] if r["method"] == "toy")
+    assert run["status"] == "ok", run.get("traceback")
+    assert run["lr"] == 1e-2 and run["trainable_params"] == 64  # the tiny model's hidden width
+    assert run["reload_max_abs_diff"] == 0.0
+    assert (tmp_path / "adapters" / "e2e_nlg" / "toy" / "toy.safetensors").is_file()
+    assert "| toy |" in (tmp_path / "results.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["settings"]["methods"] == ["toy"]
+
+
+def test_registry_refuses_taken_and_malformed_names():
+    qaa_entry = registry.get("qaa")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(qaa_entry)
+    with pytest.raises(ValueError, match="reserved"):
+        registry.register(registry.Method("base", _attach, _save, _reload, lr=1.0, colour="k", lr_source=""))
+    with pytest.raises(ValueError, match="without ','"):
+        registry.register(registry.Method("a,b", _attach, _save, _reload, lr=1.0, colour="k", lr_source=""))
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        registry.get("nope")
