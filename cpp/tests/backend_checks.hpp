@@ -219,7 +219,7 @@ TYPED_TEST(BackendTest, EmbeddingNormalisesPadsAndHandlesEdgeRows) {
 // ---------------- norm preservation and readout ranges ----------------
 TYPED_TEST(BackendTest, NormPreservedAndReadoutRanges) {
   using T = TypeParam;
-  for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry"}) {
+  for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry", "ry_layers"}) {
     const Circuit c = build_ansatz(name, 5, 3);
     const auto theta = this->randn(c.n_params());
     const int64_t B = 7, d = 27;
@@ -311,7 +311,7 @@ TEST_F(VjpTest, EveryGateKindBothReadouts) {
 }
 
 TEST_F(VjpTest, BothAnsaetzeBothReadouts) {
-  for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry"})
+  for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry", "ry_layers"})
     for (Readout r : {Readout::kZ, Readout::kProbs}) check_fused_vjp(this, build_ansatz(name, 3, 2), r, 2, 6);
 }
 

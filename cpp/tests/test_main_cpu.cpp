@@ -20,6 +20,10 @@ TEST(Circuit, AnsatzShapesAndErrors) {
   const Circuit r = build_ansatz("ry_rz_ring_ry", 4, 2);
   EXPECT_EQ(r.n_params(), 24);
   EXPECT_FALSE(r.is_real());
+  const Circuit p = build_ansatz("ry_layers", 10, 4);
+  EXPECT_EQ(p.n_params(), 40);
+  EXPECT_EQ(p.gates().size(), 4u * 10);
+  EXPECT_TRUE(p.is_real());
   EXPECT_THROW(build_ansatz("nope", 3, 1), std::invalid_argument);
   EXPECT_THROW(build_ansatz("ry_cnot_ring", 0, 1), std::invalid_argument);
   EXPECT_THROW(build_ansatz("ry_cnot_ring", 3, 0), std::invalid_argument);
@@ -106,7 +110,7 @@ TYPED_TEST(CpuEdgeRows, ExtremeMagnitudesStayFiniteAndNeverNaN) {
       big, sub, 0, 0, 0, 0,               // huge and tiny together
       1, 2, 3, 4, 5, 6,                   // regular
       -1, 0.5, 0, 0, 0, 2};               // regular
-  for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry"}) {
+  for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry", "ry_layers"}) {
     const Circuit c = build_ansatz(name, 3, 2);
     std::vector<T> theta(c.n_params());
     for (size_t i = 0; i < theta.size(); ++i) theta[i] = T(0.3) * T(i + 1);

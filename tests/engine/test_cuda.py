@@ -99,7 +99,7 @@ def _stream():
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("readout", ["z", "probs"])
-@pytest.mark.parametrize("ansatz", ["ry_cnot_ring", "ry_rz_ring_ry"])
+@pytest.mark.parametrize("ansatz", ["ry_cnot_ring", "ry_rz_ring_ry", "ry_layers"])
 @pytest.mark.parametrize("n", [4, 10])
 def test_fused_forward_and_vjp_match_cpu(engines, n, ansatz, readout, dtype):
     cpu, cuda = engines

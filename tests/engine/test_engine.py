@@ -55,7 +55,7 @@ def random_circuit(n, depth, rng):
     return c
 
 
-@pytest.mark.parametrize("ansatz", ["ry_cnot_ring", "ry_rz_ring_ry"])
+@pytest.mark.parametrize("ansatz", ["ry_cnot_ring", "ry_rz_ring_ry", "ry_layers"])
 @pytest.mark.parametrize("kind", ["z", "probs"])
 @pytest.mark.parametrize("n,d", [(3, 8), (4, 11), (5, 19)])
 def test_matches_pennylane(ansatz, kind, n, d):
@@ -69,6 +69,36 @@ def test_matches_pennylane(ansatz, kind, n, d):
     np.testing.assert_allclose(norms.numpy(), np.linalg.norm(x.numpy(), axis=1), rtol=1e-14)
 
 
+@pytest.mark.parametrize("n,layers", [(1, 2), (2, 1), (4, 3)])
+def test_ry_layers_is_the_product_circuit_in_pennylane(n, layers):
+    """ry_layers against PennyLane built from its definition (not from the engine's gate list): per layer
+    RY(theta[l*n+q]) on every wire, no entangler. Its <Z_q> depends only on the summed angle of wire q."""
+    circ = engine.build_circuit("ry_layers", n, layers)
+    assert circ.n_params == layers * n and circ.is_real
+    assert all(name == "RY" for name, *_ in circ.gates)
+    g = torch.Generator().manual_seed(10 * n + layers)
+    theta = torch.randn(circ.n_params, dtype=torch.float64, generator=g)
+    x = torch.randn(5, 2 ** n, dtype=torch.float64, generator=g)
+    th = theta.numpy()
+    dev = qml.device("default.qubit", wires=n)
+
+    @qml.qnode(dev)
+    def node(v):
+        qml.AmplitudeEmbedding(v, wires=range(n), normalize=True, pad_with=0.0)
+        for l in range(layers):
+            for q in range(n):
+                qml.RY(th[l * n + q], wires=q)
+        return [qml.expval(qml.PauliZ(q)) for q in range(n)]
+
+    ref = np.array([np.asarray(node(v.numpy())) for v in x]).reshape(5, n)
+    ours, _ = engine.forward_features(circ, theta, x, "z")
+    np.testing.assert_allclose(ours.numpy(), ref, atol=1e-10, rtol=0)
+    # RYs on one wire compose: the same readout as one layer with the per-wire angle sums
+    one = engine.build_circuit("ry_layers", n, 1)
+    summed, _ = engine.forward_features(one, theta.view(layers, n).sum(0), x, "z")
+    np.testing.assert_allclose(ours.numpy(), summed.numpy(), atol=1e-12, rtol=0)
+
+
 def test_random_circuits_match_pennylane():
     rng = np.random.default_rng(7)
     for trial in range(4):
@@ -79,7 +109,7 @@ def test_random_circuits_match_pennylane():
         np.testing.assert_allclose(ours.numpy(), pennylane_readout(circ, theta, x, "z"), atol=1e-10)
 
 
-@pytest.mark.parametrize("ansatz", ["ry_cnot_ring", "ry_rz_ring_ry"])
+@pytest.mark.parametrize("ansatz", ["ry_cnot_ring", "ry_rz_ring_ry", "ry_layers"])
 @pytest.mark.parametrize("kind", ["z", "probs"])
 def test_gradcheck_theta_and_x(ansatz, kind):
     circ = engine.build_circuit(ansatz, 3, 2)
@@ -135,7 +165,7 @@ def test_state_level_vjp_matches_finite_differences():
     torch.testing.assert_close(grad_psi0, fdp, atol=1e-8, rtol=1e-7)
 
 
-@pytest.mark.parametrize("ansatz", ["ry_cnot_ring", "ry_rz_ring_ry"])
+@pytest.mark.parametrize("ansatz", ["ry_cnot_ring", "ry_rz_ring_ry", "ry_layers"])
 @pytest.mark.parametrize("kind", ["z", "probs"])
 def test_dense_path_equals_state_path(ansatz, kind):
     circ = engine.build_circuit(ansatz, 5, 3)

@@ -159,3 +159,18 @@ def test_config_validation():
             qaa.QAAConfig(**bad)
     cfg = qaa.QAAConfig(n_layers=2, readout="probs")
     assert qaa.QAAConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_product_circuit_ansatz_trains_saves_and_loads(tmp_path):
+    """ry_layers (RY layers, no entangler): the "QAA without the CNOT ring" control, through the tuner API."""
+    model = qaa.attach(tiny_llama(), qaa.QAAConfig(seed=0, ansatz="ry_layers", n_layers=3))
+    layer = model.model.layers[0].self_attn.q_proj
+    assert layer.qaa_theta["default"].numel() == 3 * 6 and all(g[0] == "RY" for g in layer.circuit("default").gates)
+    train_step(model)
+    train_step(model)
+    before = logits(model)
+    qaa.save_adapter(model, tmp_path)
+    with open(os.path.join(tmp_path, "adapter_config.json")) as f:
+        assert json.load(f)["ansatz"] == "ry_layers"
+    loaded = qaa.load_adapter(tiny_llama(), str(tmp_path))
+    torch.testing.assert_close(logits(loaded), before, atol=0, rtol=0)

@@ -70,6 +70,8 @@ std::vector<std::string> ansatz_names();
 ///                   n_params = L*n. Real-valued.
 ///   "ry_rz_ring_ry" per layer: RY(theta[l*3n+q]) and RZ(theta[l*3n+n+q]) on every wire, the CNOT ring,
 ///                   then RY(theta[l*3n+2n+q]) on every wire. n_params = 3*L*n. Complex-valued.
+///   "ry_layers"     per layer: RY(theta[l*n+q]) on every wire q, no entangler (a product circuit: the
+///                   control "ry_cnot_ring without the CNOT ring"). n_params = L*n. Real-valued.
 /// The CNOT ring is omitted for n_qubits == 1; for n_qubits == 2 it is CNOT(0,1), CNOT(1,0).
 /// Throws std::invalid_argument on an unknown name, n_layers < 1 or n_qubits outside [1, kMaxQubits].
 Circuit build_ansatz(const std::string& name, int n_qubits, int n_layers);

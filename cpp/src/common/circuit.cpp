@@ -58,7 +58,7 @@ void Circuit::reserve_params(int p) {
   n_params_ = std::max(n_params_, p);
 }
 
-std::vector<std::string> ansatz_names() { return {"ry_cnot_ring", "ry_rz_ring_ry"}; }
+std::vector<std::string> ansatz_names() { return {"ry_cnot_ring", "ry_rz_ring_ry", "ry_layers"}; }
 
 namespace {
 void add_ring(Circuit& c) {
@@ -96,6 +96,11 @@ Circuit build_ansatz(const std::string& name, int n_qubits, int n_layers) {
       }
       add_ring(c);
       for (int q = 0; q < n; ++q) c.add_rotation(GateKind::RY, q, base + 2 * n + q);
+    }
+  } else if (name == "ry_layers") {
+    // The product-circuit control: ry_cnot_ring without the ring, so the wires never interact.
+    for (int l = 0; l < n_layers; ++l) {
+      for (int q = 0; q < n; ++q) c.add_rotation(GateKind::RY, q, l * n + q);
     }
   } else {
     std::string known;

@@ -33,7 +33,7 @@ COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
 def ansatz_names() -> list:
-    """Names of the built-in ansaetze (``ry_cnot_ring``, ``ry_rz_ring_ry``)."""
+    """Names of the built-in ansaetze (``ry_cnot_ring``, ``ry_rz_ring_ry``, ``ry_layers``)."""
     return list(_engine_cpu.ansatz_names())
 
 
@@ -50,6 +50,7 @@ def build_circuit(ansatz: str, n_qubits: int, n_layers: int) -> Circuit:
 
     ``ry_cnot_ring``: per layer RY on every wire then CNOT(q, q+1 mod n); ``L*n`` parameters, real.
     ``ry_rz_ring_ry``: per layer RY, RZ on every wire, the CNOT ring, RY on every wire; ``3*L*n`` parameters.
+    ``ry_layers``: per layer RY on every wire, no entangler (the product-circuit control); ``L*n`` parameters, real.
     Raises ValueError for an unknown name, ``n_layers < 1`` or ``n_qubits`` outside ``[1, MAX_QUBITS]``.
     """
     return Circuit.from_ansatz(str(ansatz), int(n_qubits), int(n_layers))

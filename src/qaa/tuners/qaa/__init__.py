@@ -1,9 +1,12 @@
 """The QAA tuner: :mod:`.config` (``QAAConfig``), :mod:`.layer` (``QAALayer``), :mod:`.model` (attach, detach,
-adapters, save/load). docs/design.md describes what a QAA layer computes."""
-from .config import PEFT_TYPE, QAAConfig
-from .layer import QAALayer
-from .model import (MergeError, attach, detach, detach_adapter, disable_adapter, load_adapter, merge, qaa_layers,
-                    save_adapter, set_adapter)
+adapters, save/load, optimizer groups), :mod:`.calibrate` (the input transform's statistics). docs/design.md
+describes what a QAA layer computes."""
+from .calibrate import SCALE_EPS, calibrate_input_transform
+from .config import INPUT_TRANSFORMS, PEFT_TYPE, QAAConfig
+from .layer import InputStandardizer, QAALayer
+from .model import (MergeError, attach, detach, detach_adapter, disable_adapter, load_adapter, merge, param_groups,
+                    qaa_layers, save_adapter, set_adapter)
 
-__all__ = ["PEFT_TYPE", "QAAConfig", "QAALayer", "MergeError", "attach", "detach", "detach_adapter",
-           "disable_adapter", "load_adapter", "merge", "qaa_layers", "save_adapter", "set_adapter"]
+__all__ = ["PEFT_TYPE", "INPUT_TRANSFORMS", "QAAConfig", "QAALayer", "InputStandardizer", "MergeError", "attach",
+           "detach", "detach_adapter", "disable_adapter", "load_adapter", "merge", "param_groups", "qaa_layers",
+           "save_adapter", "set_adapter", "calibrate_input_transform", "SCALE_EPS"]

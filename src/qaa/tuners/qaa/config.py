@@ -8,6 +8,8 @@ from typing import List, Optional, Union
 from ...engine import MAX_QUBITS, READOUTS, ansatz_names
 
 PEFT_TYPE = "QAA"
+#: Values of ``QAAConfig.input_transform``.
+INPUT_TRANSFORMS = (None, "standardize")
 
 
 @dataclasses.dataclass
@@ -19,8 +21,9 @@ class QAAConfig:
             or one regular expression string matched with ``re.fullmatch`` against full names. Default: the
             attention query and value projections, the placement the QAA literature uses.
         n_layers: ansatz layers ``L``. Default 4.
-        ansatz: ``"ry_cnot_ring"`` (default; RY on every wire then a ring of CNOTs, real-valued) or
-            ``"ry_rz_ring_ry"`` (RY and RZ on every wire, CNOT ring, RY; complex-valued).
+        ansatz: ``"ry_cnot_ring"`` (default; RY on every wire then a ring of CNOTs, real-valued),
+            ``"ry_rz_ring_ry"`` (RY and RZ on every wire, CNOT ring, RY; complex-valued) or ``"ry_layers"``
+            (RY on every wire, no entangler: the product-circuit control).
         readout: ``"z"`` (default; per-qubit <Z>, n features) or ``"probs"`` (2**n basis probabilities).
         scaling: constant ``s`` multiplying the branch: ``y = W x + s * P(readout)``. Default 1.0.
         rescale_by_norm: multiply the branch by ``||x||`` (the embedding discards the norm). Default False.
@@ -30,6 +33,13 @@ class QAAConfig:
         seed: seed for the theta initialisation (None: torch's global generator).
         dtype: dtype of the adapter parameters, ``"float32"`` (default) or ``"float64"``. The branch runs in
             this dtype whatever the base model's dtype; its output is cast to the base output's dtype.
+        input_transform: ``None`` (default: the branch embeds ``x`` itself) or ``"standardize"``: the branch
+            embeds ``x' = (x - mean) / scale`` per input coordinate, with ``mean`` and ``scale`` per-layer buffers
+            of shape ``[d_in]`` in the adapter dtype, the identity (0 and 1) until
+            :func:`qaa.calibrate_input_transform` sets them from data. Why: the hidden states of models such as
+            SmolLM2 carry one or two "massive" coordinates that hold most of ``||x||^2``, so the normalised
+            embedded state ``x / ||x||`` is nearly the same for every token; standardising lets the circuit
+            see what differs between tokens. The frozen path ``W x`` always gets the raw ``x``.
     """
 
     target_modules: Union[List[str], str] = dataclasses.field(default_factory=lambda: ["q_proj", "v_proj"])
@@ -43,6 +53,7 @@ class QAAConfig:
     n_qubits: Optional[int] = None
     seed: Optional[int] = None
     dtype: str = "float32"
+    input_transform: Optional[str] = None
     peft_type: str = PEFT_TYPE
 
     def __post_init__(self) -> None:
@@ -74,6 +85,8 @@ class QAAConfig:
             raise ValueError(f"n_qubits must be None or an integer in [1, {MAX_QUBITS}], got {self.n_qubits!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.input_transform not in INPUT_TRANSFORMS:
+            raise ValueError(f"input_transform must be one of {INPUT_TRANSFORMS}, got {self.input_transform!r}")
         if self.peft_type != PEFT_TYPE:
             raise ValueError(f"not a QAA config (peft_type={self.peft_type!r})")
 

@@ -22,6 +22,46 @@ def circuit_for(ansatz: str, n_qubits: int, n_layers: int):
     return engine.build_circuit(ansatz, n_qubits, n_layers)
 
 
+class InputStandardizer(nn.Module):
+    """The ``"standardize"`` input transform of one adapter on one layer: ``x' = (x - mean) / scale``.
+
+    ``mean`` and ``scale`` are buffers of shape ``[d_in]`` in the adapter dtype, 0 and 1 (the identity, bit for
+    bit) until :meth:`set_statistics` (called by :func:`qaa.calibrate_input_transform`) replaces them. The
+    forward only reads them; ``calibrated`` records whether statistics were set.
+    """
+
+    def __init__(self, d_in: int, dtype: torch.dtype, device=None):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(d_in, dtype=dtype, device=device))
+        self.register_buffer("scale", torch.ones(d_in, dtype=dtype, device=device))
+        self.calibrated = False
+
+    def set_statistics(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """Copy ``mean`` and ``scale`` (shape ``[d_in]``, any float dtype) into the buffers; mark calibrated.
+
+        Raises:
+            ValueError: a shape other than ``[d_in]``, a non-finite value, or a ``scale`` entry ``<= 0``.
+        """
+        d_in = self.mean.shape[0]
+        for what, t in (("mean", mean), ("scale", scale)):
+            if tuple(t.shape) != (d_in,):
+                raise ValueError(f"{what} must have shape ({d_in},), got {tuple(t.shape)}")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{what} holds non-finite values")
+        if not (scale > 0).all():
+            raise ValueError("scale must be > 0 everywhere")
+        with torch.no_grad():
+            self.mean.copy_(mean.to(self.mean.dtype))
+            self.scale.copy_(scale.to(self.scale.dtype))
+        self.calibrated = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.scale
+
+    def extra_repr(self) -> str:
+        return f"d_in={self.mean.shape[0]}, calibrated={self.calibrated}"
+
+
 class QAALayer(nn.Module):
     """Wraps a frozen ``nn.Linear`` / ``Conv1D`` ``W`` and adds ``s * P(readout(U(theta) embed(x)))``.
 
@@ -30,6 +70,8 @@ class QAALayer(nn.Module):
     (float32 by default) and ``P: Linear(F -> d_out, bias=False)`` starts at zero, so the layer equals the
     base layer exactly until the first optimizer step. With ``rescale_by_norm`` the branch is multiplied by
     ``||x||``. Per adapter the trainable parameters are ``theta`` (``n_params``) and ``P`` (``F * d_out``).
+    An adapter with ``input_transform="standardize"`` also holds an :class:`InputStandardizer` in
+    ``qaa_input[name]`` (buffers, not trained): the branch then embeds ``(x - mean) / scale`` instead of ``x``.
     """
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: QAAConfig,
@@ -43,6 +85,7 @@ class QAALayer(nn.Module):
         self.qaa_theta = nn.ParameterDict()
         self.qaa_out = nn.ModuleDict()
         self.qaa_dropout = nn.ModuleDict()
+        self.qaa_input = nn.ModuleDict()  # only adapters with an input transform have an entry
         self.qaa_configs = {}
         self.active_adapter: Optional[str] = None
         self.disabled = False
@@ -76,6 +119,8 @@ class QAALayer(nn.Module):
         nn.init.zeros_(out.weight)
         self.qaa_out[name] = out
         self.qaa_dropout[name] = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        if config.input_transform == "standardize":
+            self.qaa_input[name] = InputStandardizer(self.d_in, dtype, device)
         self.qaa_configs[name] = config
         self.active_adapter = name
 
@@ -83,6 +128,8 @@ class QAALayer(nn.Module):
         if name not in self.qaa_configs:
             raise KeyError(f"no adapter named {name!r}; have {sorted(self.qaa_configs)}")
         del self.qaa_theta[name], self.qaa_out[name], self.qaa_dropout[name]
+        if name in self.qaa_input:
+            del self.qaa_input[name]
         del self.qaa_configs[name]
         if self.active_adapter == name:
             self.active_adapter = next(iter(self.qaa_configs), None)
@@ -94,12 +141,16 @@ class QAALayer(nn.Module):
     # ---- compute ----
     def branch(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """The quantum branch ``s * P(readout(...))`` for adapter ``name``: ``x[..., d_in] -> [..., d_out]``
-        in the adapter's dtype."""
+        in the adapter's dtype. With an input transform, ``x`` is standardised first (then dropout), and
+        ``rescale_by_norm`` uses the norm of the standardised vector, the one that is embedded."""
         cfg = self.qaa_configs[name]
         theta = self.qaa_theta[name]
         if x.shape[-1] != self.d_in:
             raise ValueError(f"expected input width {self.d_in}, got {x.shape[-1]}")
-        xin = self.qaa_dropout[name](x.to(theta.dtype))
+        xin = x.to(theta.dtype)
+        if name in self.qaa_input:
+            xin = self.qaa_input[name](xin)
+        xin = self.qaa_dropout[name](xin)
         lead = xin.shape[:-1]
         rows = xin.reshape(-1, self.d_in)
         feats, _ = qaa_features(rows, theta, self.circuit(name), cfg.readout)
@@ -124,5 +175,6 @@ class QAALayer(nn.Module):
 
     def extra_repr(self) -> str:
         cfgs = ", ".join(f"{k}: {c.ansatz} L={c.n_layers} n={self.n_qubits_for(c)} readout={c.readout}"
+                         + (f" input={c.input_transform}" if c.input_transform else "")
                          for k, c in self.qaa_configs.items())
         return f"d_in={self.d_in}, d_out={self.d_out}, adapters=[{cfgs}], active={self.active_adapter!r}"

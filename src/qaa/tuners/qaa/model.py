@@ -181,6 +181,11 @@ def _adapter_state(model: nn.Module, adapter_name: str) -> Tuple[Dict[str, torch
         tensors[f"{name}.out_proj.weight"] = layer.qaa_out[adapter_name].weight.detach().cpu().contiguous()
         modules[name] = {"d_in": layer.d_in, "d_out": layer.d_out, "n_qubits": circ.n_qubits,
                          "n_params": circ.n_params}
+        if adapter_name in layer.qaa_input:
+            transform = layer.qaa_input[adapter_name]
+            tensors[f"{name}.input_mean"] = transform.mean.detach().cpu().contiguous()
+            tensors[f"{name}.input_scale"] = transform.scale.detach().cpu().contiguous()
+            modules[name]["input_calibrated"] = bool(transform.calibrated)
     return tensors, modules
 
 
@@ -285,7 +290,10 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
                              f"the model has {dims}")
         if isinstance(mod, QAALayer) and adapter_name in mod.qaa_configs:
             raise ValueError(f"adapter {adapter_name!r} is already attached to {name}")
-        for key, shape in ((f"{name}.theta", (n_params,)), (f"{name}.out_proj.weight", (d_out, n_feat))):
+        shapes = [(f"{name}.theta", (n_params,)), (f"{name}.out_proj.weight", (d_out, n_feat))]
+        if config.input_transform is not None:
+            shapes += [(f"{name}.input_mean", (d_in,)), (f"{name}.input_scale", (d_in,))]
+        for key, shape in shapes:
             t = tensors.get(key)
             if t is None or tuple(t.shape) != shape:
                 raise ValueError(f"tensor {key} missing or of shape {None if t is None else tuple(t.shape)}, "
@@ -296,6 +304,11 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
         if not torch.isfinite(t).all():
             raise ValueError(f"tensor {k} in {load_directory} holds non-finite values")
     expected = {f"{n}.theta" for n in modules} | {f"{n}.out_proj.weight" for n in modules}
+    if config.input_transform is not None:
+        expected |= {f"{n}.input_mean" for n in modules} | {f"{n}.input_scale" for n in modules}
+        for n in modules:
+            if not (tensors[f"{n}.input_scale"] > 0).all():
+                raise ValueError(f"tensor {n}.input_scale in {load_directory} holds entries <= 0")
     if set(tensors) != expected:
         raise ValueError(f"adapter weights hold unexpected or missing tensors: "
                          f"{sorted(set(tensors) ^ expected)[:5]}")
@@ -312,10 +325,59 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
                 out = layer.qaa_out[adapter_name].weight
                 th.copy_(tensors[f"{name}.theta"].to(th.dtype))
                 out.copy_(tensors[f"{name}.out_proj.weight"].to(out.dtype))
+                if adapter_name in layer.qaa_input:
+                    transform = layer.qaa_input[adapter_name]
+                    transform.set_statistics(tensors[f"{name}.input_mean"], tensors[f"{name}.input_scale"])
+                    transform.calibrated = bool(modules[name].get("input_calibrated", True))
     except BaseException:
         _restore(model, snap, adapter_name)
         raise
     return model
+
+
+def param_groups(model: nn.Module, lr: float, theta_lr_ratio: float = 1.0,
+                 weight_decay: float = 0.0) -> List[dict]:
+    """AdamW parameter groups giving the circuit angles their own learning rate.
+
+    Every trainable ``theta`` of a QAA layer (any adapter) goes into a group with learning rate
+    ``lr * theta_lr_ratio``; every other trainable parameter of ``model`` (``P``, or anything else left
+    trainable) into a group with ``lr``. Each parameter appears exactly once (shared parameters once);
+    frozen parameters are left out; an empty group is omitted. Both groups use ``weight_decay``. Angles are
+    periodic and enter through ``cos``/``sin`` of half the angle, unlike ``P``'s weights, so their good step
+    size need not be ``P``'s: the ratio lets the two be tuned apart.
+
+    Returns:
+        ``[{"params": [...], "lr": lr, "weight_decay": weight_decay, "name": "other"},
+        {"params": [...], "lr": lr * theta_lr_ratio, "weight_decay": weight_decay, "name": "qaa_theta"}]``
+        (``name`` is only a label; torch optimizers keep extra keys).
+
+    Raises:
+        ValueError: ``lr`` not a finite number > 0, ``theta_lr_ratio`` or ``weight_decay`` not a finite number
+            >= 0, or ``model`` has no trainable parameter.
+    """
+    import math
+
+    for what, value, low_ok in (("lr", lr, False), ("theta_lr_ratio", theta_lr_ratio, True),
+                                ("weight_decay", weight_decay, True)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < 0 or (value == 0 and not low_ok):
+            raise ValueError(f"{what} must be a finite number {'>=' if low_ok else '>'} 0, got {value!r}")
+    theta_ids = {id(p) for _, layer in qaa_layers(model) for p in layer.qaa_theta.values()}
+    seen, thetas, others = set(), [], []
+    for p in model.parameters():  # model.parameters() yields each shared parameter once
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (thetas if id(p) in theta_ids else others).append(p)
+    if not seen:
+        raise ValueError("model has no trainable parameters")
+    groups = []
+    if others:
+        groups.append({"params": others, "lr": float(lr), "weight_decay": float(weight_decay), "name": "other"})
+    if thetas:
+        groups.append({"params": thetas, "lr": float(lr) * float(theta_lr_ratio),
+                       "weight_decay": float(weight_decay), "name": "qaa_theta"})
+    return groups
 
 
 def detach_adapter(model: nn.Module, adapter_name: str) -> None:
