@@ -120,7 +120,7 @@ def fake_examples(task: str) -> list:
 
 def compare_args(**kw) -> argparse.Namespace:
     """A ``qaa compare`` namespace with every option at its parser default, overridden by ``kw``."""
-    base = dict(model="unused", seed=0, max_length=None, max_new_tokens=None, test_fraction=0.25, eval_size=None,
+    base = dict(model="unused", seed=None, max_length=None, max_new_tokens=None, test_fraction=0.25, eval_size=None,
                 threads=1, no_progress=True, preset="cpu", tasks=None, methods=None, full=False, steps=None,
                 batch_size=None, no_bertscore=False, out="unused", lr=None, sora_xi=None, device="cpu")
     base.update(kw)

@@ -59,30 +59,43 @@ def _finetune_parser(sub, tasks) -> None:
 
 
 def _compare_parser(sub, presets) -> None:
-    p = sub.add_parser("compare", help="compare QAA with LoRA, prefix tuning, SoRA (and full fine-tuning)",
-                       description="Train QAA, LoRA, prefix tuning, SoRA (and optionally full fine-tuning) on the "
-                                   "same data, split, token budget and seed, score held-out generations (BLEU, "
-                                   "ROUGE, BERTScore MiniLM-L6) and write results.json, losses.csv, results.md "
-                                   "and PNG plots. Options left unset come from the preset.")
+    p = sub.add_parser("compare", help="compare QAA with the baselines and controls (LoRA, prefix tuning, SoRA, "
+                                       "bias-only, ...), tuned on validation, several seeds, with intervals",
+                       description="Every method from the same base model on the same data, split and token "
+                                   "budget: learning rates chosen on validation NLL, final runs with several "
+                                   "training seeds, scored on held-out inputs (NLL, BLEU, ROUGE, BERTScore "
+                                   "MiniLM-L6) with paired-bootstrap 95%% intervals. Writes results.json "
+                                   "(per-input outputs included), losses.csv, results.md and PNG plots; a rerun "
+                                   "with the same --out resumes. Options left unset come from the preset.")
     _add_common(p)
     # Unset by default here, so the preset decides them (an explicit value overrides the preset).
-    p.set_defaults(eval_size=None, max_new_tokens=None, max_length=None, threads=None)
+    p.set_defaults(eval_size=None, max_new_tokens=None, max_length=None, threads=None, seed=None)
     p.add_argument("--preset", default="cpu", choices=list(presets),
-                   help="cpu: 4 methods x 2 tasks on 2 cores (< 45 min, 1 thread unless --threads); gpu: larger "
-                        "budget, xsum and full fine-tuning; smoke: a few steps (plumbing check)")
+                   help="cpu: the fair protocol on 2 cores (E2E: every method and control; WebNLG: a core subset; "
+                        "3 seeds; hours, resumable); gpu: the same at a larger budget with XSum; smoke: a few steps "
+                        "(plumbing check)")
     p.add_argument("--tasks", default=None, help="comma-separated: e2e_nlg,webnlg_en,xsum,common_gen")
-    p.add_argument("--methods", default=None, help=f"comma-separated: {','.join(registry.names())}")
+    p.add_argument("--methods", default=None, help=f"comma-separated, for every task: {','.join(registry.names())}")
     p.add_argument("--full", action="store_true", help="add full fine-tuning (the memory reference)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per method")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step")
+    p.add_argument("--seeds", default=None, help="training seeds of the final runs, e.g. '0,1,2'")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation/test split")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of unique inputs for validation")
+    p.add_argument("--val-size", type=int, default=None, help="validation inputs used per task (default: all)")
     p.add_argument("--lr", default=None,
-                   help="peak learning rates to override, e.g. 'lora=5e-4,prefix=3e-2' (defaults: "
-                        "qaa 3e-3, lora 1e-3, prefix 3e-2, sora 1e-3, full 5e-5)")
+                   help="fixed peak learning rates, e.g. 'lora=5e-4,prefix=3e-2' (those methods are not swept)")
+    p.add_argument("--lr-from", default=None, help="take every method's rate from an earlier results.json")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--select-lr", dest="select_lr", action="store_true", default=None,
+                     help="sweep each method's rate grid on validation NLL (the cpu and gpu presets do)")
+    sel.add_argument("--no-select-lr", dest="select_lr", action="store_false",
+                     help="use each method's default rate")
     p.add_argument("--sora-xi", type=float, default=None, help="SoRA proximal threshold per step (default 3e-4)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: cuda when available")
     p.add_argument("--no-bertscore", action="store_true")
-    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--out", default="runs/compare", help="output folder; a rerun with the same folder resumes")
 
 
 def main(argv=None) -> int:

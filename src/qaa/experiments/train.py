@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..tuners.qaa import param_groups
 from .memory import MemoryMonitor, activation_bytes
 
 
@@ -27,6 +28,9 @@ class TrainConfig:
         max_length: truncate prompt+target to this many tokens. grad_clip: max gradient norm (0: off).
         weight_decay: AdamW weight decay. seed: shuffling and dropout seed. log_every: progress-bar update.
         gradient_checkpointing: recompute activations in the backward pass (HF's implementation).
+        theta_lr_ratio: the learning rate of QAA circuit angles as a multiple of ``lr`` (angles live on the
+            scale of radians; at adapter-scale rates Adam moves them by a few hundredths of a radian in a short
+            run). 1.0 trains everything at ``lr``.
     """
 
     steps: int = 150
@@ -39,12 +43,15 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     gradient_checkpointing: bool = False
+    theta_lr_ratio: float = 1.0
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.max_length < 8:
             raise ValueError("steps and batch_size must be >= 1 and max_length >= 8")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        if not (self.theta_lr_ratio > 0 and math.isfinite(self.theta_lr_ratio)):
+            raise ValueError(f"theta_lr_ratio must be a positive finite number, got {self.theta_lr_ratio}")
 
 
 @dataclasses.dataclass
@@ -110,7 +117,7 @@ def train(model, tokenizer, encoded: Sequence[Tuple[List[int], List[int]]], cfg:
     if not params:
         raise ValueError("the model has no trainable parameters")
     device = params[0].device
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.theta_lr_ratio, cfg.weight_decay))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rng = random.Random(cfg.seed)
@@ -162,6 +169,31 @@ def train(model, tokenizer, encoded: Sequence[Tuple[List[int], List[int]]], cfg:
     if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
         model.gradient_checkpointing_disable()
     return TrainResult(losses, times, monitor.peak_delta_mb, act_mb, time.perf_counter() - t_start)
+
+
+@torch.no_grad()
+def pair_nll(model, encoded: Sequence[Tuple[List[int], List[int]]], pad_id: int, batch_size: int = 8
+             ) -> List[Tuple[float, int]]:
+    """Teacher-forced negative log-likelihood of each pair's target tokens (labels != -100), in nats:
+    ``[(summed NLL, target tokens)]``, one per pair, in order. The model's dropout is off (eval mode)."""
+    import torch.nn.functional as F
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model.eval()
+    device = next(model.parameters()).device
+    out: List[Tuple[float, int]] = []
+    for i in range(0, len(encoded), batch_size):
+        inputs = {k: v.to(device) for k, v in collate(encoded[i: i + batch_size], pad_id).items()}
+        labels = inputs.pop("labels")
+        logits = model(**inputs).logits.float()
+        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+        nll = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                              ignore_index=-100, reduction="none").view(shift_labels.shape)
+        mask = shift_labels != -100
+        for row, m in zip(nll, mask):
+            out.append((float(row[m].sum()), int(m.sum())))
+    return out
 
 
 @torch.no_grad()
