@@ -233,6 +233,40 @@ def test_prefix_train_save_load_generate(tmp_path):
 def test_prefix_bad_args():
     with pytest.raises(ValueError):
         attach_prefix(tiny_llama(), num_virtual_tokens=0)
+    with pytest.raises(ValueError, match="fewer than"):
+        attach_prefix(tiny_llama(), num_virtual_tokens=4, init_token_ids=[1, 2, 3])
+    with pytest.raises(ValueError, match="outside"):
+        attach_prefix(tiny_llama(), num_virtual_tokens=2, init_token_ids=[1, VOCAB])
+
+
+@pytest.mark.parametrize("hidden,heads,kv_heads", GQA_SHAPES)
+def test_prefix_real_token_init_equals_base_on_tokens_then_text(hidden, heads, kv_heads):
+    """With the prefix initialised from the base model's keys/values of tokens T, the prefixed model on a text
+    C is the base model on T + C (logits, loss, greedy generation), because the real tokens are numbered after
+    the prefix positions."""
+    n = 5
+    init = batch(seed=6, bsz=1, seq=n + 3)[0].tolist()  # longer than n: truncated
+    base = tiny_llama(hidden=hidden, heads=heads, kv_heads=kv_heads)
+    model = attach_prefix(tiny_llama(hidden=hidden, heads=heads, kv_heads=kv_heads), num_virtual_tokens=n,
+                          init_token_ids=init)
+    text = batch(seed=7, bsz=2, seq=7)
+    full = torch.cat([torch.tensor([init[:n]] * 2), text], dim=1)
+    torch.testing.assert_close(logits(model, text), logits(base, full)[:, n:], rtol=0, atol=1e-5)
+
+    with torch.no_grad():
+        loss = model(input_ids=text, labels=text).loss
+        # the prefixed loss predicts text[1:] from text; on T + C the same targets sit after position n
+        labels = torch.cat([torch.full((2, n + 1), -100), text[:, 1:]], dim=1)
+        ref = base(input_ids=full, labels=labels).loss
+        alone = base(input_ids=text, labels=text).loss
+    assert float(loss) == pytest.approx(float(ref), abs=1e-5)
+    assert abs(float(loss) - float(alone)) < 0.05 * float(alone)  # step 0 starts near the base model
+
+    model.eval()
+    model.generation_config.eos_token_id = None  # compare all 4 steps, never stopped early
+    out = model.generate(input_ids=text, attention_mask=torch.ones_like(text), max_new_tokens=4, do_sample=False,
+                         pad_token_id=0)
+    assert torch.equal(out, greedy_without_cache(base, full, steps=4)[:, n:])
 
 
 # ---------------------------------------------------------------------------------------------------------

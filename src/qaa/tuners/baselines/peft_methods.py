@@ -36,7 +36,8 @@ from transformers import Cache, DynamicCache
 
 from ..utils import find_targets, normalise_targets
 
-__all__ = ["attach_lora", "attach_prefix", "prefix_kv_layout", "save_peft_adapter", "load_peft_adapter"]
+__all__ = ["attach_lora", "attach_prefix", "prefix_kv_layout", "prefix_kv_from_tokens", "save_peft_adapter",
+           "load_peft_adapter"]
 
 
 def attach_lora(model: nn.Module, target_modules: str | Sequence[str] = ("q_proj", "v_proj"), r: int = 8,
@@ -108,7 +109,59 @@ def prefix_kv_layout(model_config: Any) -> dict[str, int]:
     return {"num_layers": num_layers, "num_kv_heads": kv_heads, "head_dim": head_dim, "token_dim": kv_heads * head_dim}
 
 
-def attach_prefix(model: nn.Module, num_virtual_tokens: int = 16) -> PeftModel:
+def prefix_kv_from_tokens(model: nn.Module, token_ids: Sequence[int]) -> torch.Tensor:
+    """The base model's own keys and values for ``token_ids``, in the layout of peft's prefix embedding.
+
+    Runs ``model`` (a decoder-only causal LM without a prefix) once on ``token_ids`` (one sequence, positions
+    ``0 .. len-1``) under ``torch.no_grad`` in eval mode (training flags restored) and reads its KV cache: per
+    layer ``l`` keys and values of shape ``(1, num_kv_heads, len, head_dim)`` (keys after the rotary position
+    embedding, as cached). peft's prefix embedding (``prompt_encoder[adapter].embedding.weight``, shape
+    ``(num_virtual_tokens, num_layers * 2 * token_dim)``) is read by ``PeftModel.get_prompt`` as
+    ``view(batch, n_virtual, num_layers * 2, num_kv_heads, head_dim).permute(2, 0, 3, 1, 4).split(2)``: row
+    ``t`` viewed as ``(num_layers, 2, num_kv_heads, head_dim)`` holds at ``[l, 0]`` the key and at ``[l, 1]``
+    the value of virtual token ``t`` in layer ``l``. This function returns exactly those rows.
+
+    Returns:
+        a float tensor of shape ``(len(token_ids), num_layers * 2 * token_dim)`` in the model's dtype.
+
+    Raises:
+        ValueError: an empty ``token_ids``, an id outside ``[0, vocab_size)``, or a cache of an unexpected shape.
+    """
+    ids = [int(t) for t in token_ids]
+    if not ids:
+        raise ValueError("token_ids must not be empty")
+    vocab = getattr(model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config,
+                    "vocab_size", None)
+    bad = [t for t in ids if t < 0 or (vocab is not None and t >= vocab)]
+    if bad:
+        raise ValueError(f"token ids outside [0, {vocab}): {bad[:5]}")
+    layout = prefix_kv_layout(model.config)
+    device = next(model.parameters()).device
+    training = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids], device=device), use_cache=True)
+    finally:
+        for m, flag in training.items():
+            m.train(flag)
+    cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+    if cache is None or not hasattr(cache, "layers") or len(cache.layers) != layout["num_layers"]:
+        raise ValueError("the model returned no per-layer KV cache of the expected depth")
+    expect = (1, layout["num_kv_heads"], len(ids), layout["head_dim"])
+    rows = []
+    for layer in cache.layers:
+        k, v = layer.keys, layer.values
+        if tuple(k.shape) != expect or tuple(v.shape) != expect:
+            raise ValueError(f"cached keys/values of shape {tuple(k.shape)}/{tuple(v.shape)}, expected {expect}")
+        # (1, heads, n, head_dim) -> (n, 2, heads, head_dim): key and value per token
+        rows.append(torch.stack([k[0], v[0]], dim=0).permute(2, 0, 1, 3))
+    # (n, layers, 2, heads, head_dim) flattened per token, the order get_prompt's view expects
+    return torch.stack(rows, dim=1).reshape(len(ids), -1)
+
+
+def attach_prefix(model: nn.Module, num_virtual_tokens: int = 16,
+                  init_token_ids: Sequence[int] | None = None) -> PeftModel:
     """Wrap ``model`` with peft prefix tuning (``TaskType.CAUSAL_LM``, no reparameterisation MLP).
 
     The prefix is sized for the model's KV heads (see the module docstring): ``token_dim =
@@ -118,18 +171,34 @@ def attach_prefix(model: nn.Module, num_virtual_tokens: int = 16) -> PeftModel:
     KV cache). Trainable parameters: ``num_virtual_tokens * num_layers * 2 * token_dim``. Default 16 virtual
     tokens (the project's default; the prefix length is a knob of the comparison config).
 
+    The prefix starts as peft's ``N(0, 1)`` draw, or, with ``init_token_ids``, as the base model's own keys
+    and values for those tokens (Li & Liang 2021, initialisation with the activations of real words; see
+    :func:`prefix_kv_from_tokens`): then at step 0 the prefixed model on a text equals the base model on
+    ``init_token_ids[:num_virtual_tokens]`` followed by that text (the real tokens are numbered after the
+    prefix positions in training and in generation alike).
+
     Args:
         model: a decoder-only causal LM.
         num_virtual_tokens: prefix length (>= 1).
+        init_token_ids: optional token ids, at least ``num_virtual_tokens`` of them (the first
+            ``num_virtual_tokens`` are used), e.g. a tokenised task instruction.
 
     Returns:
         the ``PeftModel``.
 
     Raises:
-        ValueError: ``num_virtual_tokens < 1``, an unreadable config, or peft built a prefix of another shape.
+        ValueError: ``num_virtual_tokens < 1``, fewer than ``num_virtual_tokens`` init tokens or an id outside
+            the vocabulary, an unreadable config, or peft built a prefix of another shape.
     """
     if isinstance(num_virtual_tokens, bool) or not isinstance(num_virtual_tokens, int) or num_virtual_tokens < 1:
         raise ValueError(f"num_virtual_tokens must be a positive int, got {num_virtual_tokens!r}")
+    init_rows = None
+    if init_token_ids is not None:
+        ids = list(init_token_ids)
+        if len(ids) < num_virtual_tokens:
+            raise ValueError(f"init_token_ids holds {len(ids)} ids, fewer than num_virtual_tokens="
+                             f"{num_virtual_tokens}")
+        init_rows = prefix_kv_from_tokens(model, ids[:num_virtual_tokens])  # before peft wraps the model
     layout = prefix_kv_layout(model.config)
     config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=num_virtual_tokens,
                                 num_layers=layout["num_layers"], token_dim=layout["token_dim"],
@@ -140,6 +209,13 @@ def attach_prefix(model: nn.Module, num_virtual_tokens: int = 16) -> PeftModel:
             layout["token_dim"], layout["num_kv_heads"], layout["num_layers"]):
         raise ValueError(f"peft built a prefix with token_dim={got.token_dim}, heads={got.num_attention_heads}, "
                          f"layers={got.num_layers}; the model needs {layout}")
+    if init_rows is not None:
+        weight = peft_model.prompt_encoder[peft_model.active_adapter].embedding.weight
+        if tuple(weight.shape) != tuple(init_rows.shape):
+            raise ValueError(f"peft's prefix embedding has shape {tuple(weight.shape)}, the init activations "
+                             f"{tuple(init_rows.shape)}")
+        with torch.no_grad():
+            weight.copy_(init_rows.to(device=weight.device, dtype=weight.dtype))
     _install_prefix_generation(peft_model)
     return peft_model
 
