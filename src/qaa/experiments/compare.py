@@ -258,8 +258,22 @@ def run_key(task: str, method: str, lr: Optional[float] = None, ratio: Optional[
     return f"{task}|{method}|lr={lr:.6g}|ratio={ratio:.6g}|seed={seed}"
 
 
-def _comparable(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if k not in _RESUMABLE_DIFFERENCES}
+#: Per-task settings: two processes filling one folder with different tasks compare only their common tasks.
+_PER_TASK = ("eval_size", "val_size", "max_new_tokens", "max_length")
+
+
+def _incompatible(old: dict, new: dict) -> List[str]:
+    """Names of the settings whose values make records of ``old`` and ``new`` mean different things."""
+    keys = (set(old) | set(new)) - _RESUMABLE_DIFFERENCES
+    out = []
+    for k in sorted(keys):
+        a, b = old.get(k), new.get(k)
+        if k in _PER_TASK and isinstance(a, dict) and isinstance(b, dict):
+            if any(a[t] != b[t] for t in set(a) & set(b)):
+                out.append(k)
+        elif a != b:
+            out.append(k)
+    return out
 
 
 class Store:
@@ -295,8 +309,8 @@ class Store:
         return data
 
     def _check_compatible(self, existing: dict) -> None:
-        old, new = _comparable(existing.get("settings", {})), _comparable(self.settings.to_dict())
-        differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        old, new = existing.get("settings", {}), self.settings.to_dict()
+        differing = _incompatible(old, new)
         if differing:
             detail = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in differing[:4])
             raise ValueError(f"--out {self.out} holds results of an incompatible comparison ({detail}); resume "
