@@ -1,8 +1,8 @@
-"""``qaa compare``: settings, the per-method machinery, outputs and report.
+"""``qaa compare``: settings, the protocol (splits, selection on validation, seeds), outputs, resumption.
 
-The fast tests run every method through :func:`qaa.experiments.compare.run_compare` on a tiny random Llama (saved to a
-local folder and passed as ``--model``, the "any local causal LM" path) with a small injected task, so no
-real model or data is needed. The slow test runs ``qaa compare --preset smoke`` on SmolLM2 and the real data.
+The fast tests run methods through :func:`qaa.experiments.compare.run_compare` on a tiny random Llama (saved to
+a local folder and passed as ``--model``, the "any local causal LM" path) with small injected tasks, so no real
+model or data is needed. The slow test runs ``qaa compare --preset smoke`` on SmolLM2 and the real data.
 """
 from __future__ import annotations
 
@@ -11,31 +11,26 @@ import dataclasses
 import json
 import math
 import os
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 import qaa
-import qaa.experiments.data
 from qaa.experiments import compare, registry
-from qaa.experiments.compare import METHOD_LR, PRESETS, resolve_settings, run_compare
+from qaa.experiments.compare import PRESETS, resolve_settings, run_compare, run_key
+from qaa.experiments.data import split_three
+from qaa.experiments.settings import CORE_METHODS, E2E_METHODS
 from support import compare_args as _args
+from support import fake_examples
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-METRIC_KEYS = ("bleu", "rouge1", "rouge2", "rougeL", "bertscore_precision", "bertscore_recall", "bertscore_f1")
-RUN_KEYS = ("trainable_params", "all_params", "trainable_pct", "adapter_bytes", "peak_memory_mb", "activation_mb",
-            "mean_step_seconds", "median_step_seconds", "train_seconds", "eval_seconds", "loss_first", "loss_last",
-            "reload_max_abs_diff")
-TABLE_COLUMNS = ("method", "lr", "trainable params", "trainable %", "adapter", "peak mem (MiB)", "act. (MiB)",
-                 "step (s)", "loss", "BLEU", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BERTScore (MiniLM-L6)")
-ALL_METHODS = ("qaa", "lora", "prefix", "sora", "full")
+ALL_METHODS = registry.names()
 STEPS, BATCH = 2, 2
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _restore_threads():
@@ -48,13 +43,27 @@ def _restore_threads():
     engine.set_num_threads(before[1])
 
 
+def _tiny_args(model_dir, out, **kw):
+    base = dict(model=str(model_dir), tasks="e2e_nlg", steps=STEPS, batch_size=BATCH, seeds="0,1", max_new_tokens=4,
+                no_bertscore=True, out=str(out), select_lr=False)
+    base.update(kw)
+    return _args(**base)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, fake_tasks, tmp_path_factory):
-    """Every method on two injected tasks, 2 steps each, BERTScore on: the results dict and the output folder."""
+    """Every registered method on two injected tasks, default rates, two seeds: the results and the folder."""
     out = tmp_path_factory.mktemp("compare")
-    args = _args(model=str(tiny_model_dir), tasks="e2e_nlg,webnlg_en", methods=",".join(ALL_METHODS), steps=STEPS,
-                 batch_size=BATCH, eval_size=2, max_new_tokens=6, out=str(out))
+    args = _tiny_args(tiny_model_dir, out, tasks="e2e_nlg,webnlg_en", methods=",".join(ALL_METHODS),
+                      no_bertscore=False)
     return run_compare(args), out
+
+
+@pytest.fixture(scope="module")
+def swept_run(tiny_model_dir, fake_tasks, tmp_path_factory):
+    """QAA and LoRA with the validation sweep (grids, widening, angle ratios)."""
+    out = tmp_path_factory.mktemp("swept")
+    return run_compare(_tiny_args(tiny_model_dir, out, methods="qaa,lora", select_lr=True)), out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -64,75 +73,83 @@ def tiny_run(tiny_model_dir, fake_tasks, tmp_path_factory):
 def test_presets_resolve_to_their_values():
     cpu = resolve_settings(_args(preset="cpu"))
     assert cpu.tasks == ("e2e_nlg", "webnlg_en")
-    assert cpu.methods == ("qaa", "lora", "prefix", "sora")
-    assert (cpu.steps, cpu.batch_size, cpu.eval_size) == (PRESETS["cpu"]["steps"], PRESETS["cpu"]["batch_size"],
-                                                           PRESETS["cpu"]["eval_size"])
-    assert cpu.lr == {m: METHOD_LR[m] for m in cpu.methods}
-    assert cpu.warmup_steps == max(1, round(0.1 * cpu.steps))
-    assert cpu.sora_xi == 3e-4 and cpu.bertscore and cpu.device == "cpu"
-    assert resolve_settings(_args(preset="cpu", threads=None)).threads == 1
-    assert resolve_settings(_args(preset="gpu", threads=None)).threads == 0
-    assert resolve_settings(_args(preset="cpu", threads=2)).threads == 2
+    assert cpu.methods == {"e2e_nlg": E2E_METHODS, "webnlg_en": CORE_METHODS}
+    assert set(E2E_METHODS) >= {"qaa", "qaa_std", "qaa_frozen_theta", "qaa_no_entangler", "random_features", "bias",
+                                "lora", "lora_r4", "prefix", "full"}
+    assert "sora" in cpu.excluded and "32 steps" in cpu.excluded["sora"]
+    assert cpu.seeds == (0, 1, 2) and cpu.select_lr and cpu.split_seed == 0
+    assert (cpu.steps, cpu.batch_size) == (PRESETS["cpu"]["steps"], PRESETS["cpu"]["batch_size"])
+    assert cpu.max_length == {"e2e_nlg": None, "webnlg_en": None}  # fitted to the training split
+    assert cpu.eval_size == {"e2e_nlg": None, "webnlg_en": 100} and not cpu.eval_size_given
+    assert cpu.lr == {} and cpu.warmup_steps == max(1, round(0.1 * cpu.steps)) and cpu.threads == 1
+    label = resolve_settings(_args(preset="cpu", model="smollm2-135m-instruct")).model_label
+    assert "de-quantised" in label and "Q4_1" in label
     gpu = resolve_settings(_args(preset="gpu"))
-    assert "xsum" in gpu.tasks and gpu.methods[-1] == "full"
-    assert gpu.steps > cpu.steps and gpu.batch_size > cpu.batch_size and gpu.eval_size > cpu.eval_size
-    assert gpu.max_length["xsum"] > gpu.max_length["e2e_nlg"]
+    assert "xsum" in gpu.tasks and "sora" in gpu.methods["e2e_nlg"] and "full" in gpu.methods["e2e_nlg"]
+    assert gpu.steps > cpu.steps and gpu.batch_size > cpu.batch_size and gpu.eval_size["e2e_nlg"] is None
     smoke = resolve_settings(_args(preset="smoke"))
-    assert smoke.steps < cpu.steps and smoke.eval_size < cpu.eval_size
+    assert smoke.steps < cpu.steps and smoke.seeds == (0,) and not smoke.select_lr
 
 
 def test_options_override_the_preset():
     s = resolve_settings(_args(preset="cpu", tasks="webnlg_en", methods="sora,qaa", full=True, steps=7,
-                               batch_size=3, eval_size=5, max_length=64, max_new_tokens=9,
-                               lr="qaa=1e-2,full=1e-5", sora_xi=0.01, no_bertscore=True))
+                               batch_size=3, eval_size=5, max_length=64, max_new_tokens=9, seeds="4,2",
+                               lr="qaa=1e-2,full=1e-5", sora_xi=0.01, no_bertscore=True, split_seed=3))
     assert s.tasks == ("webnlg_en",)
-    assert s.methods == ("qaa", "sora", "full")          # table order, --full appended
-    assert (s.steps, s.batch_size, s.eval_size, s.max_new_tokens) == (7, 3, 5, 9)
-    assert s.max_length == {"webnlg_en": 64}
-    assert s.lr == {"qaa": 1e-2, "sora": METHOD_LR["sora"], "full": 1e-5}
+    assert s.methods == {"webnlg_en": ("sora", "qaa", "full")}     # the order given, --full appended
+    assert (s.steps, s.batch_size, s.eval_size, s.max_new_tokens) == (7, 3, {"webnlg_en": 5}, {"webnlg_en": 9})
+    assert s.max_length == {"webnlg_en": 64} and s.eval_size_given
+    assert s.lr == {"qaa": 1e-2, "full": 1e-5} and s.seeds == (4, 2) and s.split_seed == 3
     assert s.sora_xi == 0.01 and not s.bertscore and s.warmup_steps == 1
+    assert resolve_settings(_args(preset="cpu", seed=5)).seeds == (5,)   # the common --seed: one training seed
 
 
 @pytest.mark.parametrize("kw, message", [
     (dict(methods="qaa,dora"), "unknown method"),
     (dict(tasks="e2e_nlg,squad"), "unknown task"),
-    (dict(steps=0), "steps must be an integer >= 1"),
-    (dict(batch_size=-2), "batch_size must be an integer >= 1"),
-    (dict(eval_size=0), "eval_size must be an integer >= 1"),
+    (dict(steps=0), "--steps must be an integer >= 1"),
+    (dict(steps=10**9), "--steps must be <= 1000000"),
+    (dict(batch_size=-2), "--batch-size must be an integer >= 1"),
+    (dict(eval_size=0), "--eval-size must be an integer >= 1"),
     (dict(preset="tpu"), "unknown preset"),
     (dict(lr="lora"), "METHOD=LR"),
     (dict(lr="lora=-1"), "positive finite"),
-    (dict(lr="dora=1e-3"), "METHOD=LR"),
-    (dict(max_length=4), "max_length must be >= 8"),
-    (dict(sora_xi=-1.0), "sora_xi"),
-    (dict(threads=-1), "threads must be >= 0"),
+    (dict(lr="dora=1e-3"), "--lr takes METHOD=LR"),
+    (dict(max_length=4), "--max-length must be an integer >= 8"),
+    (dict(sora_xi=-1.0), "--sora-xi"),
+    (dict(threads=-1), "--threads must be >= 0"),
+    (dict(seeds="0,x"), "--seeds"),
+    (dict(seeds="1,1"), "--seeds must be distinct"),
+    (dict(lr_from="/nonexistent/results.json"), "--lr-from"),
 ])
 def test_bad_settings_raise_clear_errors(kw, message):
     with pytest.raises(ValueError, match=message):
         resolve_settings(_args(**kw))
 
 
-def test_cli_reports_bad_input(tmp_path, capsys):
+def test_cli_reports_bad_input_before_loading_anything(tmp_path, capsys):
     from qaa.experiments.cli import main
 
     assert main(["compare", "--methods", "qaa,dora", "--out", str(tmp_path)]) == 2
-    assert "unknown method(s) dora" in capsys.readouterr().err
+    assert "qaa compare: error: unknown method(s) dora" in capsys.readouterr().err
     assert main(["compare", "--steps", "0", "--out", str(tmp_path)]) == 2
-    assert "steps must be an integer >= 1" in capsys.readouterr().err
+    assert "--steps must be an integer >= 1" in capsys.readouterr().err
+    assert main(["compare", "--lr", "nope=1e-3", "--out", str(tmp_path)]) == 2
+    assert "--lr takes METHOD=LR" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())   # nothing was written
 
 
 def test_cli_parser_leaves_preset_values_unset():
     import qaa.experiments.cli as cli
 
     parser = cli.build_parser()
-    args = parser.parse_args(["compare"])
-    s = resolve_settings(args)
-    assert (s.eval_size, s.max_new_tokens, s.threads) == (PRESETS["cpu"]["eval_size"],
-                                                          PRESETS["cpu"]["max_new_tokens"], 1)
-    assert s.max_length == {t: PRESETS["cpu"]["max_length"][t] for t in s.tasks}
-    args = parser.parse_args(["compare", "--eval-size", "3", "--max-length", "80", "--lr", "qaa=2e-3"])
-    s = resolve_settings(args)
-    assert s.eval_size == 3 and set(s.max_length.values()) == {80} and s.lr["qaa"] == 2e-3
+    s = resolve_settings(parser.parse_args(["compare"]))
+    assert s.eval_size == {t: PRESETS["cpu"]["eval_size"][t] for t in s.tasks} and s.threads == 1
+    assert s.seeds == (0, 1, 2) and s.select_lr
+    s = resolve_settings(parser.parse_args(["compare", "--eval-size", "3", "--max-length", "80", "--lr", "qaa=2e-3",
+                                            "--no-select-lr", "--seeds", "1"]))
+    assert set(s.eval_size.values()) == {3} and set(s.max_length.values()) == {80} and s.lr["qaa"] == 2e-3
+    assert not s.select_lr and s.seeds == (1,)
 
 
 def test_adapter_size_bytes(tmp_path):
@@ -146,216 +163,210 @@ def test_adapter_size_bytes(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# Every method through the comparison machinery (tiny model, injected tasks)
+# The protocol
 # --------------------------------------------------------------------------------------------------
 
-def _expected_trainable(method: str, model_dir: Path) -> int:
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model_dir)
-    hidden, layers = cfg.hidden_size, cfg.num_hidden_layers
-    kv = cfg.num_key_value_heads * hidden // cfg.num_attention_heads
-    if method == "lora":
-        return layers * 8 * ((hidden + hidden) + (hidden + kv))
-    if method == "sora":
-        return _expected_trainable("lora", model_dir) + layers * 2 * 8
-    if method == "prefix":
-        return 16 * layers * 2 * kv
-    if method == "qaa":
-        n = qaa.qubits_for_dim(hidden)
-        theta = qaa.build_circuit("ry_cnot_ring", n, 4).n_params
-        return layers * (2 * theta + n * hidden + n * kv)
-    raise AssertionError(method)
+@pytest.mark.parametrize("split_seed", [0, 1, 7, 123])
+def test_split_is_disjoint_by_input_and_independent_of_training_seeds(split_seed):
+    examples = fake_examples("e2e_nlg") + fake_examples("webnlg_en")
+    train, val, test = split_three(examples, split_seed=split_seed, val_fraction=0.2, test_fraction=0.25)
+    inputs = [{e.input for e in part} for part in (train, val, test)]
+    assert all(inputs) and not (inputs[0] & inputs[1]) and not (inputs[0] & inputs[2]) and not (inputs[1] & inputs[2])
+    assert sum(len(i) for i in inputs) == len({e.input for e in examples})
+    # the split is a function of split_seed only: calling it again (as every training seed's run does) repeats it
+    assert split_three(examples, split_seed=split_seed, val_fraction=0.2, test_fraction=0.25) == (train, val, test)
 
 
-def test_every_method_runs_and_records_finite_values(tiny_run, tiny_model_dir):
+def test_test_inputs_do_not_move_with_the_training_seed(tiny_model_dir, fake_tasks, tmp_path):
+    a = run_compare(_tiny_args(tiny_model_dir, tmp_path / "a", methods="bias", seeds="0"))
+    b = run_compare(_tiny_args(tiny_model_dir, tmp_path / "b", methods="bias", seeds="5"))
+    assert a["tasks"]["e2e_nlg"]["test_input_texts"] == b["tasks"]["e2e_nlg"]["test_input_texts"]
+    c = run_compare(_tiny_args(tiny_model_dir, tmp_path / "c", methods="bias", seeds="0", split_seed=3))
+    assert c["tasks"]["e2e_nlg"]["test_input_texts"] != a["tasks"]["e2e_nlg"]["test_input_texts"]
+
+
+def test_selection_reads_validation_only(swept_run, tiny_model_dir, fake_tasks, tmp_path, monkeypatch):
+    """Poisoning everything the test inputs produce (scores and NLL) leaves every chosen rate unchanged."""
+    results, _ = swept_run
+    import random
+
+    real = compare._evaluate
+
+    def poisoned(model, data, *a, **kw):
+        rec = real(model, data, *a, **kw)
+        rng = random.Random(len(rec["nll"]))
+        rec["nll"] = [rng.uniform(0, 50) for _ in rec["nll"]]
+        rec["scores"]["rougeL"] = [rng.uniform(0, 100) for _ in rec["scores"]["rougeL"]]
+        return rec
+
+    monkeypatch.setattr(compare, "_evaluate", poisoned)
+    again = run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="qaa,lora", select_lr=True))
+    for key in ("e2e_nlg|qaa", "e2e_nlg|lora"):
+        first, second = results["selection"][key], again["selection"][key]
+        assert (first["lr"], first["theta_lr_ratio"]) == (second["lr"], second["theta_lr_ratio"])
+        assert first["grid"] == second["grid"]
+
+
+def test_sweep_covers_the_grid_widens_edges_and_picks_the_lowest_validation_nll(swept_run):
+    results, _ = swept_run
+    for method in ("qaa", "lora"):
+        sel = results["selection"][f"e2e_nlg|{method}"]
+        assert sel["status"] == "ok" and sel["swept"] and sel["criterion"].startswith("validation NLL")
+        rates = sorted({g["lr"] for g in sel["grid"]})
+        assert set(registry.get(method).lr_grid) <= set(rates)
+        best = min(sel["grid"], key=lambda g: g["val_nll"])
+        assert (sel["lr"], sel["theta_lr_ratio"]) == (best["lr"], best["theta_lr_ratio"])
+        at_one = [g for g in sel["grid"] if g["theta_lr_ratio"] == 1.0]
+        best_one = min(at_one, key=lambda g: g["val_nll"])["lr"]
+        widened = len(rates) > len(registry.get(method).lr_grid)
+        assert widened or min(rates) < best_one < max(rates)   # a best rate on the edge was widened
+        ratios = {g["theta_lr_ratio"] for g in sel["grid"]}
+        assert ratios == ({1.0, 10.0, 100.0} if method == "qaa" else {1.0})
+        # every final seed uses the chosen configuration; seed 0 is the sweep's own run
+        for seed in (0, 1):
+            key = run_key("e2e_nlg", method, sel["lr"], sel["theta_lr_ratio"], seed)
+            assert results["evals"][key]["status"] == "ok" and results["runs"][key]["status"] == "ok"
+
+
+def test_every_method_trains_saves_and_reloads_identically(tiny_run):
     results, out = tiny_run
-    runs = results["runs"]
-    assert [(r["task"], r["method"]) for r in runs] == [
-        (t, m) for t in ("e2e_nlg", "webnlg_en") for m in ("base",) + ALL_METHODS]
-    errors = [(r["task"], r["method"], r.get("error")) for r in runs if r["status"] != "ok"]
-    assert not errors
-    total = sum(p.numel() for p in torch.nn.Module.parameters(
-        __import__("transformers").AutoModelForCausalLM.from_pretrained(tiny_model_dir)))
-    for r in runs:
-        assert set(METRIC_KEYS) <= set(r["metrics"])
-        for k in METRIC_KEYS:
-            assert math.isfinite(r["metrics"][k]) and 0.0 <= r["metrics"][k] <= 100.0, (r["method"], k)
-        assert r["samples"] and all(isinstance(s["hypothesis"], str) for s in r["samples"])
-        if r["method"] == "base":
-            assert r["trainable_params"] == 0 and r["all_params"] == total
-            continue
-        for k in RUN_KEYS:
-            assert isinstance(r[k], (int, float)) and math.isfinite(r[k]), (r["method"], k)
-        assert len(r["losses"]) == len(r["step_seconds"]) == STEPS
-        assert all(math.isfinite(x) and x > 0 for x in r["losses"] + r["step_seconds"])
-        assert r["mean_step_seconds"] > 0 and r["activation_mb"] > 0 and r["peak_memory_mb"] >= 0
-        assert r["lr"] == METHOD_LR[r["method"]]
-        # peft's line and percentage agree with the counts
-        assert r["trainable_line"] == (f"trainable params: {r['trainable_params']:,d} || all params: "
-                                       f"{r['all_params']:,d} || trainable%: {r['trainable_pct']:.4f}")
-        assert r["trainable_pct"] == pytest.approx(100 * r["trainable_params"] / r["all_params"])
-        if r["method"] == "full":
-            assert r["trainable_params"] == r["all_params"] == total
-        else:
-            assert r["trainable_params"] == _expected_trainable(r["method"], tiny_model_dir), r["method"]
-        # the adapter on disk: the recorded size is the folder's, and it loads back to the same outputs
-        folder = out / "adapters" / r["task"] / r["method"]
-        assert Path(r["adapter_dir"]) == folder
-        assert r["adapter_bytes"] == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) > 0
-        assert r["reload_max_abs_diff"] < 1e-4, r["method"]
+    for task in ("e2e_nlg", "webnlg_en"):
+        for method in ALL_METHODS:
+            for seed in (0, 1):
+                sel = results["selection"][f"{task}|{method}"]
+                key = run_key(task, method, sel["lr"], sel["theta_lr_ratio"], seed)
+                run, ev = results["runs"][key], results["evals"][key]
+                assert run["status"] == "ok" and ev["status"] == "ok", (key, run.get("error"), ev.get("error"))
+                assert run["reload_max_abs_diff"] <= (1e-5 if method == "prefix" else 0.0), key
+                assert len(run["losses"]) == STEPS and all(math.isfinite(x) for x in run["losses"])
+                assert math.isfinite(run["val_nll"]) and all(math.isfinite(x) for x in ev["nll"])
+                n = results["tasks"][task]["test_inputs"]
+                assert len(ev["hypotheses"]) == len(ev["nll"]) == len(ev["scores"]["rougeL"]) == n
+                assert len(ev["scores"]["bertscore_f1"]) == n
+                assert (out / run["adapter_dir"]).is_dir() and run["adapter_bytes"] > 0
 
 
-def test_adapter_sizes_follow_parameter_counts(tiny_run):
-    results, _ = tiny_run
-    runs = {r["method"]: r for r in results["runs"] if r["task"] == "e2e_nlg"}
-    # float32 weights dominate the files: 4 bytes per trainable parameter plus headers/config
-    for m in ("qaa", "lora", "prefix", "sora"):
-        assert 4 * runs[m]["trainable_params"] <= runs[m]["adapter_bytes"] < 4 * runs[m]["trainable_params"] + 20000
-    assert runs["full"]["adapter_bytes"] > runs["lora"]["adapter_bytes"]
+def test_frozen_theta_stays_bit_identical_and_bias_counts(tiny_run, tiny_model_dir):
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-
-def test_sora_is_pruned_and_ranks_recorded(tiny_run):
-    results, _ = tiny_run
-    for r in (r for r in results["runs"] if r["method"] == "sora"):
-        sora = r["sora"]
-        assert sora["xi"] == 3e-4 and sora["r_max"] == 8
-        assert len(sora["ranks"]) == 4 and sum(sora["ranks"].values()) == sora["total_rank"]
-        assert sora["total_rank_max"] == 32
-        # two steps of a 3e-4 shrink cannot close a gate that starts at 1
-        assert sora["ranks"] == sora["ranks_before_prune"] == {k: 8 for k in sora["ranks"]}
-        # after pruning the gates are folded into B: the LoRA parameters remain
-        assert sora["pruned_trainable_params"] == r["trainable_params"] - 32
-
-
-def test_losses_csv_has_every_step(tiny_run):
     results, out = tiny_run
-    with open(out / "losses.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["task", "method", "step", "loss", "step_seconds"]
-    assert len(rows) == 2 * len(ALL_METHODS) * STEPS
-    by_run = {}
-    for row in rows:
-        assert math.isfinite(float(row["loss"])) and float(row["step_seconds"]) > 0
-        by_run.setdefault((row["task"], row["method"]), []).append(float(row["loss"]))
-    for r in results["runs"]:
-        if r["method"] != "base":
-            assert by_run[(r["task"], r["method"])] == pytest.approx(r["losses"], abs=1e-6)
+    sel = results["selection"]["e2e_nlg|qaa_frozen_theta"]
+    run = results["runs"][run_key("e2e_nlg", "qaa_frozen_theta", sel["lr"], sel["theta_lr_ratio"], 0)]
+    saved = load_file(str(out / run["adapter_dir"] / "adapter_model.safetensors"))
+    cfg = AutoConfig.from_pretrained(tiny_model_dir)
+    base = qaa.attach(AutoModelForCausalLM.from_config(cfg),
+                      qaa.QAAConfig(target_modules=["q_proj", "v_proj"], n_layers=4, seed=0))
+    initial = {f"{name}.theta": layer.qaa_theta["default"].detach() for name, layer in qaa.qaa_layers(base)}
+    assert initial and all(torch.equal(saved[k], v) for k, v in initial.items())
+    # bias: one d_out vector per adapted layer
+    kv = cfg.num_key_value_heads * cfg.hidden_size // cfg.num_attention_heads
+    sel = results["selection"]["e2e_nlg|bias"]
+    run = results["runs"][run_key("e2e_nlg", "bias", sel["lr"], sel["theta_lr_ratio"], 0)]
+    assert run["trainable_params"] == cfg.num_hidden_layers * (cfg.hidden_size + kv)
+    sel = results["selection"]["e2e_nlg|lora_r4"]
+    run = results["runs"][run_key("e2e_nlg", "lora_r4", sel["lr"], sel["theta_lr_ratio"], 0)]
+    assert run["trainable_params"] == cfg.num_hidden_layers * 4 * ((cfg.hidden_size * 2) + (cfg.hidden_size + kv))
 
 
-def test_results_json_matches_and_describes_the_run(tiny_run):
+def test_outputs_report_and_plots(tiny_run, tmp_path):
     results, out = tiny_run
     saved = json.loads((out / "results.json").read_text())
-    assert saved["runs"] == json.loads(json.dumps(results["runs"]))
-    assert saved["settings"]["methods"] == list(ALL_METHODS) and saved["settings"]["steps"] == STEPS
-    assert saved["machine"]["cpu_count"] >= 1 and saved["machine"]["device"] == "cpu"
-    assert saved["versions"]["torch"] == torch.__version__
-    assert saved["machine"]["load_average_start"] and saved["cpu_seconds"] > 0
-    assert saved["versions"]["peft"] and saved["versions"]["transformers"]
-    assert saved["wall_seconds"] > 0 and saved["finished"]
-    for task in ("e2e_nlg", "webnlg_en"):
-        info = saved["tasks"][task]
-        assert info["test_inputs"] == 2 and info["train_inputs"] == 6 and info["train_pairs"] == 12
-        assert info["budget_sequences"] == STEPS * BATCH
-
-
-def test_markdown_report_has_every_table_and_column(tiny_run):
-    results, out = tiny_run
+    assert saved["evals"].keys() == results["evals"].keys() and saved["settings"]["seeds"] == [0, 1]
+    with open(out / "losses.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == STEPS * len(results["runs"]) and all(math.isfinite(float(r["loss"])) for r in rows)
     md = (out / "results.md").read_text()
-    assert md == Path(results["report"]["markdown"]).read_text()
-    for task in ("e2e_nlg", "webnlg_en"):
-        assert f"## {task}" in md
-    assert "## Across tasks" in md
-    header = "| " + " | ".join(TABLE_COLUMNS) + " |"
-    assert md.count(header) == 2
-    table_rows = [l for l in md.splitlines() if l.startswith("| ") and not l.startswith("| method")]
+    for text in ("## e2e_nlg", "## webnlg_en", "Learning-rate selection", "QAA minus each method", "Verdicts",
+                 "validation", "seen", "unseen", "Peak training memory", "Model:"):
+        assert text in md, text
     for method in ALL_METHODS:
-        assert sum(l.startswith(f"| {method} |") for l in table_rows) == 3  # two task tables + summary
-    assert sum(l.startswith("| base (untuned) |") for l in table_rows) == 3
-    for line in table_rows:
-        assert "nan" not in line.lower() and "inf" not in line.lower()
-    lora = next(l for l in table_rows if l.startswith("| lora |"))
-    cells = [c.strip() for c in lora.strip("|").split("|")]
-    assert len(cells) == len(TABLE_COLUMNS)
-    r = next(r for r in results["runs"] if r["method"] == "lora")
-    assert cells[2] == f"{r['trainable_params']:,d}" and cells[3] == f"{r['trainable_pct']:.4f}"
-    assert cells[9] == f"{r['metrics']['bleu']:.2f}" and cells[13] == f"{r['metrics']['bertscore_f1']:.2f}"
-    assert "SoRA after pruning" in md
-    assert re.search(r"Wall time: \d+\.\d min, process CPU time \d+\.\d min", md)
-
-
-def test_plots_are_valid_pngs(tiny_run):
-    import matplotlib.image
-
-    results, out = tiny_run
-    plots = results["report"]["plots"]
-    expected = {"loss_e2e_nlg.png", "loss_webnlg_en.png", "peak_memory.png", "trainable_params.png", "metrics.png",
-                "step_time.png"}
-    assert {Path(p).name for p in plots.values()} == expected
-    for name in expected:
-        path = out / name
-        assert path.read_bytes()[:8] == PNG_MAGIC
-        img = matplotlib.image.imread(path)
-        assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 400
-        assert img[..., :3].std() > 0.01  # not a blank canvas
-        assert f"]({name})" in (out / "results.md").read_text()
-
-
-def test_report_rebuilds_from_results_json(tiny_run, tmp_path):
+        assert f"| {registry.label(method)} |" in md, method
+    for name in ("loss_e2e_nlg.png", "metrics_e2e_nlg.png", "loss_webnlg_en.png", "metrics_webnlg_en.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    # the report is a function of results.json alone
     from qaa.experiments.report import main
 
-    _, out = tiny_run
-    (tmp_path / "results.json").write_text((out / "results.json").read_text())
-    assert main([str(tmp_path)]) == 0
-    assert (tmp_path / "results.md").read_text().replace(str(tmp_path), "") == \
-        (out / "results.md").read_text().replace(str(out), "")
-    assert (tmp_path / "metrics.png").read_bytes()[:8] == PNG_MAGIC
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "results.json").write_text((out / "results.json").read_text())
+    assert main([str(copy)]) == 0
+    assert (copy / "results.md").read_text() == md
+
+
+def test_resume_reuses_finished_runs_and_gives_the_same_tables(tiny_model_dir, fake_tasks, tmp_path, monkeypatch):
+    args = _tiny_args(tiny_model_dir, tmp_path, methods="qaa,bias")
+    real_train = compare._train_run
+    calls = []
+
+    def interrupt_bias_seed1(data, method, lr, ratio, seed, *a, **kw):
+        calls.append((method, seed))
+        if method == "bias" and seed == 1:
+            raise KeyboardInterrupt
+        return real_train(data, method, lr, ratio, seed, *a, **kw)
+
+    monkeypatch.setattr(compare, "_train_run", interrupt_bias_seed1)
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(args)
+    partial = json.loads((tmp_path / "results.json").read_text())
+    assert {(r["method"], r["seed"]) for r in partial["runs"].values()} == {("qaa", 0), ("qaa", 1), ("bias", 0)}
+    calls.clear()
+    def counting(data, method, lr, ratio, seed, *a, **kw):
+        calls.append((method, seed))
+        return real_train(data, method, lr, ratio, seed, *a, **kw)
+
+    monkeypatch.setattr(compare, "_train_run", counting)
+    first = run_compare(args)
+    assert calls == [("bias", 1)]                     # only the missing run trained
+    md = (tmp_path / "results.md").read_text()
+    calls.clear()
+    again = run_compare(args)                          # everything finished: nothing runs, same tables
+    assert calls == [] and again["evals"] == first["evals"]
+    assert (tmp_path / "results.md").read_text() == md
+
+
+def test_resume_refuses_an_incompatible_folder_and_keeps_it(tiny_model_dir, fake_tasks, tmp_path, capsys):
+    run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="bias", seeds="0"))
+    before = (tmp_path / "results.json").read_bytes()
+    with pytest.raises(ValueError, match="incompatible comparison .*steps"):
+        run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="bias", seeds="0", steps=STEPS + 1))
+    from qaa.experiments.cli import main
+
+    assert main(["compare", "--model", str(tiny_model_dir), "--tasks", "e2e_nlg", "--methods", "bias", "--steps", "3",
+                 "--no-progress", "--out", str(tmp_path)]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert (tmp_path / "results.json").read_bytes() == before
+
+
+def test_eval_size_beyond_the_pool_is_an_error_naming_the_option(tiny_model_dir, fake_tasks, tmp_path):
+    with pytest.raises(ValueError, match="--eval-size 50 exceeds the 2 test inputs"):
+        run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="bias", eval_size=50))
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_a_failing_method_is_recorded_and_the_others_run(tiny_model_dir, fake_tasks, tmp_path, monkeypatch):
-    prefix = registry.get("prefix")
-
-    def flaky(model, settings):
+    def flaky(model, ctx):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setitem(registry._REGISTRY, "prefix", dataclasses.replace(prefix, attach=flaky))
-    args = _args(model=str(tiny_model_dir), tasks="e2e_nlg", methods="lora,prefix", steps=1, batch_size=2,
-                 eval_size=2, max_new_tokens=4, no_bertscore=True, out=str(tmp_path))
-    results = run_compare(args)
-    status = {r["method"]: r["status"] for r in results["runs"]}
-    assert status == {"base": "ok", "lora": "ok", "prefix": "error"}
-    failed = next(r for r in results["runs"] if r["method"] == "prefix")
+    monkeypatch.setitem(registry._REGISTRY, "prefix", dataclasses.replace(registry.get("prefix"), attach=flaky))
+    results = run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="lora,prefix", seeds="0"))
+    status = {r["method"]: r["status"] for r in results["runs"].values()}
+    assert status == {"lora": "ok", "prefix": "error"}
+    failed = next(r for r in results["runs"].values() if r["method"] == "prefix")
     assert failed["error"] == "RuntimeError: injected failure" and "flaky" in failed["traceback"]
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert [r["status"] for r in saved["runs"]] == ["ok", "ok", "error"]
-    md = (tmp_path / "results.md").read_text()
-    assert "**prefix failed**: `RuntimeError: injected failure`" in md
-    assert "BERTScore" in md and "bertscore_f1" not in saved["runs"][1]["metrics"]
-    with open(tmp_path / "losses.csv", newline="") as f:
-        assert {row["method"] for row in csv.DictReader(f)} == {"lora"}
+    assert results["selection"]["e2e_nlg|prefix"]["status"] == "error"
+    assert "injected failure" in (tmp_path / "results.md").read_text()
 
 
-def test_results_survive_an_interruption(tiny_model_dir, fake_tasks, tmp_path, monkeypatch):
-    real_run = compare._run_method
+def test_every_run_failing_is_an_error(tiny_model_dir, fake_tasks, tmp_path, monkeypatch):
+    def broken(model, ctx):
+        raise RuntimeError("broken")
 
-    def interrupt_second(task, method, *a, **kw):
-        if method == "sora":
-            raise KeyboardInterrupt
-        return real_run(task, method, *a, **kw)
+    monkeypatch.setitem(registry._REGISTRY, "bias", dataclasses.replace(registry.get("bias"), attach=broken))
+    monkeypatch.setattr(compare, "_evaluate", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("no eval")))
+    with pytest.raises(RuntimeError, match="every run failed"):
+        run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="bias", seeds="0"))
 
-    monkeypatch.setattr(compare, "_run_method", interrupt_second)
-    args = _args(model=str(tiny_model_dir), tasks="e2e_nlg", methods="lora,sora", steps=1, batch_size=2,
-                 eval_size=2, max_new_tokens=4, no_bertscore=True, out=str(tmp_path))
-    with pytest.raises(KeyboardInterrupt):
-        run_compare(args)
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert [(r["method"], r["status"]) for r in saved["runs"]] == [("base", "ok"), ("lora", "ok")]
-    assert saved["finished"] and (tmp_path / "results.md").is_file() and (tmp_path / "loss_e2e_nlg.png").is_file()
-
-
-# --------------------------------------------------------------------------------------------------
-# End to end on SmolLM2 and the real data
-# --------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
 def test_compare_smoke_preset_end_to_end(tmp_path):
@@ -365,26 +376,9 @@ def test_compare_smoke_preset_end_to_end(tmp_path):
                            "--out", str(out)], env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
-    steps = PRESETS["smoke"]["steps"]
-    methods = ("qaa", "lora", "prefix", "sora")
-    assert [(r["method"], r["status"]) for r in results["runs"]] == [("base", "ok")] + [(m, "ok") for m in methods]
-    for r in results["runs"]:
-        for k in METRIC_KEYS:
-            assert math.isfinite(r["metrics"][k]) and 0 <= r["metrics"][k] <= 100
-        if r["method"] == "base":
-            continue
-        for k in RUN_KEYS:
-            assert math.isfinite(r[k]), (r["method"], k)
-        assert len(r["losses"]) == steps and all(math.isfinite(x) for x in r["losses"])
-        assert r["reload_max_abs_diff"] < 1e-3, r["method"]
-        assert 0 < r["trainable_pct"] < 1 and r["adapter_bytes"] > 4 * r["trainable_params"]
-    by = {r["method"]: r for r in results["runs"]}
-    assert by["lora"]["trainable_params"] == 30 * 8 * ((576 + 576) + (576 + 192))   # SmolLM2-135M q/v, r=8
-    assert by["prefix"]["trainable_params"] == 16 * 30 * 2 * 192                     # 3 KV heads x 64
-    with open(out / "losses.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == len(methods) * steps and all(math.isfinite(float(r["loss"])) for r in rows)
-    md = (out / "results.md").read_text()
-    assert "| " + " | ".join(TABLE_COLUMNS) + " |" in md and "## Across tasks" in md
-    for name in ("loss_e2e_nlg.png", "peak_memory.png", "trainable_params.png", "metrics.png", "step_time.png"):
-        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    assert {r["method"] for r in results["runs"].values()} == {"qaa", "lora", "prefix", "sora"}
+    for r in results["runs"].values():
+        assert r["status"] == "ok" and r["reload_max_abs_diff"] < 1e-3, r["method"]
+    lora = next(r for r in results["runs"].values() if r["method"] == "lora")
+    assert lora["trainable_params"] == 30 * 8 * ((576 + 576) + (576 + 192))   # SmolLM2-135M q/v, r=8
+    assert (out / "results.md").read_text().startswith("# qaa compare: results")
