@@ -52,6 +52,15 @@ QAA_HOST_DEVICE inline T square_root(T v) {
 #endif
 }
 
+template <typename T>
+QAA_HOST_DEVICE inline T absolute(T v) {
+#if defined(__CUDA_ARCH__)
+  return fabs(v);
+#else
+  return std::fabs(v);
+#endif
+}
+
 /// +infinity of T.
 template <typename T>
 QAA_HOST_DEVICE inline T infinity() {
