@@ -15,47 +15,29 @@ namespace qaa::cpu {
 template <typename T, int W>
 inline void lane_adjoint_ry_pair(T* __restrict phi, T* __restrict lam, int64_t N, int64_t sa, int64_t sb, T ca,
                                  T sna, T cb, T snb, T* __restrict acc_a, T* __restrict acc_b) {
-  if (sa < sb) {
-    std::swap(sa, sb);
-    std::swap(ca, cb);
-    std::swap(sna, snb);
-    std::swap(acc_a, acc_b);
-  }
-  for (int64_t i0 = 0; i0 < N; i0 += 2 * sa) {
-    for (int64_t j0 = i0; j0 < i0 + sa; j0 += 2 * sb) {
-      for (int64_t j = j0; j < j0 + sb; ++j) {
-        T* __restrict p0 = phi + j * W;
-        T* __restrict p1 = phi + (j + sb) * W;
-        T* __restrict p2 = phi + (j + sa) * W;
-        T* __restrict p3 = phi + (j + sa + sb) * W;
-        T* __restrict l0 = lam + j * W;
-        T* __restrict l1 = lam + (j + sb) * W;
-        T* __restrict l2 = lam + (j + sa) * W;
-        T* __restrict l3 = lam + (j + sa + sb) * W;
+  for_each_quad<W>(N, sa, sb, [&](int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
 #pragma omp simd
-        for (int l = 0; l < W; ++l) {
-          T x0 = p0[l], x1 = p1[l], x2 = p2[l], x3 = p3[l];
-          T y0 = l0[l], y1 = l1[l], y2 = l2[l], y3 = l3[l];
-          // gate a couples (0,2) and (1,3)
-          acc_a[l] += y2 * x0 - y0 * x2 + y3 * x1 - y1 * x3;
-          T t0 = ca * x0 + sna * x2, t2 = ca * x2 - sna * x0;
-          T t1 = ca * x1 + sna * x3, t3 = ca * x3 - sna * x1;
-          T u0 = ca * y0 + sna * y2, u2 = ca * y2 - sna * y0;
-          T u1 = ca * y1 + sna * y3, u3 = ca * y3 - sna * y1;
-          // gate b couples (0,1) and (2,3)
-          acc_b[l] += u1 * t0 - u0 * t1 + u3 * t2 - u2 * t3;
-          p0[l] = cb * t0 + snb * t1;
-          p1[l] = cb * t1 - snb * t0;
-          p2[l] = cb * t2 + snb * t3;
-          p3[l] = cb * t3 - snb * t2;
-          l0[l] = cb * u0 + snb * u1;
-          l1[l] = cb * u1 - snb * u0;
-          l2[l] = cb * u2 + snb * u3;
-          l3[l] = cb * u3 - snb * u2;
-        }
-      }
+    for (int l = 0; l < W; ++l) {
+      T x0 = phi[i0 + l], x1 = phi[i1 + l], x2 = phi[i2 + l], x3 = phi[i3 + l];
+      T y0 = lam[i0 + l], y1 = lam[i1 + l], y2 = lam[i2 + l], y3 = lam[i3 + l];
+      // gate a couples (0,2) and (1,3)
+      acc_a[l] += y2 * x0 - y0 * x2 + y3 * x1 - y1 * x3;
+      T t0 = ca * x0 + sna * x2, t2 = ca * x2 - sna * x0;
+      T t1 = ca * x1 + sna * x3, t3 = ca * x3 - sna * x1;
+      T u0 = ca * y0 + sna * y2, u2 = ca * y2 - sna * y0;
+      T u1 = ca * y1 + sna * y3, u3 = ca * y3 - sna * y1;
+      // gate b couples (0,1) and (2,3)
+      acc_b[l] += u1 * t0 - u0 * t1 + u3 * t2 - u2 * t3;
+      phi[i0 + l] = cb * t0 + snb * t1;
+      phi[i1 + l] = cb * t1 - snb * t0;
+      phi[i2 + l] = cb * t2 + snb * t3;
+      phi[i3 + l] = cb * t3 - snb * t2;
+      lam[i0 + l] = cb * u0 + snb * u1;
+      lam[i1 + l] = cb * u1 - snb * u0;
+      lam[i2 + l] = cb * u2 + snb * u3;
+      lam[i3 + l] = cb * u3 - snb * u2;
     }
-  }
+  });
 }
 
 /// Fused adjoint step for one rotation: adds the derivative term 2 Re<lam|(-i/2)G|phi> per lane to acc, then
@@ -64,52 +46,44 @@ template <typename T, int W>
 inline void lane_adjoint_ry_real(T* __restrict phi, T* __restrict lam, int64_t N, int64_t s, T c, T sn,
                                  T* __restrict acc) {
   // inverse rotation RY(-t) = [[c, sn], [-sn, c]] with sn = sin(t/2) of the forward gate
-  for (int64_t i0 = 0; i0 < N; i0 += 2 * s) {
-    for (int64_t j = i0; j < i0 + s; ++j) {
-      T* __restrict p0 = phi + j * W;
-      T* __restrict p1 = phi + (j + s) * W;
-      T* __restrict l0 = lam + j * W;
-      T* __restrict l1 = lam + (j + s) * W;
+  for_each_pair<W>(N, s, [&](int64_t ia, int64_t ib) {
 #pragma omp simd
-      for (int l = 0; l < W; ++l) {
-        const T x0 = p0[l], x1 = p1[l], y0 = l0[l], y1 = l1[l];
-        acc[l] += y1 * x0 - y0 * x1;
-        p0[l] = c * x0 + sn * x1;
-        p1[l] = c * x1 - sn * x0;
-        l0[l] = c * y0 + sn * y1;
-        l1[l] = c * y1 - sn * y0;
-      }
+    for (int l = 0; l < W; ++l) {
+      const T x0 = phi[ia + l], x1 = phi[ib + l], y0 = lam[ia + l], y1 = lam[ib + l];
+      acc[l] += y1 * x0 - y0 * x1;
+      phi[ia + l] = c * x0 + sn * x1;
+      phi[ib + l] = c * x1 - sn * x0;
+      lam[ia + l] = c * y0 + sn * y1;
+      lam[ib + l] = c * y1 - sn * y0;
     }
-  }
+  });
 }
 
 /// Derivative term of a rotation on the complex path (no state change).
 template <typename T, int W>
 inline void lane_grad_complex(GateKind kind, const T* pr, const T* pi, const T* lr, const T* li, int64_t N,
                               int64_t s, T* __restrict acc) {
-  for (int64_t i0 = 0; i0 < N; i0 += 2 * s) {
-    for (int64_t j = i0; j < i0 + s; ++j) {
-      const T* p0r = pr + j * W; const T* p0i = pi + j * W;
-      const T* p1r = pr + (j + s) * W; const T* p1i = pi + (j + s) * W;
-      const T* l0r = lr + j * W; const T* l0i = li + j * W;
-      const T* l1r = lr + (j + s) * W; const T* l1i = li + (j + s) * W;
-      if (kind == GateKind::RY) {
+  for_each_pair<W>(N, s, [&](int64_t ia, int64_t ib) {
+    const T* p0r = pr + ia; const T* p0i = pi + ia;
+    const T* p1r = pr + ib; const T* p1i = pi + ib;
+    const T* l0r = lr + ia; const T* l0i = li + ia;
+    const T* l1r = lr + ib; const T* l1i = li + ib;
+    if (kind == GateKind::RY) {
 #pragma omp simd
-        for (int l = 0; l < W; ++l)
-          acc[l] += l1r[l] * p0r[l] + l1i[l] * p0i[l] - l0r[l] * p1r[l] - l0i[l] * p1i[l];
-      } else if (kind == GateKind::RX) {
-        // Im(conj(l0) p1) + Im(conj(l1) p0)
+      for (int l = 0; l < W; ++l)
+        acc[l] += l1r[l] * p0r[l] + l1i[l] * p0i[l] - l0r[l] * p1r[l] - l0i[l] * p1i[l];
+    } else if (kind == GateKind::RX) {
+      // Im(conj(l0) p1) + Im(conj(l1) p0)
 #pragma omp simd
-        for (int l = 0; l < W; ++l)
-          acc[l] += l0r[l] * p1i[l] - l0i[l] * p1r[l] + l1r[l] * p0i[l] - l1i[l] * p0r[l];
-      } else {
-        // RZ: Im(conj(l0) p0) - Im(conj(l1) p1)
+      for (int l = 0; l < W; ++l)
+        acc[l] += l0r[l] * p1i[l] - l0i[l] * p1r[l] + l1r[l] * p0i[l] - l1i[l] * p0r[l];
+    } else {
+      // RZ: Im(conj(l0) p0) - Im(conj(l1) p1)
 #pragma omp simd
-        for (int l = 0; l < W; ++l)
-          acc[l] += l0r[l] * p0i[l] - l0i[l] * p0r[l] - l1r[l] * p1i[l] + l1i[l] * p1r[l];
-      }
+      for (int l = 0; l < W; ++l)
+        acc[l] += l0r[l] * p0i[l] - l0i[l] * p0r[l] - l1r[l] * p1i[l] + l1i[l] * p1r[l];
     }
-  }
+  });
 }
 
 /// Reverse sweep of the adjoint method for one block. On entry phi = U psi0 (the final states) and lam = O phi

@@ -62,40 +62,23 @@ class CpuBackend final : public Backend<T> {
   void apply(const Circuit& c, const T* theta, Complex* psi, int64_t B, bool adjoint,
              const ExecContext&) override {
     const Program<T> prog = compile_program(c, theta, true);
-    const int64_t N = c.dim(), blocks = (B + W - 1) / W;
-#pragma omp parallel num_threads(threads_for(blocks))
-    {
-      std::vector<T> mem(static_cast<size_t>(N) * W * 4);
-      T* planes = mem.data();
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t b0 = blk * W;
-        const int lanes = static_cast<int>(std::min<int64_t>(W, B - b0));
-        LaneBlock<T> st = block(planes, N, true);
-        load_lanes<T, W>(psi + b0 * N, N, lanes, st.re, st.im);
-        apply_program<T, W>(prog, st, N, adjoint);
-        store_lanes<T, W>(st.re, st.im, N, lanes, psi + b0 * N, N, 1);
-      }
-    }
+    const int64_t N = c.dim();
+    for_each_block(B, N * W * 4, [&](int64_t, int64_t b0, int lanes, T* planes) {
+      LaneBlock<T> st = block(planes, N, true);
+      load_lanes<T, W>(psi + b0 * N, N, lanes, st.re, st.im);
+      apply_program<T, W>(prog, st, N, adjoint);
+      store_lanes<T, W>(st.re, st.im, N, lanes, psi + b0 * N, N, 1);
+    });
   }
 
   void readout(int n, const Complex* psi, int64_t B, Readout r, T* features, const ExecContext&) override {
-    const int64_t N = int64_t{1} << n, F = readout_features(r, n), blocks = (B + W - 1) / W;
-#pragma omp parallel num_threads(threads_for(blocks))
-    {
-      std::vector<T> mem(static_cast<size_t>(N) * W * 3 + static_cast<size_t>(n) * W);
-      T* re = mem.data();
+    const int64_t N = int64_t{1} << n, F = readout_features(r, n);
+    for_each_block(B, N * W * 3 + n * W, [&](int64_t, int64_t b0, int lanes, T* re) {
       T* im = re + N * W;
       T* p = im + N * W;
-      T* z = p + N * W;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t b0 = blk * W;
-        const int lanes = static_cast<int>(std::min<int64_t>(W, B - b0));
-        load_lanes<T, W>(psi + b0 * N, N, lanes, re, im);
-        lane_readout<T, W>(re, im, n, r, lanes, p, z, features + b0 * F);
-      }
-    }
+      load_lanes<T, W>(psi + b0 * N, N, lanes, re, im);
+      lane_readout<T, W>(re, im, n, r, lanes, p, p + N * W, features + b0 * F);
+    });
   }
 
   void vjp(const Circuit& c, const T* theta, const Complex* psi, const T* grad_features, Readout r, int64_t B,
@@ -103,50 +86,34 @@ class CpuBackend final : public Backend<T> {
     // States are complex here, so the program is compiled without RY groups (see adjoint_sweep).
     const Program<T> prog = compile_program(c, theta, false);
     const int n = c.n_qubits();
-    const int64_t N = c.dim(), F = readout_features(r, n), blocks = (B + W - 1) / W;
+    const int64_t N = c.dim(), F = readout_features(r, n);
     const int P = c.n_params();
-    std::vector<double> partial(static_cast<size_t>(blocks) * P, 0.0);
-#pragma omp parallel num_threads(threads_for(blocks))
-    {
-      std::vector<T> mem(static_cast<size_t>(N) * W * 8);
-      T* planes = mem.data();
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t b0 = blk * W;
-        const int lanes = static_cast<int>(std::min<int64_t>(W, B - b0));
-        LaneBlock<T> phi = block(planes, N, true), lam = block(planes + 4 * N * W, N, true);
-        load_lanes<T, W>(psi + b0 * N, N, lanes, phi.re, phi.im);
-        observe(n, r, grad_features + b0 * F, lanes, phi, lam);
-        adjoint_sweep<T, W>(prog, phi, lam, N, partial.data() + static_cast<size_t>(blk) * P);
-        for (int l = 0; l < lanes; ++l) {
-          T* out = grad_psi0 + (b0 + l) * N;
-          for (int64_t k = 0; k < N; ++k) out[k] = T(2) * lam.re[k * W + l];
-        }
+    std::vector<double> partial(static_cast<size_t>(blocks_of(B)) * P, 0.0);
+    for_each_block(B, N * W * 8, [&](int64_t blk, int64_t b0, int lanes, T* planes) {
+      LaneBlock<T> phi = block(planes, N, true), lam = block(planes + 4 * N * W, N, true);
+      load_lanes<T, W>(psi + b0 * N, N, lanes, phi.re, phi.im);
+      observe(n, r, grad_features + b0 * F, lanes, phi, lam);
+      adjoint_sweep<T, W>(prog, phi, lam, N, partial.data() + static_cast<size_t>(blk) * P);
+      for (int l = 0; l < lanes; ++l) {
+        T* out = grad_psi0 + (b0 + l) * N;
+        for (int64_t k = 0; k < N; ++k) out[k] = T(2) * lam.re[k * W + l];
       }
-    }
-    reduce(partial, blocks, P, grad_theta);
+    });
+    reduce(partial, blocks_of(B), P, grad_theta);
   }
 
   void circuit_matrix(const Circuit& c, const T* theta, Complex* u, const ExecContext&) override {
     // Column j of U is U e_j: the blocks are W basis states.
     const bool cx = !c.is_real();
     const Program<T> prog = compile_program(c, theta, true);
-    const int64_t N = c.dim(), blocks = (N + W - 1) / W;
-#pragma omp parallel num_threads(threads_for(blocks))
-    {
-      std::vector<T> mem(static_cast<size_t>(N) * W * 4);
-      T* planes = mem.data();
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t j0 = blk * W;
-        const int lanes = static_cast<int>(std::min<int64_t>(W, N - j0));
-        LaneBlock<T> st = block(planes, N, cx);
-        std::fill(planes, planes + (cx ? 2 : 1) * N * W, T(0));
-        for (int l = 0; l < lanes; ++l) st.re[(j0 + l) * W + l] = T(1);
-        apply_program<T, W>(prog, st, N, false);
-        store_lanes<T, W>(st.re, st.im, N, lanes, u + j0, 1, N);
-      }
-    }
+    const int64_t N = c.dim();
+    for_each_block(N, N * W * 4, [&](int64_t, int64_t j0, int lanes, T* planes) {
+      LaneBlock<T> st = block(planes, N, cx);
+      std::fill(planes, planes + (cx ? 2 : 1) * N * W, T(0));
+      for (int l = 0; l < lanes; ++l) st.re[(j0 + l) * W + l] = T(1);
+      apply_program<T, W>(prog, st, N, false);
+      store_lanes<T, W>(st.re, st.im, N, lanes, u + j0, 1, N);
+    });
   }
 
   /// Fused forward: blocks of W lanes, one block per OpenMP iteration.
@@ -155,24 +122,15 @@ class CpuBackend final : public Backend<T> {
     const bool cx = !c.is_real();
     const Program<T> prog = compile_program(c, theta, true);
     const int n = c.n_qubits();
-    const int64_t N = c.dim(), F = readout_features(r, n), blocks = (B + W - 1) / W;
-#pragma omp parallel num_threads(threads_for(blocks))
-    {
-      std::vector<T> mem(static_cast<size_t>(N) * W * 4 + N + static_cast<size_t>(n) * W);
-      T* planes = mem.data();
+    const int64_t N = c.dim(), F = readout_features(r, n);
+    for_each_block(B, N * W * 4 + N + n * W, [&](int64_t, int64_t b0, int lanes, T* planes) {
       T* row = planes + N * W * 4;
-      T* z = row + N;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t b0 = blk * W;
-        const int lanes = static_cast<int>(std::min<int64_t>(W, B - b0));
-        LaneBlock<T> st = block(planes, N, cx);
-        embed_lanes(x + b0 * d, d, N, lanes, row, st.re, norms + b0, nullptr);
-        if (cx) std::fill(st.im, st.im + N * W, T(0));
-        apply_program<T, W>(prog, st, N, false);
-        lane_readout<T, W>(st.re, st.im, n, r, lanes, st.tmp_re, z, features + b0 * F);
-      }
-    }
+      LaneBlock<T> st = block(planes, N, cx);
+      embed_lanes(x + b0 * d, d, N, lanes, row, st.re, norms + b0, nullptr);
+      if (cx) std::fill(st.im, st.im + N * W, T(0));
+      apply_program<T, W>(prog, st, N, false);
+      lane_readout<T, W>(st.re, st.im, n, r, lanes, st.tmp_re, row + N, features + b0 * F);
+    });
   }
 
   /// VJP of `forward`: recomputes each block's states, then the adjoint sweep and the embedding's VJP.
@@ -182,49 +140,60 @@ class CpuBackend final : public Backend<T> {
     const bool cx = !c.is_real();
     const Program<T> prog = compile_program(c, theta, true);
     const int n = c.n_qubits();
-    const int64_t N = c.dim(), F = readout_features(r, n), blocks = (B + W - 1) / W;
+    const int64_t N = c.dim(), F = readout_features(r, n);
     const int P = c.n_params();
     // One partial gradient per block, summed in block order afterwards: the result does not depend on which
     // thread ran which block, so blocks can be handed out dynamically (robust to a preempted thread).
-    std::vector<double> partial(static_cast<size_t>(blocks) * P, 0.0);
-#pragma omp parallel num_threads(threads_for(blocks))
-    {
-      std::vector<T> mem(static_cast<size_t>(N) * W * 8 + 2 * N);
-      T* planes = mem.data();
+    std::vector<double> partial(static_cast<size_t>(blocks_of(B)) * P, 0.0);
+    for_each_block(B, N * W * 8 + 2 * N, [&](int64_t blk, int64_t b0, int lanes, T* planes) {
       T* row = planes + N * W * 8;
       T* gpsi = row + N;
       T norms[W];
       RowKind kinds[W];
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t b0 = blk * W;
-        const int lanes = static_cast<int>(std::min<int64_t>(W, B - b0));
-        LaneBlock<T> phi = block(planes, N, cx), lam = block(planes + 4 * N * W, N, cx);
-        embed_lanes(x + b0 * d, d, N, lanes, row, phi.re, norms, kinds);
-        if (cx) std::fill(phi.im, phi.im + N * W, T(0));
-        apply_program<T, W>(prog, phi, N, false);
-        observe(n, r, grad_features + b0 * F, lanes, phi, lam);
-        adjoint_sweep<T, W>(prog, phi, lam, N, partial.data() + static_cast<size_t>(blk) * P);
-        // embedding VJP per lane: d/dpsi0 = 2 Re(lam)
-        for (int l = 0; l < lanes; ++l) {
-          const T* xb = x + (b0 + l) * d;
-          T* gx = grad_x + (b0 + l) * d;
-          if (kinds[l] != RowKind::kRegular) {
-            std::fill(gx, gx + d, T(0));
-            continue;
-          }
-          T nrm;
-          embed_row<T, T>(xb, d, N, row, &nrm);
-          for (int64_t k = 0; k < d; ++k) gpsi[k] = T(2) * lam.re[k * W + l];
-          const T gn = grad_norms ? grad_norms[b0 + l] : T(0);
-          embed_row_vjp<T>(kinds[l], row, nrm, gpsi, gn, d, gx);
+      LaneBlock<T> phi = block(planes, N, cx), lam = block(planes + 4 * N * W, N, cx);
+      embed_lanes(x + b0 * d, d, N, lanes, row, phi.re, norms, kinds);
+      if (cx) std::fill(phi.im, phi.im + N * W, T(0));
+      apply_program<T, W>(prog, phi, N, false);
+      observe(n, r, grad_features + b0 * F, lanes, phi, lam);
+      adjoint_sweep<T, W>(prog, phi, lam, N, partial.data() + static_cast<size_t>(blk) * P);
+      // embedding VJP per lane: d/dpsi0 = 2 Re(lam)
+      for (int l = 0; l < lanes; ++l) {
+        const T* xb = x + (b0 + l) * d;
+        T* gx = grad_x + (b0 + l) * d;
+        if (kinds[l] != RowKind::kRegular) {
+          std::fill(gx, gx + d, T(0));
+          continue;
         }
+        T nrm;
+        embed_row<T, T>(xb, d, N, row, &nrm);
+        for (int64_t k = 0; k < d; ++k) gpsi[k] = T(2) * lam.re[k * W + l];
+        const T gn = grad_norms ? grad_norms[b0 + l] : T(0);
+        embed_row_vjp<T>(kinds[l], row, nrm, gpsi, gn, d, gx);
       }
-    }
-    reduce(partial, blocks, P, grad_theta);
+    });
+    reduce(partial, blocks_of(B), P, grad_theta);
   }
 
  private:
+  static int64_t blocks_of(int64_t items) { return (items + W - 1) / W; }
+
+  /// Runs body(blk, i0, lanes, scratch) for every block blk of W consecutive items (items i0 .. i0+lanes-1)
+  /// of `items`, in parallel over blocks (handed out dynamically); each thread owns `scratch_values` values
+  /// of T of scratch, passed to every body it runs.
+  template <typename F>
+  static void for_each_block(int64_t items, int64_t scratch_values, F&& body) {
+    const int64_t blocks = blocks_of(items);
+#pragma omp parallel num_threads(threads_for(blocks))
+    {
+      std::vector<T> mem(static_cast<size_t>(scratch_values));
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t i0 = blk * W;
+        body(blk, i0, static_cast<int>(std::min<int64_t>(W, items - i0)), mem.data());
+      }
+    }
+  }
+
   /// The block whose four planes (re, im, and their gather scratch) start at `planes` (N*W values each);
   /// a real block has no imaginary planes.
   static LaneBlock<T> block(T* planes, int64_t N, bool complex) {

@@ -22,60 +22,56 @@ constexpr int kLanes = 32 / sizeof(T);
 
 // A "plane" is N rows of W values. Complex blocks are a pair of planes (re, im).
 
+/// Calls f(a, b) for every amplitude pair (j, j + s) a gate on stride s couples, with a = j*W and
+/// b = (j + s)*W the offsets of their rows in a plane.
+template <int W, typename F>
+inline void for_each_pair(int64_t N, int64_t s, F&& f) {
+  for (int64_t i0 = 0; i0 < N; i0 += 2 * s)
+    for (int64_t j = i0; j < i0 + s; ++j) f(j * W, (j + s) * W);
+}
+
+/// Calls f(r0, r1, r2, r3) for every quadruple (j, j + sb, j + sa, j + sa + sb) two gates on strides
+/// sa != sb couple, with the offsets of their rows in a plane.
+template <int W, typename F>
+inline void for_each_quad(int64_t N, int64_t sa, int64_t sb, F&& f) {
+  const int64_t hi = std::max(sa, sb), lo = std::min(sa, sb);
+  for (int64_t i0 = 0; i0 < N; i0 += 2 * hi)
+    for (int64_t j0 = i0; j0 < i0 + hi; j0 += 2 * lo)
+      for (int64_t j = j0; j < j0 + lo; ++j) f(j * W, (j + sb) * W, (j + sa) * W, (j + sa + sb) * W);
+}
+
 template <typename T, int W>
 inline void lane_ry(T* __restrict p, int64_t N, int64_t s, T c, T sn) {
-  for (int64_t i0 = 0; i0 < N; i0 += 2 * s) {
-    for (int64_t j = i0; j < i0 + s; ++j) {
-      T* __restrict a = p + j * W;
-      T* __restrict b = p + (j + s) * W;
+  for_each_pair<W>(N, s, [&](int64_t ia, int64_t ib) {
 #pragma omp simd
-      for (int l = 0; l < W; ++l) {
-        const T x = a[l], y = b[l];
-        a[l] = c * x - sn * y;
-        b[l] = sn * x + c * y;
-      }
+    for (int l = 0; l < W; ++l) {
+      const T x = p[ia + l], y = p[ib + l];
+      p[ia + l] = c * x - sn * y;
+      p[ib + l] = sn * x + c * y;
     }
-  }
+  });
 }
 
-template <typename T, int W>
-inline void lane_rz(T* __restrict re, T* __restrict im, int64_t N, int64_t s, T c, T sn) {
-  for (int64_t i0 = 0; i0 < N; i0 += 2 * s) {
-    for (int64_t j = i0; j < i0 + s; ++j) {
-      T* __restrict ar = re + j * W;
-      T* __restrict ai = im + j * W;
-      T* __restrict br = re + (j + s) * W;
-      T* __restrict bi = im + (j + s) * W;
+/// RX (K = RX: [[c, -i s], [-i s, c]]) or RZ (K = RZ: diag(c - i s, c + i s)) on a complex block.
+template <GateKind K, typename T, int W>
+inline void lane_rxz(T* __restrict re, T* __restrict im, int64_t N, int64_t s, T c, T sn) {
+  for_each_pair<W>(N, s, [&](int64_t ia, int64_t ib) {
 #pragma omp simd
-      for (int l = 0; l < W; ++l) {
-        const T xr = ar[l], xi = ai[l], yr = br[l], yi = bi[l];
-        ar[l] = c * xr + sn * xi;  // (c - i s) x
-        ai[l] = c * xi - sn * xr;
-        br[l] = c * yr - sn * yi;  // (c + i s) y
-        bi[l] = c * yi + sn * yr;
+    for (int l = 0; l < W; ++l) {
+      const T xr = re[ia + l], xi = im[ia + l], yr = re[ib + l], yi = im[ib + l];
+      if constexpr (K == GateKind::RX) {  // c x - i s y, -i s x + c y
+        re[ia + l] = c * xr + sn * yi;
+        im[ia + l] = c * xi - sn * yr;
+        re[ib + l] = sn * xi + c * yr;
+        im[ib + l] = -sn * xr + c * yi;
+      } else {  // (c - i s) x, (c + i s) y
+        re[ia + l] = c * xr + sn * xi;
+        im[ia + l] = c * xi - sn * xr;
+        re[ib + l] = c * yr - sn * yi;
+        im[ib + l] = c * yi + sn * yr;
       }
     }
-  }
-}
-
-template <typename T, int W>
-inline void lane_rx(T* __restrict re, T* __restrict im, int64_t N, int64_t s, T c, T sn) {
-  for (int64_t i0 = 0; i0 < N; i0 += 2 * s) {
-    for (int64_t j = i0; j < i0 + s; ++j) {
-      T* __restrict ar = re + j * W;
-      T* __restrict ai = im + j * W;
-      T* __restrict br = re + (j + s) * W;
-      T* __restrict bi = im + (j + s) * W;
-#pragma omp simd
-      for (int l = 0; l < W; ++l) {
-        const T xr = ar[l], xi = ai[l], yr = br[l], yi = bi[l];
-        ar[l] = c * xr + sn * yi;  // c x - i s y
-        ai[l] = c * xi - sn * yr;
-        br[l] = sn * xi + c * yr;  // -i s x + c y
-        bi[l] = -sn * xr + c * yi;
-      }
-    }
-  }
+  });
 }
 
 template <typename T, int W>
@@ -92,32 +88,19 @@ inline void lane_gather(const T* __restrict src, T* __restrict dst, int64_t N, c
 /// Forward pass of two commuting RY gates on strides sa != sb in one sweep (4 coupled rows per step).
 template <typename T, int W>
 inline void lane_ry_pair(T* __restrict p, int64_t N, int64_t sa, int64_t sb, T ca, T sna, T cb, T snb) {
-  if (sa < sb) {
-    std::swap(sa, sb);
-    std::swap(ca, cb);
-    std::swap(sna, snb);
-  }
-  for (int64_t i0 = 0; i0 < N; i0 += 2 * sa) {
-    for (int64_t j0 = i0; j0 < i0 + sa; j0 += 2 * sb) {
-      for (int64_t j = j0; j < j0 + sb; ++j) {
-        T* __restrict r0 = p + j * W;
-        T* __restrict r1 = p + (j + sb) * W;
-        T* __restrict r2 = p + (j + sa) * W;
-        T* __restrict r3 = p + (j + sa + sb) * W;
+  for_each_quad<W>(N, sa, sb, [&](int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
 #pragma omp simd
-        for (int l = 0; l < W; ++l) {
-          // gate b on (r0, r1) and (r2, r3), then gate a on (r0, r2) and (r1, r3)
-          const T x0 = r0[l], x1 = r1[l], x2 = r2[l], x3 = r3[l];
-          const T y0 = cb * x0 - snb * x1, y1 = snb * x0 + cb * x1;
-          const T y2 = cb * x2 - snb * x3, y3 = snb * x2 + cb * x3;
-          r0[l] = ca * y0 - sna * y2;
-          r2[l] = sna * y0 + ca * y2;
-          r1[l] = ca * y1 - sna * y3;
-          r3[l] = sna * y1 + ca * y3;
-        }
-      }
+    for (int l = 0; l < W; ++l) {
+      // gate b on rows (0, 1) and (2, 3), then gate a on (0, 2) and (1, 3)
+      const T x0 = p[i0 + l], x1 = p[i1 + l], x2 = p[i2 + l], x3 = p[i3 + l];
+      const T y0 = cb * x0 - snb * x1, y1 = snb * x0 + cb * x1;
+      const T y2 = cb * x2 - snb * x3, y3 = snb * x2 + cb * x3;
+      p[i0 + l] = ca * y0 - sna * y2;
+      p[i2 + l] = sna * y0 + ca * y2;
+      p[i1 + l] = ca * y1 - sna * y3;
+      p[i3 + l] = sna * y1 + ca * y3;
     }
-  }
+  });
 }
 
 template <typename T, int W>
@@ -155,8 +138,8 @@ inline void apply_op(const Program<T>& prog, const LaneOp<T>& op, LaneBlock<T>& 
       lane_ry<T, W>(b.re, N, op.stride, op.c, sn);
       if (b.im) lane_ry<T, W>(b.im, N, op.stride, op.c, sn);
       break;
-    case GateKind::RZ: lane_rz<T, W>(b.re, b.im, N, op.stride, op.c, sn); break;
-    case GateKind::RX: lane_rx<T, W>(b.re, b.im, N, op.stride, op.c, sn); break;
+    case GateKind::RZ: lane_rxz<GateKind::RZ, T, W>(b.re, b.im, N, op.stride, op.c, sn); break;
+    case GateKind::RX: lane_rxz<GateKind::RX, T, W>(b.re, b.im, N, op.stride, op.c, sn); break;
     default: {
       const auto& perm = inverse ? prog.inv_perms[op.perm] : prog.perms[op.perm];
       const auto& sign = inverse ? prog.inv_signs[op.perm] : prog.signs[op.perm];
