@@ -6,8 +6,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "adjoint.hpp"
@@ -42,15 +40,6 @@ class CpuBackend final : public Backend<T> {
   static constexpr int W = kLanes<T>;
 
   std::string name() const override { return "cpu"; }
-  void* allocate(size_t bytes) override {
-    void* p = std::malloc(bytes ? bytes : 1);
-    if (!p) throw std::bad_alloc();
-    return p;
-  }
-  void release(void* ptr) override { std::free(ptr); }
-  void to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void synchronize() override {}
   size_t workspace_size(Op, const Circuit&, int64_t) const override { return 0; }
 
   void embed(int n, const T* x, int64_t B, int64_t d, Complex* psi0, T* norms, const ExecContext&) override {
