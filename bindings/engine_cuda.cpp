@@ -16,21 +16,8 @@
 
 NB_MODULE(_engine_cuda, m) {
   m.doc() = "qaa CUDA statevector engine (cuStateVec). See qaa.engine for the documented Python API.";
-  // Circuit objects cross between the CPU and CUDA modules, so both must use one Python type for qaa::Circuit:
-  // load the CPU module first (it registers the type) and re-export its class.
-  try {
-    nb::module_::import_("qaa._engine_cpu");
-  } catch (const nb::python_error&) {
-    // Not importable (e.g. a bare build folder): this module registers the type itself below.
-  }
-  nb::handle circuit_type = nb::type<qaa::Circuit>();
-  if (circuit_type.is_valid()) {
-    m.attr("Circuit") = circuit_type;
-    m.def("ansatz_names", &qaa::ansatz_names);
-    m.def("qubits_for_dim", &qaa::qubits_for_dim, nb::arg("d"));
-  } else {
-    qaa::bindings::register_circuit(m);
-  }
+  nb::set_leak_warnings(false);
+  qaa::bindings::import_circuit(m);  // qaa._circuit owns the Circuit type both backend modules accept
   qaa::bindings::register_backend<nb::device::cuda>(
       m, [](auto tag) { return qaa::make_cuda_backend<typename decltype(tag)::type>(); });
   m.def("device_count", &qaa::cuda_device_count,
