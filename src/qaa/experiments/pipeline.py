@@ -9,7 +9,7 @@ import torch
 
 from .. import engine
 from . import data
-from .data import format_prompt, split_by_input, training_pairs
+from .data import format_prompt, split_three, training_pairs
 from .metrics import evaluate_generations
 from .train import encode_pairs, generate
 
@@ -23,13 +23,24 @@ def set_threads(n: int) -> None:
         engine.set_num_threads(n)
 
 
-def prepare_task(task: str, tokenizer, test_fraction: float, seed: int, eval_size: int, max_length: int):
-    """Load a task, split it by unique input, and encode the training pairs.
+def prepare_task(task: str, tokenizer, test_fraction: float, split_seed: int, eval_size: int, max_length: int,
+                 val_fraction: float = 0.1):
+    """Load a task, split it three ways by unique input (:func:`qaa.experiments.data.split_three`, the
+    comparison's rule: the validation inputs are held out of training too), keep the first ``eval_size`` test
+    inputs, and encode the training pairs.
 
     Returns ``(train_examples, test_examples, encoded_pairs)``.
+
+    Raises:
+        ValueError: ``eval_size`` exceeds the test split (the message names ``--eval-size``).
     """
     examples = data.load_task(task)  # looked up at call time (tests substitute small data sets)
-    train_ex, test_ex = split_by_input(examples, test_fraction=test_fraction, seed=seed, max_test=eval_size)
+    train_ex, _, test_ex = split_three(examples, split_seed=split_seed, val_fraction=val_fraction,
+                                       test_fraction=test_fraction)
+    if eval_size > len(test_ex):
+        raise ValueError(f"--eval-size {eval_size} exceeds the {len(test_ex)} test inputs of {task} (test fraction "
+                         f"{test_fraction}); lower it")
+    test_ex = test_ex[:eval_size]
     pairs = training_pairs(train_ex)
     encoded = encode_pairs(tokenizer, [format_prompt(task, a) for a, _ in pairs], [b for _, b in pairs], max_length)
     return train_ex, test_ex, encoded
