@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from . import fused
 from .core import n_features
@@ -18,6 +19,10 @@ class QAAFunction(torch.autograd.Function):
     float64, because a float32 norm of a row near the float32 limit overflows (docs/design.md). The backward pass recomputes each state in the engine and
     runs the adjoint sweep: activation memory is only ``x``, like a linear layer's. ``x`` and ``theta`` must
     share dtype (float32 or float64) and device.
+
+    Once differentiable: the backward is the engine's adjoint sweep, not a torch graph, so differentiating the
+    gradients again (``create_graph=True`` then ``backward`` through them: gradient penalties, Hessian-vector
+    products, MAML) raises RuntimeError instead of returning wrong second derivatives.
     """
 
     @staticmethod
@@ -31,6 +36,7 @@ class QAAFunction(torch.autograd.Function):
         return feats, norms
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_feats: torch.Tensor, grad_norms: torch.Tensor):
         x, theta = ctx.saved_tensors
         if grad_feats is None:

@@ -21,7 +21,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
+import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Union
@@ -29,7 +32,8 @@ from typing import Union
 import torch
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "FORMAT_VERSION", "atomic_write_files", "atomic_write_text",
-           "tensors_digest", "save_adapter_files", "read_adapter_files"]
+           "tensors_digest", "save_adapter_files", "read_adapter_files", "remove_stale_temporaries",
+           "TENSORS_DIGEST_KEY"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -53,17 +57,62 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # exists (another user's) or unknowable: keep its files
+    return True
+
+
+#: A legacy temporary file (no pid in its name) this old is taken as left by a killed save.
+_LEGACY_TMP_AGE_S = 600
+
+
+def remove_stale_temporaries(directory: PathLike, names) -> list:
+    """Remove the temporary files a killed :func:`atomic_write_files` left for the file ``names`` in
+    ``directory``: ``.<name>.<pid>.<random>.tmp`` of a process that no longer runs (and legacy
+    ``.<name>.<random>.tmp`` older than ten minutes). Other files are never touched. Returns the removed paths."""
+    folder = Path(directory)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for name in names:
+        tagged = re.compile(r"\." + re.escape(name) + r"\.(\d+)\.[A-Za-z0-9_]+\.tmp")
+        legacy = re.compile(r"\." + re.escape(name) + r"\.[A-Za-z0-9_]{8}\.tmp")
+        for entry in entries:
+            m = tagged.fullmatch(entry.name)
+            stale = False
+            if m is not None:
+                stale = int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1)))
+            elif legacy.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    stale = time.time() - entry.stat().st_mtime > _LEGACY_TMP_AGE_S
+            if stale and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+    return removed
+
+
 def atomic_write_files(directory: PathLike, writers: Mapping[str, Callable[[str], None]]) -> None:
     """Write every file of ``writers`` (file name -> function that writes the file at a given path) into
-    ``directory`` (created if needed), all or nothing: temporary files first, fsynced, then renamed in the
-    order given. Raises whatever a writer or the file system raises, after removing the temporary files."""
+    ``directory`` (created if needed): temporary files first (named ``.<name>.<pid>.<random>.tmp``), fsynced,
+    then renamed in the order given; each file is replaced atomically. Files get the process's normal mode
+    (``0o666 & ~umask``). Temporary files a killed earlier write left for the same names are removed first.
+    Raises whatever a writer or the file system raises, after removing its temporary files."""
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder, list(writers))
     mode = _file_mode()
     tmps: dict = {}
     try:
         for name, write in writers.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
             os.close(fd)
             tmps[name] = tmp
             write(tmp)
@@ -100,20 +149,32 @@ def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, torch.Tensor]) -> None:
-    """Write an adapter folder (layout in the module docstring) atomically.
+#: Field of the saved config holding the tensors' digest (the loader uses it to tell a config left by an
+#: interrupted save from an edited one; it is not part of the metadata :func:`read_adapter_files` returns).
+TENSORS_DIGEST_KEY = "tensors_sha256"
 
-    ``meta`` must hold ``peft_type``; ``format_version`` is added. Tensors are saved as given (moved to the
-    CPU, made contiguous). Raises ValueError for a ``meta`` without ``peft_type``.
+
+def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write an adapter folder (layout in the module docstring).
+
+    The weights file is the adapter: it holds the tensors, the config (metadata) and their checksum, and it is
+    renamed into place first, so its rename is the one switch from the old adapter to the new one.
+    ``adapter_config.json`` (the same config, for people and peft-like tools) follows; a save killed between
+    the two leaves the new weights beside the old config, which :func:`read_adapter_files` recognises by the
+    tensors' digest recorded in both and loads (with a warning) as the new adapter.
+
+    ``meta`` must hold ``peft_type``; ``format_version`` and the tensors' digest are added. Tensors are saved as
+    given (moved to the CPU, made contiguous). Raises ValueError for a ``meta`` without ``peft_type``.
     """
     from safetensors.torch import save_file
 
     if "peft_type" not in meta:
         raise ValueError("adapter metadata needs a 'peft_type'")
-    meta = {**meta, "format_version": FORMAT_VERSION}
-    meta_json = json.dumps(meta, indent=2, sort_keys=True)
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    file_meta = {"qaa_config": meta_json, "qaa_sha256": tensors_digest(cpu)}
+    digest = tensors_digest(cpu)
+    meta = {**meta, "format_version": FORMAT_VERSION, TENSORS_DIGEST_KEY: digest}
+    meta_json = json.dumps(meta, indent=2, sort_keys=True)
+    file_meta = {"qaa_config": meta_json, "qaa_sha256": digest}
 
     def write_json(p: str) -> None:
         with open(p, "w", encoding="utf-8") as f:
@@ -157,16 +218,32 @@ def read_adapter_files(directory: PathLike, peft_type: str) -> tuple:
                 tensors[k] = f.get_tensor(k)
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
         raise ValueError(f"corrupted or truncated adapter weights {w_path}: {e}") from e
+    digest = file_meta.get("qaa_sha256")
+    actual = tensors_digest(tensors)
+    if digest is not None and digest != actual:
+        raise ValueError(f"corrupted adapter weights {w_path}: the tensors do not match their checksum")
     embedded = file_meta.get("qaa_config")
     if embedded is not None:
         try:
             embedded_meta = json.loads(embedded)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"corrupted metadata in {w_path}: {e}") from e
         if embedded_meta != meta:
-            raise ValueError(f"{cfg_path} and {w_path} do not belong together (a save was interrupted or the "
-                             "files were mixed); re-save the adapter")
-    digest = file_meta.get("qaa_sha256")
-    if digest is not None and digest != tensors_digest(tensors):
-        raise ValueError(f"corrupted adapter weights {w_path}: the tensors do not match their checksum")
+            stale = (isinstance(embedded_meta, dict) and embedded_meta.get(TENSORS_DIGEST_KEY) == actual
+                     and meta.get(TENSORS_DIGEST_KEY) not in (None, actual)
+                     and embedded_meta.get("peft_type") == peft_type)
+            if not stale:
+                raise ValueError(f"{cfg_path} and {w_path} do not belong together (the config was edited or the "
+                                 "files were mixed); re-save the adapter")
+            # The config file belongs to other tensors (a save killed between its two renames, or a weights file
+            # copied in): the weights file carries its own config and checksum, so it is the adapter.
+            warnings.warn(f"{cfg_path} is from another save than {w_path} (an interrupted save?); loading the "
+                          "adapter the weights file holds (its embedded config). The next save rewrites both.",
+                          RuntimeWarning, stacklevel=3)
+            meta = embedded_meta
+            version = meta.get("format_version", FORMAT_VERSION)
+            if version != FORMAT_VERSION:
+                raise ValueError(f"{w_path}: unsupported format_version {version!r} (this qaa reads "
+                                 f"{FORMAT_VERSION})")
+    meta = {k: v for k, v in meta.items() if k != TENSORS_DIGEST_KEY}
     return meta, tensors

@@ -8,6 +8,8 @@ from typing import List, Optional, Union
 from ...engine import MAX_QUBITS, READOUTS, ansatz_names
 
 PEFT_TYPE = "QAA"
+#: Largest ``QAAConfig.init_std`` (radians).
+MAX_INIT_STD = 1e3
 #: Values of ``QAAConfig.input_transform``.
 INPUT_TRANSFORMS = (None, "standardize")
 
@@ -27,7 +29,9 @@ class QAAConfig:
         readout: ``"z"`` (default; per-qubit <Z>, n features) or ``"probs"`` (2**n basis probabilities).
         scaling: constant ``s`` multiplying the branch: ``y = W x + s * P(readout)``. Default 1.0.
         rescale_by_norm: multiply the branch by ``||x||`` (the embedding discards the norm). Default False.
-        init_std: theta starts as ``Normal(0, init_std)`` radians ("small and random"). Default 0.1.
+        init_std: theta starts as ``Normal(0, init_std)`` radians ("small and random"). Default 0.1; at most
+            :data:`MAX_INIT_STD` (angles are periodic: a wider start is already uniform, and a huge one
+            overflows to inf in float32).
         dropout: dropout probability on the branch input during training (as LoRA's ``lora_dropout``).
         n_qubits: override the qubit count (default ``ceil(log2 d_in)``); must fit ``d_in``.
         seed: seed for the theta initialisation (None: torch's global generator).
@@ -77,8 +81,8 @@ class QAAConfig:
             raise ValueError(f"unknown readout {self.readout!r} (known: {', '.join(READOUTS)})")
         if not isinstance(self.scaling, (int, float)) or self.scaling != self.scaling or abs(self.scaling) == float("inf"):
             raise ValueError(f"scaling must be a finite number, got {self.scaling!r}")
-        if not (isinstance(self.init_std, (int, float)) and 0 <= self.init_std < float("inf")):
-            raise ValueError(f"init_std must be a finite number >= 0, got {self.init_std!r}")
+        if not (isinstance(self.init_std, (int, float)) and 0 <= self.init_std <= MAX_INIT_STD):
+            raise ValueError(f"init_std must be a number in [0, {MAX_INIT_STD:g}] (radians), got {self.init_std!r}")
         if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.n_qubits is not None and not (isinstance(self.n_qubits, int) and 1 <= self.n_qubits <= MAX_QUBITS):

@@ -1,6 +1,7 @@
 """The QAA layer: a frozen linear map plus one or more quantum branches (adapters), selected by name."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Optional
@@ -17,9 +18,20 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @functools.lru_cache(maxsize=64)
-def circuit_for(ansatz: str, n_qubits: int, n_layers: int):
-    """Cached engine circuit for an ansatz (circuits are immutable once built)."""
+def _cached_circuit(ansatz: str, n_qubits: int, n_layers: int):
+    # Shared by every layer using this ansatz: never handed out, since a Circuit can be extended
+    # (add_rotation / add_two_qubit) and a caller's edit would change every adapter built on it.
     return engine.build_circuit(ansatz, n_qubits, n_layers)
+
+
+def circuit_for(ansatz: str, n_qubits: int, n_layers: int):
+    """A new engine circuit for an ansatz (the caller may extend it; the layers' own circuits are unaffected)."""
+    return engine.build_circuit(ansatz, n_qubits, n_layers)
+
+
+def _in_backward() -> bool:
+    """Whether the calling thread is running an autograd backward pass (e.g. a checkpoint's recomputation)."""
+    return torch._C._current_graph_task_id() != -1
 
 
 class InputStandardizer(nn.Module):
@@ -72,6 +84,17 @@ class QAALayer(nn.Module):
     ``||x||``. Per adapter the trainable parameters are ``theta`` (``n_params``) and ``P`` (``F * d_out``).
     An adapter with ``input_transform="standardize"`` also holds an :class:`InputStandardizer` in
     ``qaa_input[name]`` (buffers, not trained): the branch then embeds ``(x - mean) / scale`` instead of ``x``.
+
+    Reliability rules (docs/design.md, "Reliability rules"):
+
+    - dtype: the adapter's parameters and buffers keep their configured dtype through ``module.half()``,
+      ``.to(torch.bfloat16)``, ``.double()`` (device moves apply); the base layer is cast as asked.
+    - ``state_dict()`` names the base layer's tensors as the unwrapped layer would (``weight``, ``bias``), so a
+      saved model loads into the base architecture; ``load_state_dict`` accepts those names and the older
+      ``base_layer.*`` ones.
+    - A forward recomputed inside a backward pass (gradient checkpointing) raises RuntimeError when the active
+      adapter or :attr:`disabled` changed since the forward it recomputes: it would otherwise give gradients
+      of another function.
     """
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: QAAConfig,
@@ -87,9 +110,53 @@ class QAALayer(nn.Module):
         self.qaa_dropout = nn.ModuleDict()
         self.qaa_input = nn.ModuleDict()  # only adapters with an input transform have an entry
         self.qaa_configs = {}
-        self.active_adapter: Optional[str] = None
-        self.disabled = False
+        self._state_epoch = 0     # bumped whenever what the forward computes changes (active adapter, disabled)
+        self._forward_epoch = 0   # _state_epoch at the last forward run outside a backward pass
+        self._active_adapter: Optional[str] = None
+        self._disabled = False
+        self._register_state_dict_hook(_base_names_state_dict_hook)
+        self._register_load_state_dict_pre_hook(_base_names_load_hook, with_module=True)
         self.add_adapter(adapter_name, config, generator)
+
+    @property
+    def active_adapter(self) -> Optional[str]:
+        """Name of the adapter the forward adds (None: none)."""
+        return self._active_adapter
+
+    @active_adapter.setter
+    def active_adapter(self, name: Optional[str]) -> None:
+        if name is not None and name not in self.qaa_configs:
+            raise KeyError(f"no adapter named {name!r} on this layer; have {sorted(self.qaa_configs)}")
+        if name != self._active_adapter:
+            self._state_epoch += 1
+        self._active_adapter = name
+
+    @property
+    def disabled(self) -> bool:
+        """When True the forward computes the base layer alone (see :func:`qaa.disable_adapter`)."""
+        return self._disabled
+
+    @disabled.setter
+    def disabled(self, value: bool) -> None:
+        value = bool(value)
+        if value != self._disabled:
+            self._state_epoch += 1
+        self._disabled = value
+
+    def _apply(self, fn, recurse=True):
+        # The adapter keeps its configured dtype (the dtype rule): casts reach the base layer only; the
+        # adapter's tensors (and their gradients) follow device moves alone. Values are never round-tripped
+        # through a narrower dtype.
+        if recurse:
+            def keep_dtype(t):
+                out = fn(t)
+                if isinstance(out, torch.Tensor) and out.dtype != t.dtype and t.is_floating_point():
+                    out = t.to(device=out.device)
+                return out
+
+            for name, child in self.named_children():
+                child._apply(fn if name == "base_layer" else keep_dtype)
+        return super()._apply(fn, recurse=False)
 
     # ---- adapters ----
     def n_qubits_for(self, config: QAAConfig) -> int:
@@ -108,8 +175,11 @@ class QAALayer(nn.Module):
             raise ValueError(f"adapter name must be a non-empty string without '.', got {name!r}")
         if name in self.qaa_configs:
             raise ValueError(f"adapter {name!r} already exists on this layer")
+        if not isinstance(config, QAAConfig):
+            raise TypeError(f"config must be a QAAConfig, got {type(config).__name__}")
+        config = dataclasses.replace(config)  # the layer's own copy: the caller's object may change later
         n = self.n_qubits_for(config)
-        circ = circuit_for(config.ansatz, n, config.n_layers)
+        circ = _cached_circuit(config.ansatz, n, config.n_layers)
         dtype = _DTYPES[config.dtype]
         device = self.base_layer.weight.device
         theta = torch.empty(circ.n_params, dtype=dtype)
@@ -134,7 +204,12 @@ class QAALayer(nn.Module):
         if self.active_adapter == name:
             self.active_adapter = next(iter(self.qaa_configs), None)
 
+    def _circuit(self, name: str):
+        cfg = self.qaa_configs[name]
+        return _cached_circuit(cfg.ansatz, self.n_qubits_for(cfg), cfg.n_layers)
+
     def circuit(self, name: str):
+        """A new copy of adapter ``name``'s circuit (editing it does not change the layer)."""
         cfg = self.qaa_configs[name]
         return circuit_for(cfg.ansatz, self.n_qubits_for(cfg), cfg.n_layers)
 
@@ -144,17 +219,24 @@ class QAALayer(nn.Module):
         in the adapter's dtype. With an input transform, ``x`` is standardised first (then dropout), and
         ``rescale_by_norm`` uses the norm of the standardised vector, the one that is embedded."""
         cfg = self.qaa_configs[name]
+        dtype = _DTYPES[cfg.dtype]
         theta = self.qaa_theta[name]
+        out_map = self.qaa_out[name]
         if x.shape[-1] != self.d_in:
             raise ValueError(f"expected input width {self.d_in}, got {x.shape[-1]}")
-        xin = x.to(theta.dtype)
+        if theta.dtype != dtype:  # the adapter's tensors were cast around _apply (e.g. assigned): compute in dtype
+            theta = theta.to(dtype)
+        xin = x.to(dtype)
         if name in self.qaa_input:
             xin = self.qaa_input[name](xin)
         xin = self.qaa_dropout[name](xin)
         lead = xin.shape[:-1]
         rows = xin.reshape(-1, self.d_in)
-        feats, _ = qaa_features(rows, theta, self.circuit(name), cfg.readout)
-        out = self.qaa_out[name](feats)
+        feats, _ = qaa_features(rows, theta, self._circuit(name), cfg.readout)
+        if out_map.weight.dtype == dtype:
+            out = out_map(feats)
+        else:
+            out = torch.nn.functional.linear(feats, out_map.weight.to(dtype))
         if cfg.rescale_by_norm:
             # ||x|| in float64: a float32 row near the float32 limit (e.g. 3e38) has a norm beyond it, and
             # 0 * inf would turn the zero-initialised branch into NaN. The product is exact in float64 and
@@ -168,6 +250,14 @@ class QAALayer(nn.Module):
         return out.reshape(*lead, self.d_out)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if _in_backward():
+            if self._state_epoch != self._forward_epoch:
+                raise RuntimeError(
+                    "QAA layer recomputed in backward (gradient checkpointing) after its active adapter or "
+                    "disable_adapter state changed since the forward: the gradients would be those of another "
+                    "function. Call backward() before leaving disable_adapter / switching adapters.")
+        else:
+            self._forward_epoch = self._state_epoch
         result = self.base_layer(x, *args, **kwargs)
         if self.disabled or self.active_adapter is None:
             return result
@@ -178,3 +268,25 @@ class QAALayer(nn.Module):
                          + (f" input={c.input_transform}" if c.input_transform else "")
                          for k, c in self.qaa_configs.items())
         return f"d_in={self.d_in}, d_out={self.d_out}, adapters=[{cfgs}], active={self.active_adapter!r}"
+
+
+_BASE_TENSORS = ("weight", "bias")
+
+
+def _base_names_state_dict_hook(module, state_dict, prefix, local_metadata):
+    """``state_dict`` hook: ``<prefix>base_layer.weight`` -> ``<prefix>weight`` (and ``bias``), the names of the
+    unwrapped layer, so ``save_pretrained`` writes weights the base architecture loads."""
+    for t in _BASE_TENSORS:
+        key = f"{prefix}base_layer.{t}"
+        if key in state_dict:
+            state_dict[f"{prefix}{t}"] = state_dict.pop(key)
+    return state_dict
+
+
+def _base_names_load_hook(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                          error_msgs):
+    """``load_state_dict`` pre-hook: accept the unwrapped names (``<prefix>weight``) for the base layer."""
+    for t in _BASE_TENSORS:
+        key = f"{prefix}{t}"
+        if key in state_dict and f"{prefix}base_layer.{t}" not in state_dict:
+            state_dict[f"{prefix}base_layer.{t}"] = state_dict.pop(key)

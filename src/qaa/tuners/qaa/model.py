@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import os
 import re
-import types
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -11,9 +13,16 @@ from torch import nn
 
 from ..save_load import read_adapter_files, save_adapter_files
 from ..utils import (get_nb_trainable_parameters, layer_dims, linear_candidates, matches_target,
-                     print_trainable_parameters, set_submodule)
+                     normalise_targets, print_trainable_parameters, set_submodule)
 from .config import PEFT_TYPE, QAAConfig
-from .layer import QAALayer, circuit_for
+from .layer import QAALayer, _cached_circuit
+
+#: Sub-folder of a ``save_pretrained`` folder holding one adapter folder per attached adapter.
+PRETRAINED_ADAPTERS = "qaa_adapters"
+#: Attributes attach sets on the model (removed by detach).
+_MODEL_ATTRS = ("qaa_configs", "qaa_active_adapter", "print_trainable_parameters", "get_nb_trainable_parameters",
+                "merge_and_unload", "merge_adapter", "save_pretrained")
+
 
 class MergeError(RuntimeError):
     """Raised by merge requests: QAA is non-linear in x and cannot be folded into W."""
@@ -27,14 +36,47 @@ def qaa_layers(model: nn.Module) -> Iterator[Tuple[str, QAALayer]]:
 
 
 def _find_targets(model: nn.Module, config: QAAConfig) -> List[str]:
-    targets = []
+    """Qualified names of the layers ``config.target_modules`` selects: linear layers (or QAA layers, which get
+    another adapter), never the internals of a QAA layer (its base layer, output maps, ...).
+
+    Raises:
+        ValueError: an invalid regular expression; a selected module that is neither ``nn.Linear`` nor
+            ``Conv1D`` (nor a QAA layer); a target nested inside another target; the model's output
+            embeddings (``lm_head``): transformers resizes and ties that layer itself.
+    """
+    tm = config.target_modules
+    if isinstance(tm, str):
+        try:
+            re.compile(tm)
+        except re.error as e:
+            raise ValueError(f"target_modules {tm!r} is not a valid regular expression ({e}); a string is matched "
+                             "as a regex against full module names, a list by name suffix") from e
+    wrapped = [name for name, mod in model.named_modules() if isinstance(mod, QAALayer)]
+    targets, not_linear = [], []
     for name, mod in model.named_modules():
-        if not name or not matches_target(name, config.target_modules):
+        if not name or any(name.startswith(w + ".") for w in wrapped):
+            continue  # adapter internals are never targets
+        if not matches_target(name, tm):
             continue
         if isinstance(mod, QAALayer) or layer_dims(mod) is not None:
             targets.append(name)
-    # drop base layers nested inside already-wrapped QAALayers
-    return [t for t in targets if not t.endswith(".base_layer")]
+        elif isinstance(tm, (list, tuple)):
+            not_linear.append(f"{name} ({type(mod).__name__})")
+    if not_linear and isinstance(tm, (list, tuple)):
+        raise ValueError(f"target_modules selects modules that are not nn.Linear/Conv1D: {', '.join(not_linear[:5])}")
+    for outer in targets:
+        for inner in targets:
+            if inner.startswith(outer + "."):
+                raise ValueError(f"target {inner!r} lies inside target {outer!r}; select one of them")
+    get_out = getattr(model, "get_output_embeddings", None)
+    out_emb = get_out() if callable(get_out) else None
+    if out_emb is not None:
+        for name in targets:
+            mod = model.get_submodule(name)
+            if mod is out_emb or (isinstance(mod, QAALayer) and mod.base_layer is out_emb):
+                raise ValueError(f"{name} is the model's output embedding layer; QAA does not wrap it "
+                                 "(transformers resizes and ties that layer itself)")
+    return targets
 
 
 def _merge_refused(*_args, **_kwargs):
@@ -44,37 +86,80 @@ def _merge_refused(*_args, **_kwargs):
                      "to recover the base model.")
 
 
+def _save_pretrained(model: nn.Module, save_directory, *args, **kwargs):
+    """``model.save_pretrained`` of an attached model: the base weights under their own names (the QAA layers'
+    ``state_dict`` hook), loadable with ``from_pretrained`` as the base model, with the adapter tensors beside
+    them (for ``Trainer`` resume), and every adapter as an adapter folder in
+    ``<save_directory>/qaa_adapters/<name>`` (restore with :func:`load_adapter` on that folder or on
+    ``save_directory``). Adapters are checked (finite) before anything is written."""
+    configs = model.__dict__.get("qaa_configs", {})
+    states = {name: _adapter_state(model, name) for name in configs}
+    for name, (tensors, _) in states.items():
+        _check_finite(tensors, name)
+    type(model).save_pretrained(model, save_directory, *args, **kwargs)
+    if kwargs.get("is_main_process", True):
+        for name in configs:
+            save_adapter(model, os.path.join(os.fspath(save_directory), PRETRAINED_ADAPTERS, name), name)
+
+
 def _install_methods(model: nn.Module) -> None:
-    model.print_trainable_parameters = types.MethodType(print_trainable_parameters, model)
-    model.get_nb_trainable_parameters = types.MethodType(get_nb_trainable_parameters, model)
+    # functools.partial of module-level functions (not bound methods): the model stays picklable.
+    model.print_trainable_parameters = functools.partial(print_trainable_parameters, model)
+    model.get_nb_trainable_parameters = functools.partial(get_nb_trainable_parameters, model)
     model.merge_and_unload = _merge_refused
     model.merge_adapter = _merge_refused
+    if callable(getattr(type(model), "save_pretrained", None)):
+        model.save_pretrained = functools.partial(_save_pretrained, model)
 
 
-def _set_trainable(model: nn.Module, trainable_adapter: Optional[str]) -> None:
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if trainable_adapter is None:
-        return
+def _adapter_parameters(model: nn.Module, adapter_name: str) -> List[nn.Parameter]:
+    params = []
     for _, layer in qaa_layers(model):
-        if trainable_adapter in layer.qaa_configs:
-            layer.qaa_theta[trainable_adapter].requires_grad_(True)
-            for p in layer.qaa_out[trainable_adapter].parameters():
-                p.requires_grad_(True)
+        if adapter_name in layer.qaa_configs:
+            params.append(layer.qaa_theta[adapter_name])
+            params.extend(layer.qaa_out[adapter_name].parameters())
+    return params
+
+
+def _set_trainable(model: nn.Module, adapter_name: str, trainable: bool, others_frozen: bool) -> None:
+    """Set ``requires_grad`` of adapter ``adapter_name``'s parameters; with ``others_frozen`` every other QAA
+    adapter is frozen. Parameters outside the adapters are never touched here."""
+    if others_frozen:
+        for _, layer in qaa_layers(model):
+            for name in layer.qaa_configs:
+                if name != adapter_name:
+                    layer.qaa_theta[name].requires_grad_(False)
+                    for p in layer.qaa_out[name].parameters():
+                        p.requires_grad_(False)
+    for p in _adapter_parameters(model, adapter_name):
+        p.requires_grad_(trainable)
+
+
+def _activate(model: nn.Module, adapter_name: str) -> None:
+    """``adapter_name`` active on every layer holding it; every other layer runs no adapter."""
+    for _, layer in qaa_layers(model):
+        layer.active_adapter = adapter_name if adapter_name in layer.qaa_configs else None
+    model.qaa_active_adapter = adapter_name
 
 
 def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: str = "default",
            is_trainable: bool = True) -> nn.Module:
     """Wrap ``config.target_modules`` of ``model`` with QAA layers, in place, and return ``model``.
 
-    The base model is frozen; the new adapter's parameters are trainable (unless ``is_trainable=False``)
-    and active. Calling again with another ``adapter_name`` adds a second adapter to the same layers (switch
-    with :func:`set_adapter`). Adds ``print_trainable_parameters()`` to the model, and a
-    ``merge_and_unload()`` that raises :class:`MergeError` (QAA cannot be merged).
+    The new adapter becomes active on every layer (layers without it run no adapter) and, unless
+    ``is_trainable=False``, the only trainable adapter. The first attach freezes every parameter of the base
+    model; later ones leave parameters outside the adapters as they are (e.g. an ``lm_head`` the user unfroze).
+    The model keeps its own copy of ``config``: editing or reusing the object afterwards changes nothing.
+    Calling again with another ``adapter_name`` adds a second adapter (switch with :func:`set_adapter`). Adds
+    ``print_trainable_parameters()``, a ``merge_and_unload()`` that raises :class:`MergeError`, and (for
+    transformers models) a ``save_pretrained`` that writes the base weights under their own names and the
+    adapters beside them. A failing attach leaves the model as it was.
 
     Raises:
-        ValueError: no module matches ``target_modules`` (the message lists candidate names), a matched
-            module is not ``nn.Linear``/``Conv1D``, or the adapter name already exists.
+        TypeError: ``config`` is not a QAAConfig or ``model`` not an ``nn.Module``.
+        ValueError: no module matches ``target_modules`` (the message lists candidate names), an invalid
+            regular expression, a listed module that is not ``nn.Linear``/``Conv1D``, nested targets, the
+            output embeddings as a target, a layer too wide for the engine, or the adapter name already exists.
     """
     config = config if config is not None else QAAConfig()
     if not isinstance(config, QAAConfig):
@@ -82,59 +167,70 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     config.validate()
-    targets = _find_targets(model, config)
-    if not targets:
-        raise ValueError(f"target_modules {config.target_modules!r} matched no nn.Linear/Conv1D module. "
-                         f"Candidate names: {', '.join(linear_candidates(model)) or '(none)'}")
+    config = dataclasses.replace(config)  # the model's own copy (the caller may edit or reuse theirs)
+    if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
+        raise ValueError(f"adapter name must be a non-empty string without '.', got {adapter_name!r}")
     existing = getattr(model, "qaa_configs", {})
     if adapter_name in existing:
         raise ValueError(f"adapter {adapter_name!r} is already attached; choose another name")
+    targets = _find_targets(model, config)
+    if not targets:
+        hint = (" (a string is a regular expression matched against full names, e.g. '.*q_proj'; pass a list "
+                "to match by name)" if isinstance(config.target_modules, str) else "")
+        raise ValueError(f"target_modules {config.target_modules!r} matched no nn.Linear/Conv1D module{hint}. "
+                         f"Candidate names: {', '.join(linear_candidates(model)) or '(none)'}")
     generator = None
     if config.seed is not None:
         generator = torch.Generator().manual_seed(int(config.seed))
     # Validate every target before changing anything.
+    from ...engine import MAX_QUBITS, qubits_for_dim
+
     for name in targets:
         mod = model.get_submodule(name)
         base = mod.base_layer if isinstance(mod, QAALayer) else mod
         d_in, _ = layer_dims(base)
         if config.n_qubits is not None and (1 << config.n_qubits) < d_in:
             raise ValueError(f"n_qubits={config.n_qubits} cannot embed {name} (width {d_in})")
-        from ...engine import MAX_QUBITS, qubits_for_dim
-
         if qubits_for_dim(d_in) > MAX_QUBITS:
             raise ValueError(f"{name}: input width {d_in} needs {qubits_for_dim(d_in)} qubits; the engine "
                              f"supports at most {MAX_QUBITS}")
-    for name in targets:
-        mod = model.get_submodule(name)
-        if isinstance(mod, QAALayer):
-            mod.add_adapter(adapter_name, config, generator)
-        else:
-            set_submodule(model, name, QAALayer(mod, adapter_name, config, generator))
-    configs = dict(existing)
-    configs[adapter_name] = config
-    model.qaa_configs = configs
-    model.qaa_active_adapter = adapter_name
-    _install_methods(model)
-    for _, layer in qaa_layers(model):
-        if adapter_name in layer.qaa_configs:
-            layer.active_adapter = adapter_name
-    _set_trainable(model, adapter_name if is_trainable else None)
+    first = not existing
+    snap = _snapshot(model)
+    try:
+        if first:
+            for p in model.parameters():
+                p.requires_grad_(False)
+        for name in targets:
+            mod = model.get_submodule(name)
+            if isinstance(mod, QAALayer):
+                mod.add_adapter(adapter_name, config, generator)
+            else:
+                set_submodule(model, name, QAALayer(mod, adapter_name, config, generator))
+        configs = dict(existing)
+        configs[adapter_name] = config
+        model.qaa_configs = configs
+        _install_methods(model)
+        _activate(model, adapter_name)
+        _set_trainable(model, adapter_name, is_trainable, others_frozen=is_trainable)
+    except BaseException:
+        _restore(model, snap)
+        raise
     return model
 
 
 def set_adapter(model: nn.Module, adapter_name: str, is_trainable: Optional[bool] = None) -> None:
-    """Make ``adapter_name`` the active adapter of every QAA layer holding it (others use none).
+    """Make ``adapter_name`` the active adapter of every QAA layer holding it (the others run no adapter).
 
-    With ``is_trainable=True`` its parameters become the only trainable ones. Raises KeyError if unknown.
+    ``is_trainable=None`` (default) changes no ``requires_grad``; ``True`` makes it the only trainable adapter;
+    ``False`` freezes it (other adapters unchanged). Parameters outside the adapters are never touched.
+    Raises KeyError if unknown.
     """
     configs = getattr(model, "qaa_configs", {})
     if adapter_name not in configs:
         raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}")
-    for _, layer in qaa_layers(model):
-        layer.active_adapter = adapter_name if adapter_name in layer.qaa_configs else None
-    model.qaa_active_adapter = adapter_name
+    _activate(model, adapter_name)
     if is_trainable is not None:
-        _set_trainable(model, adapter_name if is_trainable else None)
+        _set_trainable(model, adapter_name, bool(is_trainable), others_frozen=bool(is_trainable))
 
 
 @contextlib.contextmanager
@@ -156,12 +252,12 @@ def detach(model: nn.Module) -> nn.Module:
 
     Base parameters keep the ``requires_grad`` state attach gave them (frozen).
     """
-    for name, layer in list(qaa_layers(model)):
+    layers = list(qaa_layers(model))
+    # Outermost first; a QAA layer's internals are never wrapped, so every name still resolves.
+    for name, layer in layers:
         set_submodule(model, name, layer.base_layer)
-    for attr in ("qaa_configs", "qaa_active_adapter", "print_trainable_parameters", "get_nb_trainable_parameters",
-                 "merge_and_unload", "merge_adapter"):
-        if attr in model.__dict__:
-            del model.__dict__[attr]
+    for attr in _MODEL_ATTRS:
+        model.__dict__.pop(attr, None)
     return model
 
 
@@ -176,7 +272,7 @@ def _adapter_state(model: nn.Module, adapter_name: str) -> Tuple[Dict[str, torch
     for name, layer in qaa_layers(model):
         if adapter_name not in layer.qaa_configs:
             continue
-        circ = layer.circuit(adapter_name)
+        circ = layer._circuit(adapter_name)
         tensors[f"{name}.theta"] = layer.qaa_theta[adapter_name].detach().cpu().contiguous()
         tensors[f"{name}.out_proj.weight"] = layer.qaa_out[adapter_name].weight.detach().cpu().contiguous()
         modules[name] = {"d_in": layer.d_in, "d_out": layer.d_out, "n_qubits": circ.n_qubits,
@@ -189,18 +285,38 @@ def _adapter_state(model: nn.Module, adapter_name: str) -> Tuple[Dict[str, torch
     return tensors, modules
 
 
+def _check_finite(tensors: Dict[str, torch.Tensor], adapter_name: str) -> None:
+    for key, t in tensors.items():
+        if not torch.isfinite(t).all():
+            raise ValueError(f"adapter {adapter_name!r}: tensor {key} holds NaN or inf values (training diverged?); "
+                             "nothing was written (the loader would refuse it)")
+
+
+def _unwrap_compiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile``d model wraps (its ``_orig_mod``), else ``model``."""
+    inner = model.__dict__.get("_modules", {}).get("_orig_mod")
+    return inner if isinstance(inner, nn.Module) else model
+
+
 def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "default") -> None:
     """Write ``adapter_config.json`` and ``adapter_model.safetensors`` for one adapter into a folder.
 
     Both files are first written to temporary files and only then renamed into place, so a save that fails or
     is interrupted never leaves a half-written file and keeps a previously saved adapter loadable. The weights
     file also embeds the config and a sha256 of the tensors (safetensors metadata); the loader checks both
-    (the layout is :mod:`qaa.tuners.save_load`'s). Raises KeyError if the adapter does not exist.
+    (the layout is :mod:`qaa.tuners.save_load`'s). Module names are those of the uncompiled model (a
+    ``torch.compile``d model is saved as the model it wraps).
+
+    Raises:
+        KeyError: the adapter does not exist.
+        ValueError: a NaN or inf parameter or buffer (checked before the folder is touched).
     """
+    model = _unwrap_compiled(model)
     configs = getattr(model, "qaa_configs", {})
     if adapter_name not in configs:
         raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}")
     tensors, modules = _adapter_state(model, adapter_name)
+    _check_finite(tensors, adapter_name)
     from ... import __version__
 
     meta = configs[adapter_name].to_dict()
@@ -221,7 +337,7 @@ def _expected_layout(config: QAAConfig, name: str, info) -> Tuple[int, int, int,
     if d_in < 1 or d_out < 1:
         raise ValueError(f"adapter config: module {name!r} has invalid sizes d_in={d_in}, d_out={d_out}")
     need = config.n_qubits if config.n_qubits is not None else qubits_for_dim(d_in)
-    circ = circuit_for(config.ansatz, need, config.n_layers)
+    circ = _cached_circuit(config.ansatz, need, config.n_layers)
     if n_qubits != circ.n_qubits or n_params != circ.n_params:
         raise ValueError(f"adapter config: module {name!r} records n_qubits={n_qubits}, n_params={n_params}; "
                          f"the config implies {circ.n_qubits} and {circ.n_params}")
@@ -230,16 +346,14 @@ def _expected_layout(config: QAAConfig, name: str, info) -> Tuple[int, int, int,
 
 def _snapshot(model: nn.Module):
     """What attach can change: the module tree, requires_grad flags, active adapters, the model's qaa attributes."""
-    attrs = {k: model.__dict__[k] for k in ("qaa_configs", "qaa_active_adapter", "print_trainable_parameters",
-                                             "get_nb_trainable_parameters", "merge_and_unload", "merge_adapter")
-             if k in model.__dict__}
+    attrs = {k: model.__dict__[k] for k in _MODEL_ATTRS if k in model.__dict__}
     modules = dict(model.named_modules())
     grads = [(p, p.requires_grad) for p in model.parameters()]
     active = [(layer, layer.active_adapter, set(layer.qaa_configs)) for _, layer in qaa_layers(model)]
     return attrs, modules, grads, active
 
 
-def _restore(model: nn.Module, snap, adapter_name: str) -> None:
+def _restore(model: nn.Module, snap) -> None:
     attrs, modules, grads, active = snap
     for name, layer in list(qaa_layers(model)):
         if name not in modules or modules[name] is not layer:  # a layer attach created: put the base back
@@ -250,8 +364,7 @@ def _restore(model: nn.Module, snap, adapter_name: str) -> None:
         layer.active_adapter = prev_active
     for p, flag in grads:
         p.requires_grad_(flag)
-    for k in ("qaa_configs", "qaa_active_adapter", "print_trainable_parameters", "get_nb_trainable_parameters",
-              "merge_and_unload", "merge_adapter"):
+    for k in _MODEL_ATTRS:
         model.__dict__.pop(k, None)
     model.__dict__.update(attrs)
 
@@ -259,13 +372,26 @@ def _restore(model: nn.Module, snap, adapter_name: str) -> None:
 def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "default",
                  is_trainable: bool = False) -> nn.Module:
     """Attach the adapter saved in ``load_directory`` to ``model`` (a base model or one with other QAA
-    adapters) and return the model. Frozen unless ``is_trainable``.
+    adapters) and return the model.
+
+    ``load_directory`` is an adapter folder (:func:`save_adapter`) or a ``save_pretrained`` folder of an
+    attached model, whose adapter saved under ``adapter_name`` (in ``qaa_adapters/<adapter_name>``) is loaded.
+
+    Active and trainable afterwards (docs/design.md, "Reliability rules"): on a model without QAA adapters the
+    loaded adapter is active (the base is frozen) and trainable only if ``is_trainable``. On a model that has
+    adapters, ``is_trainable=False`` (a reference adapter) changes neither the active adapter nor any
+    ``requires_grad``; ``is_trainable=True`` makes it active and the only trainable adapter, as
+    :func:`attach` does. Parameters outside the adapters are left as they are.
 
     Everything is validated before the model is touched: a missing, truncated or corrupted file (the weights
     carry a checksum), a config and weights that disagree, a module that does not exist or has another shape,
     or a tensor of the wrong shape or a non-finite value raises (FileNotFoundError / ValueError) and leaves the
     model unchanged (should attaching still fail, the model is restored as it was).
     """
+    model = _unwrap_compiled(model)
+    nested = os.path.join(os.fspath(load_directory), PRETRAINED_ADAPTERS, str(adapter_name))
+    if not os.path.isfile(os.path.join(os.fspath(load_directory), "adapter_config.json")) and os.path.isdir(nested):
+        load_directory = nested
     meta, tensors = read_adapter_files(load_directory, PEFT_TYPE)
     modules = meta.get("modules")
     if not isinstance(modules, dict) or not modules:
@@ -315,8 +441,17 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
     # Attach exactly the saved modules, then copy the weights; undo everything if that still fails.
     config = QAAConfig.from_dict({**config.to_dict(), "target_modules": "|".join(re.escape(n) for n in modules)})
     snap = _snapshot(model)
+    had_adapters = bool(getattr(model, "qaa_configs", {}))
+    previous_active = getattr(model, "qaa_active_adapter", None)
     try:
         attach(model, config, adapter_name=adapter_name, is_trainable=is_trainable)
+        if had_adapters and not is_trainable:  # a reference adapter: what runs and what trains stay as they were
+            if previous_active is not None:
+                _activate(model, previous_active)
+            else:
+                for _, layer in qaa_layers(model):
+                    layer.active_adapter = None
+                model.qaa_active_adapter = None
         with torch.no_grad():
             for name, layer in qaa_layers(model):
                 if name not in modules:
@@ -330,7 +465,7 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
                     transform.set_statistics(tensors[f"{name}.input_mean"], tensors[f"{name}.input_scale"])
                     transform.calibrated = bool(modules[name].get("input_calibrated", True))
     except BaseException:
-        _restore(model, snap, adapter_name)
+        _restore(model, snap)
         raise
     return model
 
@@ -381,7 +516,10 @@ def param_groups(model: nn.Module, lr: float, theta_lr_ratio: float = 1.0,
 
 
 def detach_adapter(model: nn.Module, adapter_name: str) -> None:
-    """Remove one adapter; layers left with no adapter are unwrapped."""
+    """Remove one adapter; layers left with no adapter are unwrapped. If it was the active adapter, the first
+    remaining one becomes active (on every layer, as :func:`set_adapter`). Raises KeyError if unknown."""
+    if adapter_name not in getattr(model, "qaa_configs", {}):
+        raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(getattr(model, 'qaa_configs', {}))}")
     for name, layer in list(qaa_layers(model)):
         if adapter_name in layer.qaa_configs:
             layer.delete_adapter(adapter_name)
@@ -389,6 +527,12 @@ def detach_adapter(model: nn.Module, adapter_name: str) -> None:
                 set_submodule(model, name, layer.base_layer)
     configs = dict(getattr(model, "qaa_configs", {}))
     configs.pop(adapter_name, None)
+    if not configs:  # nothing left: the model is the base model again
+        for attr in _MODEL_ATTRS:
+            model.__dict__.pop(attr, None)
+        return
     model.qaa_configs = configs
-    if getattr(model, "qaa_active_adapter", None) == adapter_name:
-        model.qaa_active_adapter = next(iter(configs), None)
+    active = getattr(model, "qaa_active_adapter", None)
+    if active == adapter_name or active not in configs:
+        active = next(iter(configs))
+    _activate(model, active)
