@@ -176,6 +176,27 @@ def test_changed_gguf_file_or_failed_conversion(fake_gguf, monkeypatch):
     assert sorted(p.name for p in (cache / "models").iterdir()) == [f".{DEFAULT_MODEL}.lock", DEFAULT_MODEL]
 
 
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupted_cache_is_detected_and_rebuilt(fake_gguf, damage):
+    pkg, cache, calls = fake_gguf
+    first, _ = load_base_model()
+    weights = cache / "models" / DEFAULT_MODEL / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if damage == "truncate":
+        weights.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        data[-5] ^= 0x40  # a byte of the last tensor: still a valid file, another weight
+        weights.write_bytes(bytes(data))
+    again, _ = load_base_model()
+    assert len(calls) == 2  # converted again
+    assert _same_weights(again, tiny_llama(seed=2)[0])  # what the fake conversion writes on its second call
+
+
+def test_empty_model_folder_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no config.json"):
+        load_base_model(str(tmp_path))
+
+
 # ------------------------------------------------------------------------------------------------ real model
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ Every load passes ``local_files_only=True`` and sets ``HF_HUB_OFFLINE=1`` / ``TR
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -148,12 +149,35 @@ def _convert_gguf(gguf: Path, dest: Path) -> None:
     tokenizer.save_pretrained(str(dest))
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_digests(folder: Path) -> dict:
+    """``{file name: sha256}`` of the files of a converted model folder (the source record excluded)."""
+    return {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != _SOURCE_RECORD}
+
+
 def _cached_is_current(folder: Path, gguf: Path) -> bool:
+    """Whether ``folder`` holds the conversion of ``gguf``, intact: its record names this GGUF file and every
+    file it lists has its recorded sha256 (a truncated or flipped-byte cache is rebuilt, as the data cache is)."""
     try:
         record = json.loads((folder / _SOURCE_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
-    return record == _gguf_record(gguf) and (folder / "config.json").is_file()
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict) or not record["files"]:
+        return False
+    if {k: v for k, v in record.items() if k != "files"} != _gguf_record(gguf):
+        return False
+    try:
+        return (folder / "config.json").is_file() and all(
+            _sha256(folder / name) == digest for name, digest in record["files"].items())
+    except OSError:
+        return False
 
 
 def _default_model_folder() -> Path:
@@ -171,7 +195,8 @@ def _default_model_folder() -> Path:
         os.chmod(tmp, 0o755)                          # mkdtemp makes it private (0700)
         try:
             _convert_gguf(gguf, tmp)
-            atomic_write_text(tmp / _SOURCE_RECORD, json.dumps(_gguf_record(gguf), indent=2) + "\n")
+            record = {**_gguf_record(gguf), "files": _folder_digests(tmp)}
+            atomic_write_text(tmp / _SOURCE_RECORD, json.dumps(record, indent=2) + "\n")
             if final.exists():                        # stale (different GGUF file): move it aside
                 stale = Path(tempfile.mkdtemp(dir=models, prefix=f".{DEFAULT_MODEL}.old-"))
                 os.replace(final, stale / "model")
@@ -215,6 +240,9 @@ def load_base_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, dtype: torc
             raise FileNotFoundError(
                 f"{str(name_or_path)!r} is neither {DEFAULT_MODEL!r} nor a local model folder "
                 "(models are never downloaded; save one with save_pretrained and pass its folder)")
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{str(folder)!r} holds no config.json: not a transformers model folder "
+                                    "(save one with save_pretrained and pass its folder)")
     model, tokenizer = _load_folder(folder, dtype)
     _prepare_tokenizer(tokenizer)
     return _prepare_model(model, tokenizer), tokenizer

@@ -126,7 +126,9 @@ def main(argv=None) -> int:
             from .compare import run_compare
 
             run_compare(args)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+    except (ValueError, OSError, RuntimeError, FloatingPointError, ImportError) as e:
+        # OSError: unusable cache or output folders, unreadable model files (transformers raises OSError for
+        # a garbage config.json); the tool's message, never a traceback.
         print(f"qaa {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

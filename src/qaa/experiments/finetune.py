@@ -9,6 +9,7 @@ import time
 import torch
 
 from ..tuners.qaa import QAAConfig, attach, save_adapter
+from ..tuners.qaa.model import check_targets
 from ..tuners.save_load import atomic_write_text
 from ..tuners.utils import get_nb_trainable_parameters, print_trainable_parameters
 from .base_model import load_base_model
@@ -22,24 +23,51 @@ def score(model, tokenizer, task, test_ex, args, bertscore: bool, desc: str):
                               progress=not args.no_progress, desc=desc)
 
 
+def check_output_folder(out: str) -> None:
+    """Make sure ``qaa finetune`` can write its results into ``out`` before any work: create the folder and
+    write then remove a probe file in it and in ``out/adapter``.
+
+    Raises:
+        ValueError: ``out`` or ``out/adapter`` exists and is not a folder, or a folder cannot be created or
+            written (the message names it and the reason).
+    """
+    import tempfile
+
+    adapter = os.path.join(out, "adapter")
+    for folder in (out, adapter):
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"--out: {folder} exists and is not a folder")
+    for folder in (out, adapter):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".qaa-write-check-"):
+                pass
+        except OSError as e:
+            raise ValueError(f"--out: cannot write into {folder} ({e.strerror or e})") from e
+
+
 def run_finetune(args) -> dict:
     """Run ``qaa finetune`` with the parsed options ``args`` (checked by
-    :func:`qaa.experiments.settings.check_finetune_args`); returns the summary written to ``results.json``."""
+    :func:`qaa.experiments.settings.check_finetune_args`); returns the summary written to ``results.json``.
+
+    Raises ValueError (before the model is loaded) for an ``--out`` that cannot be written, and (before the base
+    model is evaluated) for ``--target-modules`` that match no linear layer of the model."""
+    check_output_folder(args.out)
+    config = QAAConfig(target_modules=args.target_modules.split(","), n_layers=args.n_layers,
+                       ansatz=args.ansatz, readout=args.readout, scaling=args.scaling,
+                       rescale_by_norm=args.rescale_by_norm, seed=args.seed)
     set_threads(args.threads)
     torch.manual_seed(args.seed)
-    os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
     model, tokenizer = load_base_model(args.model)
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s")
+    check_targets(model, config)
     train_ex, test_ex, encoded = prepare_task(args.task, tokenizer, args.test_fraction, args.split_seed,
                                               args.eval_size, args.max_length)
     print(f"task {args.task}: {len(train_ex)} training inputs ({len(encoded)} pairs), "
           f"{len(test_ex)} held-out inputs")
     base_hyps, base_metrics = score(model, tokenizer, args.task, test_ex, args, args.bertscore, "eval base")
 
-    config = QAAConfig(target_modules=args.target_modules.split(","), n_layers=args.n_layers,
-                       ansatz=args.ansatz, readout=args.readout, scaling=args.scaling,
-                       rescale_by_norm=args.rescale_by_norm, seed=args.seed)
     attach(model, config)
     print_trainable_parameters(model)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,

@@ -319,6 +319,9 @@ def check_finetune_args(args) -> None:
         at_least(name, lo)
     if args.threads > 1024:
         raise ValueError(f"--threads must be <= 1024, got {args.threads}")
+    for name, hi in (("steps", 10**7), ("batch_size", 10**5), ("max_length", 10**6), ("max_new_tokens", 10**6)):
+        if getattr(args, name) > hi:
+            raise ValueError(f"--{name.replace('_', '-')} must be <= {hi}, got {getattr(args, name)}")
     if not 0 < args.test_fraction < 1:
         raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     finite("lr", positive=True)

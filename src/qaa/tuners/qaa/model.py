@@ -79,6 +79,22 @@ def _find_targets(model: nn.Module, config: QAAConfig) -> List[str]:
     return targets
 
 
+def check_targets(model: nn.Module, config: QAAConfig) -> List[str]:
+    """The qualified names :func:`attach` would wrap with ``config``, without changing ``model``.
+
+    Raises:
+        ValueError: as :func:`attach` for targets (nothing matches, with the candidate names; invalid regex;
+            non-linear, nested or output-embedding targets).
+    """
+    targets = _find_targets(model, config)
+    if not targets:
+        hint = (" (a string is a regular expression matched against full names, e.g. '.*q_proj'; pass a list "
+                "to match by name)" if isinstance(config.target_modules, str) else "")
+        raise ValueError(f"target_modules {config.target_modules!r} matched no nn.Linear/Conv1D module{hint}. "
+                         f"Candidate names: {', '.join(linear_candidates(model)) or '(none)'}")
+    return targets
+
+
 def _merge_refused(*_args, **_kwargs):
     raise MergeError("QAA adapters cannot be merged into the base weights: the branch "
                      "P(readout(U(theta) embed(x))) is non-linear in x (normalisation and measurement), so no "
@@ -173,12 +189,7 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
     existing = getattr(model, "qaa_configs", {})
     if adapter_name in existing:
         raise ValueError(f"adapter {adapter_name!r} is already attached; choose another name")
-    targets = _find_targets(model, config)
-    if not targets:
-        hint = (" (a string is a regular expression matched against full names, e.g. '.*q_proj'; pass a list "
-                "to match by name)" if isinstance(config.target_modules, str) else "")
-        raise ValueError(f"target_modules {config.target_modules!r} matched no nn.Linear/Conv1D module{hint}. "
-                         f"Candidate names: {', '.join(linear_candidates(model)) or '(none)'}")
+    targets = check_targets(model, config)
     generator = None
     if config.seed is not None:
         generator = torch.Generator().manual_seed(int(config.seed))
