@@ -409,3 +409,39 @@ def test_random_sequences_run_the_active_adapter_alone(tmp_path):
                 assert layer.active_adapter == (active if active in layer.qaa_configs else None)
             torch.testing.assert_close(logits(model), reference_logits(model, active) if active else base,
                                        rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------ faults 8 and 16
+def test_failing_attach_leaves_the_model_as_it_was(monkeypatch):
+    model = qaa.attach(model_and_ids(), qaa.QAAConfig(n_layers=1, seed=0), adapter_name="a")
+    model.lm_head.weight.requires_grad_(True)
+    before_sd, before_grad = base_state(model), trainable(model)
+    before_modules = [(n, type(m)) for n, m in model.named_modules()]
+    original, calls = qaa.QAALayer.add_adapter, {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated failure while attaching")
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(qaa.QAALayer, "add_adapter", flaky)
+    with pytest.raises(RuntimeError, match="simulated"):
+        qaa.attach(model, qaa.QAAConfig(n_layers=1, seed=1), adapter_name="b")
+    monkeypatch.undo()
+    assert [(n, type(m)) for n, m in model.named_modules()] == before_modules
+    assert trainable(model) == before_grad and sorted(model.qaa_configs) == ["a"]
+    after = model.state_dict()
+    assert after.keys() == before_sd.keys() and all(torch.equal(after[k], before_sd[k]) for k in after)
+    assert all(l.active_adapter == "a" for _, l in qaa.qaa_layers(model))
+
+
+def test_compiled_model_saves_the_uncompiled_names(tmp_path):
+    model = qaa.attach(model_and_ids(), qaa.QAAConfig(n_layers=1, seed=0))
+    compiled = torch.compile(model)  # not run: compiling is not needed to save
+    qaa.save_adapter(compiled, str(tmp_path / "a"))
+    from safetensors.torch import load_file
+
+    keys = load_file(str(tmp_path / "a" / "adapter_model.safetensors")).keys()
+    assert keys and not any("_orig_mod" in k for k in keys)
+    qaa.load_adapter(model_and_ids(), str(tmp_path / "a"))
