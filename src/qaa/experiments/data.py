@@ -338,6 +338,16 @@ def _check_cap(value, name: str) -> int | None:
     return value
 
 
+def _group_by_input(examples: Iterable[Example]) -> dict[str, list[Example]]:
+    """Examples grouped by input, inputs in order of first appearance. Raises TypeError for a non-Example."""
+    by_input: dict[str, list[Example]] = {}
+    for ex in examples:
+        if not isinstance(ex, Example):
+            raise TypeError(f"expected Example items, got {type(ex).__name__}")
+        by_input.setdefault(ex.input, []).append(ex)
+    return by_input
+
+
 def split_by_input(examples: Sequence[Example], test_fraction: float = 0.2, seed: int = 0,
                    max_train: int | None = None, max_test: int | None = None
                    ) -> tuple[list[Example], list[Example]]:
@@ -368,11 +378,7 @@ def split_by_input(examples: Sequence[Example], test_fraction: float = 0.2, seed
         raise ValueError(f"seed must be an int, got {seed!r}")
     max_train = _check_cap(max_train, "max_train")
     max_test = _check_cap(max_test, "max_test")
-    by_input: dict[str, list[Example]] = {}
-    for ex in examples:
-        if not isinstance(ex, Example):
-            raise TypeError(f"expected Example items, got {type(ex).__name__}")
-        by_input.setdefault(ex.input, []).append(ex)
+    by_input = _group_by_input(examples)
     inputs = list(by_input)
     if len(inputs) < 2:
         raise ValueError(f"need at least 2 unique inputs to split, got {len(inputs)}")
@@ -409,11 +415,7 @@ def split_three(examples: Sequence[Example], split_seed: int = 0, val_fraction: 
         raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
     if isinstance(split_seed, bool) or not isinstance(split_seed, int):
         raise ValueError(f"split_seed must be an int, got {split_seed!r}")
-    by_input: dict[str, list[Example]] = {}
-    for ex in examples:
-        if not isinstance(ex, Example):
-            raise TypeError(f"expected Example items, got {type(ex).__name__}")
-        by_input.setdefault(ex.input, []).append(ex)
+    by_input = _group_by_input(examples)
     inputs = list(by_input)
     n = len(inputs)
     if n < 3:
