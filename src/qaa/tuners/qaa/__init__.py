@@ -5,8 +5,8 @@ from .calibrate import SCALE_EPS, calibrate_input_transform
 from .config import INPUT_TRANSFORMS, PEFT_TYPE, QAAConfig
 from .layer import InputStandardizer, QAALayer
 from .model import (MergeError, attach, detach, detach_adapter, disable_adapter, load_adapter, merge, param_groups,
-                    qaa_layers, save_adapter, set_adapter)
+                    qaa_layers, reset_adapter_parameters, save_adapter, set_adapter)
 
 __all__ = ["PEFT_TYPE", "INPUT_TRANSFORMS", "QAAConfig", "QAALayer", "InputStandardizer", "MergeError", "attach",
            "detach", "detach_adapter", "disable_adapter", "load_adapter", "merge", "param_groups", "qaa_layers",
-           "save_adapter", "set_adapter", "calibrate_input_transform", "SCALE_EPS"]
+           "save_adapter", "set_adapter", "reset_adapter_parameters", "calibrate_input_transform", "SCALE_EPS"]

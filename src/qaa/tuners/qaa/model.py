@@ -21,7 +21,8 @@ from .layer import QAALayer, _cached_circuit
 PRETRAINED_ADAPTERS = "qaa_adapters"
 #: Attributes attach sets on the model (removed by detach).
 _MODEL_ATTRS = ("qaa_configs", "qaa_active_adapter", "print_trainable_parameters", "get_nb_trainable_parameters",
-                "merge_and_unload", "merge_adapter", "save_pretrained")
+                "merge_and_unload", "merge_adapter", "save_pretrained", "qaa_set_adapter", "qaa_disable_adapter",
+                "qaa_base_model")
 
 
 class MergeError(RuntimeError):
@@ -118,8 +119,18 @@ def _save_pretrained(model: nn.Module, save_directory, *args, **kwargs):
             save_adapter(model, os.path.join(os.fspath(save_directory), PRETRAINED_ADAPTERS, name), name)
 
 
+def _base_model(model: nn.Module) -> nn.Module:
+    """``model.qaa_base_model()``: the model the adapters live in (attach works in place, so the model itself)."""
+    return model
+
+
 def _install_methods(model: nn.Module) -> None:
-    # functools.partial of module-level functions (not bound methods): the model stays picklable.
+    # functools.partial of module-level functions (not bound methods): the model stays picklable. The adapter
+    # methods carry a ``qaa_`` prefix: transformers models have their own ``set_adapter`` / ``disable_adapters``
+    # (for peft adapters), which an attached model must keep.
+    model.qaa_set_adapter = functools.partial(set_adapter, model)
+    model.qaa_disable_adapter = functools.partial(disable_adapter, model)
+    model.qaa_base_model = functools.partial(_base_model, model)
     model.print_trainable_parameters = functools.partial(print_trainable_parameters, model)
     model.get_nb_trainable_parameters = functools.partial(get_nb_trainable_parameters, model)
     model.merge_and_unload = _merge_refused
@@ -135,6 +146,24 @@ def _adapter_parameters(model: nn.Module, adapter_name: str) -> List[nn.Paramete
             params.append(layer.qaa_theta[adapter_name])
             params.extend(layer.qaa_out[adapter_name].parameters())
     return params
+
+
+def _foreign_adapter_parameters(model: nn.Module) -> set:
+    """ids of the parameters of other PEFT methods' adapters in ``model`` (peft's tuner layers, e.g. LoRA's
+    ``lora_A`` / ``lora_B``): modules naming their adapter parts in ``adapter_layer_names``, as peft's
+    ``BaseTunerLayer`` does. Found by that attribute alone, so peft need not be installed."""
+    ids = set()
+    for mod in model.modules():
+        if isinstance(mod, QAALayer):
+            continue
+        names = getattr(mod, "adapter_layer_names", None)
+        if not isinstance(names, (tuple, list)):
+            continue
+        for part in names:
+            sub = getattr(mod, part, None)
+            if isinstance(sub, nn.Module):
+                ids.update(id(p) for p in sub.parameters())
+    return ids
 
 
 def _set_trainable(model: nn.Module, adapter_name: str, trainable: bool, others_frozen: bool) -> None:
@@ -182,6 +211,7 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
         raise TypeError(f"config must be a QAAConfig, got {type(config).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    outer, model = model, _unwrap(model)
     config.validate()
     config = dataclasses.replace(config)  # the model's own copy (the caller may edit or reuse theirs)
     if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
@@ -209,8 +239,10 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
     snap = _snapshot(model)
     try:
         if first:
+            keep = _foreign_adapter_parameters(model)  # e.g. peft LoRA on other modules keeps training
             for p in model.parameters():
-                p.requires_grad_(False)
+                if id(p) not in keep:
+                    p.requires_grad_(False)
         for name in targets:
             mod = model.get_submodule(name)
             if isinstance(mod, QAALayer):
@@ -226,7 +258,7 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
     except BaseException:
         _restore(model, snap)
         raise
-    return model
+    return outer
 
 
 def set_adapter(model: nn.Module, adapter_name: str, is_trainable: Optional[bool] = None) -> None:
@@ -234,8 +266,9 @@ def set_adapter(model: nn.Module, adapter_name: str, is_trainable: Optional[bool
 
     ``is_trainable=None`` (default) changes no ``requires_grad``; ``True`` makes it the only trainable adapter;
     ``False`` freezes it (other adapters unchanged). Parameters outside the adapters are never touched.
-    Raises KeyError if unknown.
+    Raises KeyError if unknown. Also installed as ``model.qaa_set_adapter(adapter_name, is_trainable)``.
     """
+    model = _unwrap(model)
     configs = getattr(model, "qaa_configs", {})
     if adapter_name not in configs:
         raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}")
@@ -246,7 +279,8 @@ def set_adapter(model: nn.Module, adapter_name: str, is_trainable: Optional[bool
 
 @contextlib.contextmanager
 def disable_adapter(model: nn.Module):
-    """Context manager: inside it every QAA layer computes the base layer alone."""
+    """Context manager: inside it every QAA layer computes the base layer alone (other PEFT methods' adapters
+    are not affected). Also installed as ``model.qaa_disable_adapter()``."""
     layers = [layer for _, layer in qaa_layers(model)]
     previous = [layer.disabled for layer in layers]
     try:
@@ -263,13 +297,14 @@ def detach(model: nn.Module) -> nn.Module:
 
     Base parameters keep the ``requires_grad`` state attach gave them (frozen).
     """
+    outer, model = model, _unwrap(model)
     layers = list(qaa_layers(model))
     # Outermost first; a QAA layer's internals are never wrapped, so every name still resolves.
     for name, layer in layers:
         set_submodule(model, name, layer.base_layer)
     for attr in _MODEL_ATTRS:
         model.__dict__.pop(attr, None)
-    return model
+    return outer
 
 
 def merge(model: nn.Module) -> None:
@@ -303,10 +338,22 @@ def _check_finite(tensors: Dict[str, torch.Tensor], adapter_name: str) -> None:
                              "nothing was written (the loader would refuse it)")
 
 
-def _unwrap_compiled(model: nn.Module) -> nn.Module:
-    """The module a ``torch.compile``d model wraps (its ``_orig_mod``), else ``model``."""
-    inner = model.__dict__.get("_modules", {}).get("_orig_mod")
-    return inner if isinstance(inner, nn.Module) else model
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model QAA attaches to inside wrappers: a ``torch.compile``d model's ``_orig_mod``, a peft
+    ``PeftModel``'s base model (``get_base_model()``, the model holding the peft layers), else ``model``. QAA
+    module names are those of that model, whatever wraps it when saving or loading."""
+    for _ in range(4):  # a compiled PeftModel, a PeftModel of a compiled model, ...
+        inner = model.__dict__.get("_modules", {}).get("_orig_mod")
+        if isinstance(inner, nn.Module):
+            model = inner
+            continue
+        if hasattr(model, "peft_config") and callable(getattr(type(model), "get_base_model", None)):
+            inner = model.get_base_model()
+            if isinstance(inner, nn.Module) and inner is not model:
+                model = inner
+                continue
+        break
+    return model
 
 
 def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "default") -> None:
@@ -322,7 +369,7 @@ def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "def
         KeyError: the adapter does not exist.
         ValueError: a NaN or inf parameter or buffer (checked before the folder is touched).
     """
-    model = _unwrap_compiled(model)
+    model = _unwrap(model)
     configs = getattr(model, "qaa_configs", {})
     if adapter_name not in configs:
         raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}")
@@ -399,7 +446,7 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
     or a tensor of the wrong shape or a non-finite value raises (FileNotFoundError / ValueError) and leaves the
     model unchanged (should attaching still fail, the model is restored as it was).
     """
-    model = _unwrap_compiled(model)
+    outer, model = model, _unwrap(model)
     nested = os.path.join(os.fspath(load_directory), PRETRAINED_ADAPTERS, str(adapter_name))
     if not os.path.isfile(os.path.join(os.fspath(load_directory), "adapter_config.json")) and os.path.isdir(nested):
         load_directory = nested
@@ -478,6 +525,40 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
     except BaseException:
         _restore(model, snap)
         raise
+    return outer
+
+
+def reset_adapter_parameters(model: nn.Module, adapter_name: Optional[str] = None, device=None) -> nn.Module:
+    """Initialise the adapters of ``model`` (all, or ``adapter_name``) exactly as :func:`attach` did, and return
+    ``model``: the path that materialises a QAA model built on the meta device.
+
+    Per adapter, ``theta`` is drawn again layer by layer in attach's order from a generator seeded with the
+    adapter's ``config.seed`` (the same values attach drew, bit for bit); ``P`` is zeroed; an input transform
+    returns to the identity. With ``seed=None`` the angles come from torch's global generator (fresh values,
+    as attach's). Adapter tensors on the meta device are first materialised on ``device`` (default: each base
+    layer's device, the CPU where that is meta too). Base weights are not touched: load them as usual
+    (``load_state_dict``, ``from_pretrained``) or after ``model.to_empty(device=...)``. Typical use::
+
+        with torch.device("meta"):
+            model = qaa.attach(build_model(), config)
+        model.to_empty(device="cpu")
+        model.load_state_dict(base_state_dict, strict=False)   # the base weights
+        qaa.reset_adapter_parameters(model)                     # the adapters, as a normal attach made them
+
+    Raises:
+        KeyError: ``adapter_name`` is not attached.
+    """
+    inner = _unwrap(model)
+    configs = getattr(inner, "qaa_configs", {})
+    names = list(configs) if adapter_name is None else [adapter_name]
+    for name in names:
+        if name not in configs:
+            raise KeyError(f"no adapter named {name!r}; attached: {sorted(configs)}")
+        seed = configs[name].seed
+        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        for _, layer in qaa_layers(inner):
+            if name in layer.qaa_configs:
+                layer.reset_adapter_parameters(name, generator, device)
     return model
 
 
@@ -529,6 +610,7 @@ def param_groups(model: nn.Module, lr: float, theta_lr_ratio: float = 1.0,
 def detach_adapter(model: nn.Module, adapter_name: str) -> None:
     """Remove one adapter; layers left with no adapter are unwrapped. If it was the active adapter, the first
     remaining one becomes active (on every layer, as :func:`set_adapter`). Raises KeyError if unknown."""
+    model = _unwrap(model)
     if adapter_name not in getattr(model, "qaa_configs", {}):
         raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(getattr(model, 'qaa_configs', {}))}")
     for name, layer in list(qaa_layers(model)):
