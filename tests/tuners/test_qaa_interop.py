@@ -204,3 +204,40 @@ def test_to_empty_then_reset_reproduces_the_seeded_adapters():
     torch.testing.assert_close(meta_model(x), reference(x), rtol=0, atol=0)
     with pytest.raises(KeyError):
         qaa.reset_adapter_parameters(meta_model, "nope")
+
+
+def test_offloaded_model_runs_and_trains_with_adapters_attached_after_loading(tmp_path):
+    """``from_pretrained(device_map=..., offload_folder=...)`` then attach: the adapters live on the offloaded
+    layers' execution device (never on meta), and the model computes what a fully loaded one does."""
+    pytest.importorskip("accelerate")
+    from transformers import LlamaForCausalLM
+
+    base, _ = tiny_llama(hidden=32, layers=2)
+    base.save_pretrained(str(tmp_path / "base"))
+    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
+                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    offloaded = LlamaForCausalLM.from_pretrained(str(tmp_path / "base"), device_map=device_map,
+                                                 offload_folder=str(tmp_path / "offload"))
+    assert offloaded.model.layers[1].self_attn.q_proj.weight.device.type == "meta"
+    loaded = LlamaForCausalLM.from_pretrained(str(tmp_path / "base"))
+    config = qaa.QAAConfig(n_layers=1, seed=0)
+    for model in (offloaded, loaded):
+        qaa.attach(model, config)
+        with torch.no_grad():
+            for _, layer in qaa.qaa_layers(model):
+                w = layer.qaa_out["default"].weight
+                w.copy_(torch.linspace(-1, 1, w.numel()).reshape(w.shape))
+    assert all(p.device.type == "cpu" for _, layer in qaa.qaa_layers(offloaded)
+               for p in [*layer.qaa_theta.values(), *layer.qaa_out.parameters()])
+    for model in (offloaded, loaded):
+        model.eval()
+        model.zero_grad()
+        model(input_ids=_ids(), labels=_ids()).loss.backward()
+    with torch.no_grad():
+        torch.testing.assert_close(offloaded(input_ids=_ids()).logits, loaded(input_ids=_ids()).logits,
+                                   rtol=0, atol=0)
+    grads = {n: p.grad for n, p in loaded.named_parameters() if p.requires_grad}
+    for n, p in offloaded.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, n
+            torch.testing.assert_close(p.grad, grads[n], rtol=0, atol=0)

@@ -26,6 +26,19 @@ def circuit_for(ansatz: str, n_qubits: int, n_layers: int):
     return engine.build_circuit(ansatz, n_qubits, n_layers)
 
 
+def adapter_device(base_layer: nn.Module) -> torch.device:
+    """Where a new adapter of ``base_layer`` lives: the base weight's device, except for a base layer whose
+    weight accelerate offloaded (on meta, with an ``_hf_hook`` that loads it onto an ``execution_device`` for
+    each forward): the adapter, a few kB, then lives on that execution device and is never offloaded."""
+    device = base_layer.weight.device
+    if device.type == "meta":
+        hook = getattr(base_layer, "_hf_hook", None)
+        execution = getattr(hook, "execution_device", None)
+        if execution is not None:
+            device = torch.device(execution if not isinstance(execution, int) else f"cuda:{execution}")
+    return device
+
+
 def _in_backward() -> bool:
     """Whether the calling thread is running an autograd backward pass (e.g. a checkpoint's recomputation)."""
     return torch._C._current_graph_task_id() != -1
@@ -181,7 +194,7 @@ class QAALayer(nn.Module):
         n = self.n_qubits_for(config)
         circ = _cached_circuit(config.ansatz, n, config.n_layers)
         dtype = _DTYPES[config.dtype]
-        device = self.base_layer.weight.device
+        device = adapter_device(self.base_layer)
         theta = torch.empty(circ.n_params, dtype=dtype)
         theta.normal_(0.0, config.init_std, generator=generator)
         self.qaa_theta[name] = nn.Parameter(theta.to(device))
@@ -202,7 +215,7 @@ class QAALayer(nn.Module):
         transform back to the identity (uncalibrated).
 
         Tensors on the meta device (a model built under ``torch.device("meta")`` or with empty weights) are
-        first materialised on ``device`` (default: the base layer's device, or the CPU when that is meta too)
+        first materialised on ``device`` (default: :func:`adapter_device`, or the CPU when that is meta too)
         as new tensors (parameters keep ``requires_grad``; an optimizer built before holds the old ones).
         Raises KeyError for an unknown adapter.
         """
@@ -211,7 +224,7 @@ class QAALayer(nn.Module):
         cfg = self.qaa_configs[name]
         dtype = _DTYPES[cfg.dtype]
         if device is None:
-            device = self.base_layer.weight.device
+            device = adapter_device(self.base_layer)
             if device.type == "meta":
                 device = torch.device("cpu")
         # A meta tensor cannot take real storage in place (set_data refuses the device change): replace it.
