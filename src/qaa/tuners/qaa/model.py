@@ -193,9 +193,14 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
 
     The new adapter becomes active on every layer (layers without it run no adapter) and, unless
     ``is_trainable=False``, the only trainable adapter. The first attach freezes every parameter of the base
-    model; later ones leave parameters outside the adapters as they are (e.g. an ``lm_head`` the user unfroze).
+    model except other PEFT methods' adapters (peft tuner layers, e.g. LoRA on other modules, keep training);
+    later ones leave parameters outside the adapters as they are (e.g. an ``lm_head`` the user unfroze).
+    ``model`` may be wrapped by peft (``PeftModel``) or ``torch.compile``: QAA attaches to the model inside, and
+    module names are that model's (docs/design.md section 8).
     The model keeps its own copy of ``config``: editing or reusing the object afterwards changes nothing.
     Calling again with another ``adapter_name`` adds a second adapter (switch with :func:`set_adapter`). Adds
+    ``qaa_set_adapter(name, is_trainable=None)``, ``qaa_disable_adapter()`` and ``qaa_base_model()`` (prefixed:
+    transformers' own ``set_adapter`` / ``disable_adapters`` stay as they are),
     ``print_trainable_parameters()``, a ``merge_and_unload()`` that raises :class:`MergeError`, and (for
     transformers models) a ``save_pretrained`` that writes the base weights under their own names and the
     adapters beside them. A failing attach leaves the model as it was.
