@@ -25,5 +25,15 @@ __all__ = [
     "disable_adapter", "get_nb_trainable_parameters", "load_adapter", "load_adapter_weights", "merge",
     "print_trainable_parameters",
     "qaa_features", "qaa_layers", "save_adapter", "set_adapter", "trainable_parameters_line", "ansatz_names",
-    "build_circuit", "qubits_for_dim", "calibrate_input_transform", "unwrap_model", "__version__",
+    "build_circuit", "qubits_for_dim", "calibrate_input_transform", "unwrap_model", "QAATrainer", "extract_adapter",
+    "__version__",
 ]
+
+
+def __getattr__(name):
+    # QAATrainer and extract_adapter need transformers: imported on first use, not with the package.
+    if name in ("QAATrainer", "extract_adapter"):
+        from .tuners.qaa import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
