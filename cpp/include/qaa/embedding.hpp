@@ -1,4 +1,6 @@
-// Amplitude embedding of one real vector and its vector-Jacobian product (host code, header-only).
+// Amplitude embedding of one real vector and its vector-Jacobian product: the single definition of the row
+// classification, the overflow-free norm and the embedded values, used by the CPU backend (embed_row,
+// embed_row_vjp below) and by the CUDA kernels (which reduce the same per-entry quantities over a block).
 //
 // psi0 = x_pad / ||x||, x_pad = x zero-padded at the end to 2^n entries (PennyLane AmplitudeEmbedding with
 // normalize=True, pad_with=0.0). Defined behaviour for rows without a state:
@@ -6,71 +8,140 @@
 //     0 and its gradients are 0 (the frozen path of the layer already carries the NaN, if any);
 //   * a row holding +-inf (and no NaN) embeds as its limit: the infinite entries become +-1, the finite ones
 //     0, then the row is normalised; its norm is reported as +inf and its input gradient as 0.
-// The norm is computed without overflow or underflow by scaling with max|x_i| first.
+// The norm is computed without overflow or underflow by scaling with max|x_i| first; the sum of squares is
+// accumulated in double for float inputs.
+//
+// Computing a row's statistics takes two passes over it, each a reduction that may be split (one thread or
+// one block of threads):
+//   1. RowScan: row_scan_add per entry, partial scans combined field by field (has_nan: max, n_inf: sum,
+//      amax: max); row_stats_begin then classifies the row (classify_row) and prepares the scaling;
+//   2. for a regular row only, ss = sum of row_square_term per entry; row_stats_finish(st, ss).
+// embedded_value then gives each amplitude, embed_vjp_value each entry of the input gradient.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
-#include <limits>
+
+#include "qaa/host_device.hpp"
 
 namespace qaa {
 
-/// Kind of a row, as classified by `embed_row`.
+/// Kind of a row, as classified by `classify_row`.
 enum class RowKind : int { kRegular = 0, kZero = 1, kInfinite = 2, kNaN = 3 };
 
-/// Embed row x[0..d) into out[0..dim) (dim >= d, amplitudes of type A: T or std::complex<T>).
-/// Returns the row kind and writes ||x|| (0 for zero/NaN rows, +inf for infinite rows) to *norm.
-template <typename T, typename A>
-inline RowKind embed_row(const T* x, int64_t d, int64_t dim, A* out, T* norm) {
-  T amax = 0;
-  bool has_nan = false, has_inf = false;
-  for (int64_t i = 0; i < d; ++i) {
-    const T v = x[i];
-    if (std::isnan(v)) { has_nan = true; break; }
-    if (std::isinf(v)) has_inf = true;
-    const T a = std::fabs(v);
-    if (a > amax) amax = a;
+/// Running first-pass statistics of (part of) a row.
+template <typename T>
+struct RowScan {
+  int has_nan = 0;  // 1 when an entry is NaN
+  int n_inf = 0;    // number of +-inf entries
+  T amax = 0;       // max |x_i| over the non-NaN entries (+inf when one is infinite)
+};
+
+template <typename T>
+QAA_HOST_DEVICE inline void row_scan_add(RowScan<T>& s, T v) {
+  if (hd::is_nan(v)) {
+    s.has_nan = 1;
+    return;
   }
-  if (has_nan || amax == T(0)) {
-    for (int64_t i = 0; i < dim; ++i) out[i] = A(0);
-    *norm = 0;
-    return has_nan ? RowKind::kNaN : RowKind::kZero;
-  }
-  if (has_inf) {
-    int64_t count = 0;
-    for (int64_t i = 0; i < d; ++i) count += std::isinf(x[i]) ? 1 : 0;
-    const T inv = T(1) / std::sqrt(static_cast<T>(count));
-    for (int64_t i = 0; i < d; ++i) out[i] = std::isinf(x[i]) ? A(x[i] > 0 ? inv : -inv) : A(0);
-    for (int64_t i = d; i < dim; ++i) out[i] = A(0);
-    *norm = std::numeric_limits<T>::infinity();
-    return RowKind::kInfinite;
-  }
-  // Scaled sum of squares, accumulated in double for float inputs.
-  const double amax_d = static_cast<double>(amax);
-  const double inv_amax = 1.0 / amax_d;
-  // 1/amax overflows for a subnormal double amax (below ~5.6e-309): divide by amax instead.
-  const bool divide = !std::isfinite(inv_amax);
-  double ss = 0;
-  for (int64_t i = 0; i < d; ++i) {
-    const double v = divide ? static_cast<double>(x[i]) / amax_d : static_cast<double>(x[i]) * inv_amax;
-    ss += v * v;
-  }
-  const double nrm_scaled = std::sqrt(ss);            // in [1, sqrt(d)]
-  if (divide) {
-    for (int64_t i = 0; i < d; ++i) out[i] = A(static_cast<T>(static_cast<double>(x[i]) / amax_d / nrm_scaled));
-  } else {
-    const double scale = inv_amax / nrm_scaled;       // 1 / ||x||, finite as amax is finite and > 0
-    for (int64_t i = 0; i < d; ++i) out[i] = A(static_cast<T>(static_cast<double>(x[i]) * scale));
-  }
-  for (int64_t i = d; i < dim; ++i) out[i] = A(0);
-  *norm = static_cast<T>(amax_d * nrm_scaled);        // +inf when ||x|| exceeds T's range
+  if (hd::is_inf(v)) ++s.n_inf;
+  const T a = v < T(0) ? -v : v;
+  if (a > s.amax) s.amax = a;
+}
+
+/// The row classification: NaN first, then infinite, then all-zero, else regular.
+template <typename T>
+QAA_HOST_DEVICE inline RowKind classify_row(const RowScan<T>& s) {
+  if (s.has_nan) return RowKind::kNaN;
+  if (s.n_inf > 0) return RowKind::kInfinite;
+  if (s.amax == T(0)) return RowKind::kZero;
   return RowKind::kRegular;
 }
 
-/// VJP of embed_row for a regular row: given psi0[0..d) = x/||x||, ||x||, the cotangent g of psi0
-/// (only its first d entries matter) and the cotangent gn of ||x||, write
-///   grad_x = (g - psi0 <psi0, g>) / ||x|| + gn * psi0.
-/// For zero, NaN and infinite rows the gradient is 0.
+/// What embedding a row needs: its kind; for regular rows max|x_i|, ||x||/max|x_i| and 1/||x|| as one factor
+/// when 1/max|x_i| is finite (`divide` false); 1/sqrt(#inf) for infinite rows; ||x|| rounded to T.
+template <typename T>
+struct RowStats {
+  RowKind kind = RowKind::kZero;
+  bool divide = false;     // 1/max|x_i| overflows (subnormal double max): divide by amax, then by nrm_scaled
+  double amax = 0;
+  double inv_amax = 0;
+  double nrm_scaled = 0;   // ||x|| / max|x_i|, in [1, sqrt(d)]
+  double scale = 0;        // 1/||x|| when !divide
+  T inv_inf = 0;
+  T norm = 0;              // 0 for zero and NaN rows, +inf for infinite rows
+};
+
+/// Classify the scanned row and prepare everything but the regular row's sum of squares.
+template <typename T>
+QAA_HOST_DEVICE inline RowStats<T> row_stats_begin(const RowScan<T>& s) {
+  RowStats<T> st;
+  st.kind = classify_row(s);
+  if (st.kind == RowKind::kInfinite) {
+    st.inv_inf = T(1) / hd::square_root(static_cast<T>(s.n_inf));
+    st.norm = hd::infinity<T>();
+  } else if (st.kind == RowKind::kRegular) {
+    st.amax = static_cast<double>(s.amax);
+    st.inv_amax = 1.0 / st.amax;
+    st.divide = !hd::is_finite(st.inv_amax);
+  }
+  return st;
+}
+
+/// Term of entry x_i in the regular row's scaled sum of squares.
+template <typename T>
+QAA_HOST_DEVICE inline double row_square_term(const RowStats<T>& st, T xi) {
+  const double v = st.divide ? static_cast<double>(xi) / st.amax : static_cast<double>(xi) * st.inv_amax;
+  return v * v;
+}
+
+/// Complete a regular row's statistics from ss = the sum of row_square_term over its entries.
+template <typename T>
+QAA_HOST_DEVICE inline void row_stats_finish(RowStats<T>& st, double ss) {
+  st.nrm_scaled = hd::square_root(ss);
+  st.scale = st.inv_amax / st.nrm_scaled;              // 1 / ||x||, finite as amax is finite and > 0
+  st.norm = static_cast<T>(st.amax * st.nrm_scaled);   // +inf when ||x|| exceeds T's range
+}
+
+/// The embedded amplitude of entry x_i (i < d) of a row with statistics st (padding entries are 0).
+template <typename T>
+QAA_HOST_DEVICE inline T embedded_value(const RowStats<T>& st, T xi) {
+  if (st.kind == RowKind::kRegular) {
+    return st.divide ? static_cast<T>(static_cast<double>(xi) / st.amax / st.nrm_scaled)
+                     : static_cast<T>(static_cast<double>(xi) * st.scale);
+  }
+  if (st.kind == RowKind::kInfinite) return hd::is_inf(xi) ? (xi > T(0) ? st.inv_inf : -st.inv_inf) : T(0);
+  return T(0);
+}
+
+/// Entry i of the embedding's VJP for a regular row: given psi0_i = x_i/||x||, the cotangent g_i of psi0_i,
+/// dot = <psi0, g> over the row's d entries, ||x|| and the cotangent gn of ||x||:
+///   grad_x_i = (g_i - psi0_i dot) / ||x|| + gn psi0_i.
+/// Divides by the norm (not multiplies by its inverse): for a subnormal norm 1/norm is inf and a zero
+/// projected cotangent would give 0 * inf = NaN; the quotient is 0 there, or overflows to +-inf.
+QAA_HOST_DEVICE inline double embed_vjp_value(double psi0_i, double g_i, double dot, double norm, double gn) {
+  return (g_i - psi0_i * dot) / norm + gn * psi0_i;
+}
+
+/// Embed row x[0..d) into out[0..dim) (dim >= d, amplitudes of type A: T or std::complex<T>) on the host.
+/// Returns the row kind and writes ||x|| (0 for zero/NaN rows, +inf for infinite rows) to *norm.
+template <typename T, typename A>
+inline RowKind embed_row(const T* x, int64_t d, int64_t dim, A* out, T* norm) {
+  RowScan<T> scan;
+  for (int64_t i = 0; i < d && !scan.has_nan; ++i) row_scan_add(scan, x[i]);
+  RowStats<T> st = row_stats_begin(scan);
+  if (st.kind == RowKind::kRegular) {
+    double ss = 0;
+    for (int64_t i = 0; i < d; ++i) ss += row_square_term(st, x[i]);
+    row_stats_finish(st, ss);
+  }
+  for (int64_t i = 0; i < d; ++i) out[i] = A(embedded_value(st, x[i]));
+  for (int64_t i = d; i < dim; ++i) out[i] = A(0);
+  *norm = st.norm;
+  return st.kind;
+}
+
+/// VJP of embed_row on the host: given psi0[0..d) (the embedded row), ||x||, the cotangent g of psi0 (only
+/// its first d entries matter) and the cotangent gn of ||x||, write grad_x[0..d) (embed_vjp_value). For
+/// zero, NaN and infinite rows the gradient is 0.
 template <typename T>
 inline void embed_row_vjp(RowKind kind, const T* psi0, T norm, const T* g, T gn, int64_t d, T* grad_x) {
   if (kind != RowKind::kRegular) {
@@ -79,12 +150,10 @@ inline void embed_row_vjp(RowKind kind, const T* psi0, T norm, const T* g, T gn,
   }
   double dot = 0;
   for (int64_t i = 0; i < d; ++i) dot += static_cast<double>(psi0[i]) * static_cast<double>(g[i]);
-  // Divide by the norm (not multiply by its inverse): for a subnormal norm 1/norm is inf and a zero
-  // projected cotangent would give 0 * inf = NaN; the quotient is 0 there, or overflows to +-inf.
   const double nrm = static_cast<double>(norm);
   for (int64_t i = 0; i < d; ++i) {
-    grad_x[i] = static_cast<T>((static_cast<double>(g[i]) - static_cast<double>(psi0[i]) * dot) / nrm +
-                               static_cast<double>(gn) * static_cast<double>(psi0[i]));
+    grad_x[i] = static_cast<T>(embed_vjp_value(static_cast<double>(psi0[i]), static_cast<double>(g[i]), dot, nrm,
+                                               static_cast<double>(gn)));
   }
 }
 

@@ -407,7 +407,7 @@ inline void lane_z_from_probs(T* p, int n, T* z /* n*W */) {
       T* o = p + i * W;
 #pragma omp simd
       for (int l = 0; l < W; ++l) {
-        zq[l] += a[l] - b[l];
+        zq[l] += z_term(a[l], false) + z_term(b[l], true);  // wire q clear in a, set in b
         o[l] = a[l] + b[l];
       }
     }
@@ -415,7 +415,7 @@ inline void lane_z_from_probs(T* p, int n, T* z /* n*W */) {
   }
 }
 
-/// Diagonal observable per lane: o[k][l] = sum_q g_l[q] (1 - 2 bit_q(k)) for z; g_l[k] for probs.
+/// Diagonal observable per lane: o[k][l] = sum_q z_term(g_l[q], wire_set(k, n, q)) for z; g_l[k] for probs.
 template <typename T, int W>
 inline void lane_observable(int n, Readout r, const T* g /* lanes x F, row stride F */, int lanes, T* o) {
   const int64_t N = int64_t{1} << n;
@@ -434,7 +434,10 @@ inline void lane_observable(int n, Readout r, const T* g /* lanes x F, row strid
   for (int b = 0; b < n; ++b) {
     const int64_t half = int64_t{1} << b;
     T delta[W];
-    for (int l = 0; l < W; ++l) delta[l] = l < lanes ? T(2) * g[l * F + (n - 1 - b)] : T(0);
+    for (int l = 0; l < W; ++l) {
+      const T gq = l < lanes ? g[l * F + wire_bit(n, b)] : T(0);
+      delta[l] = z_term(gq, false) - z_term(gq, true);  // change of the term when wire n-1-b is set
+    }
     for (int64_t k = 0; k < half; ++k) {
       const T* src = o + k * W;
       T* dst = o + (k | half) * W;

@@ -155,7 +155,11 @@ class CpuBackend final : public Backend<T> {
         if (cx) std::fill(st.im, st.im + N * W, T(0));
         for (const auto& op : prog.ops) apply_op<T, W>(prog, op, st, N, false);
         T* p = st.tmp_re;
-        for (int64_t k = 0; k < N * W; ++k) p[k] = st.re[k] * st.re[k] + (cx ? st.im[k] * st.im[k] : T(0));
+        if (cx) {
+          for (int64_t k = 0; k < N * W; ++k) p[k] = probability(st.re[k], st.im[k]);
+        } else {
+          for (int64_t k = 0; k < N * W; ++k) p[k] = probability(st.re[k]);
+        }
         if (r == Readout::kProbs) {
           for (int l = 0; l < lanes; ++l)
             for (int64_t k = 0; k < N; ++k) features[(b0 + l) * F + k] = p[k * W + l];

@@ -19,9 +19,9 @@ inline T re_conj_mul(std::complex<T> a, std::complex<T> b) { return a.real() * b
 template <typename T>
 inline T im_conj_mul(std::complex<T> a, std::complex<T> b) { return a.real() * b.imag() - a.imag() * b.real(); }
 template <typename T>
-inline T abs2(T a) { return a * a; }
+inline T abs2(T a) { return probability(a); }
 template <typename T>
-inline T abs2(std::complex<T> a) { return a.real() * a.real() + a.imag() * a.imag(); }
+inline T abs2(std::complex<T> a) { return probability(a.real(), a.imag()); }
 
 /// A gate with its matrices evaluated for one theta: m = forward 2x2 matrix, mi = its inverse.
 template <typename T>
@@ -180,13 +180,13 @@ inline void readout_state(const A* psi, int n, Readout r, T* features) {
     for (int64_t k = 0; k < N; ++k) features[k] = abs2(psi[k]);
     return;
   }
-  // <Z_q> via halving: z_q = sum over blocks of (sum of |psi|^2 with bit q = 0) - (bit q = 1).
+  // <Z_q> via halving: z_q = sum over blocks of the z_term of |psi|^2 with wire q clear and set.
   for (int q = 0; q < n; ++q) {
-    const int64_t s = int64_t{1} << (n - 1 - q);
+    const int64_t s = int64_t{1} << wire_bit(n, q);
     double acc = 0;
     for (int64_t i0 = 0; i0 < N; i0 += 2 * s) {
       T part = 0;
-      for (int64_t j = i0; j < i0 + s; ++j) part += abs2(psi[j]) - abs2(psi[j + s]);
+      for (int64_t j = i0; j < i0 + s; ++j) part += z_term(abs2(psi[j]), false) + z_term(abs2(psi[j + s]), true);
       acc += part;
     }
     features[q] = static_cast<T>(acc);
@@ -201,13 +201,15 @@ inline void observable_diag(int n, Readout r, const T* g, T* o) {
     for (int64_t k = 0; k < N; ++k) o[k] = g[k];
     return;
   }
-  // o_k = sum_q g_q (1 - 2 bit_q(k)), built by doubling over the bits.
+  // o_k = sum_q z_term(g_q, wire_set(k, n, q)), built by doubling over the bits: setting wire q changes the
+  // term of g_q from z_term(g_q, false) to z_term(g_q, true).
   T total = 0;
   for (int q = 0; q < n; ++q) total += g[q];
   o[0] = total;
   for (int b = 0; b < n; ++b) {
     const int64_t half = int64_t{1} << b;
-    const T delta = T(2) * g[n - 1 - b];  // bit b belongs to wire n-1-b
+    const T gq = g[wire_bit(n, b)];  // bit b belongs to wire n-1-b
+    const T delta = z_term(gq, false) - z_term(gq, true);
     for (int64_t k = 0; k < half; ++k) o[k | half] = o[k] - delta;
   }
 }

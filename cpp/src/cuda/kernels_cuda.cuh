@@ -11,6 +11,8 @@
 #include <cstdint>
 
 #include "qaa/circuit.hpp"
+#include "qaa/embedding.hpp"
+#include "qaa/readout.hpp"
 
 namespace qaa::cuda {
 
@@ -27,12 +29,6 @@ inline constexpr int kRowThreads = 128;
 /// Rotations whose matrices one build_matrices_kernel launch computes (descriptors travel as kernel
 /// arguments, so no host-to-device copy is needed; 4 + 4 * 256 bytes of parameters).
 inline constexpr int kRotationsPerLaunch = 256;
-
-// Row kinds, same values as qaa::RowKind (embedding.hpp).
-inline constexpr int kRowRegular = 0;
-inline constexpr int kRowZero = 1;
-inline constexpr int kRowInfinite = 2;
-inline constexpr int kRowNaN = 3;
 
 // ---------------------------------------------------------------------------------------------------------
 // Block-wide reductions. Every thread of the block must call them (no divergent call sites); the result is
@@ -68,80 +64,24 @@ __device__ inline V block_all_reduce(V v, Op op, V identity) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Amplitude embedding (same semantics and rounding as embed_row in embedding.hpp).
+// Amplitude embedding: the row statistics of embedding.hpp, each pass reduced over the block.
 // ---------------------------------------------------------------------------------------------------------
 
-/// What embedding a row needs: its kind, for regular rows max|x_i| and ||x||/max|x_i|, or 1/||x|| as one factor
-/// when that is finite (`divide` false), 1/sqrt(#inf) for infinite rows, and ||x|| rounded to T.
-template <typename T>
-struct RowStats {
-  int kind;
-  bool divide;       // 1/max|x_i| overflows (subnormal double max): divide by amax, then by nrm_scaled
-  double scale;      // 1/||x|| when !divide
-  double amax;
-  double nrm_scaled;
-  T inv_inf;
-  T norm;
-};
-
-/// Classify row x[0..d) and compute its norm without overflow (scaled by max|x_i| first, summed in double).
+/// Statistics of row x[0..d) (embedding.hpp), each of its two passes split over the block's threads.
 /// Called by every thread of a block; the result is block-uniform.
 template <typename T>
 __device__ RowStats<T> row_stats(const T* x, int64_t d) {
-  T amax = 0;
-  int has_nan = 0, n_inf = 0;
-  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-    const T v = x[i];
-    if (isnan(v)) {
-      has_nan = 1;
-    } else {
-      if (isinf(v)) ++n_inf;
-      const T a = v < T(0) ? -v : v;
-      if (a > amax) amax = a;
-    }
-  }
-  has_nan = block_all_reduce(has_nan, MaxOp{}, 0);
-  n_inf = block_all_reduce(n_inf, SumOp{}, 0);
-  amax = block_all_reduce(amax, MaxOp{}, T(0));
-  RowStats<T> st{kRowRegular, false, 0.0, 0.0, 0.0, T(0), T(0)};
-  if (has_nan) {
-    st.kind = kRowNaN;
-    return st;
-  }
-  if (n_inf > 0) {
-    st.kind = kRowInfinite;
-    st.inv_inf = T(1) / sqrt(static_cast<T>(n_inf));
-    st.norm = static_cast<T>(INFINITY);
-    return st;
-  }
-  if (amax == T(0)) {
-    st.kind = kRowZero;
-    return st;
-  }
-  st.amax = static_cast<double>(amax);
-  const double inv_amax = 1.0 / st.amax;
-  st.divide = !isfinite(inv_amax);
+  RowScan<T> scan;
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) row_scan_add(scan, x[i]);
+  scan.has_nan = block_all_reduce(scan.has_nan, MaxOp{}, 0);
+  scan.n_inf = block_all_reduce(scan.n_inf, SumOp{}, 0);
+  scan.amax = block_all_reduce(scan.amax, MaxOp{}, T(0));
+  RowStats<T> st = row_stats_begin(scan);
+  if (st.kind != RowKind::kRegular) return st;  // block-uniform branch
   double ss = 0;
-  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-    const double v = st.divide ? static_cast<double>(x[i]) / st.amax : static_cast<double>(x[i]) * inv_amax;
-    ss += v * v;
-  }
-  ss = block_all_reduce(ss, SumOp{}, 0.0);
-  st.nrm_scaled = sqrt(ss);  // in [1, sqrt(d)]
-  st.scale = inv_amax / st.nrm_scaled;
-  st.norm = static_cast<T>(st.amax * st.nrm_scaled);  // +inf when ||x|| exceeds T's range
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) ss += row_square_term(st, x[i]);
+  row_stats_finish(st, block_all_reduce(ss, SumOp{}, 0.0));
   return st;
-}
-
-/// The embedded amplitude of entry x_i of a row with statistics st.
-template <typename T>
-__device__ inline T embedded_value(const RowStats<T>& st, T xi) {
-  if (st.kind == kRowRegular) {
-    return st.divide ? static_cast<T>(static_cast<double>(xi) / st.amax / st.nrm_scaled)
-                     : static_cast<T>(static_cast<double>(xi) * st.scale);
-  }
-  if (st.kind == kRowInfinite) return isinf(xi) ? (xi > T(0) ? st.inv_inf : -st.inv_inf) : T(0);
-  return T(0);
 }
 
 /// x[B,d] -> out[B,N] (complex, imaginary part 0) and norms[B] (skipped when null). One block per row.
@@ -167,7 +107,7 @@ __global__ void embed_vjp_kernel(const T* __restrict__ x, int64_t B, int64_t d, 
     const T* xr = x + b * d;
     T* gx = grad_x + b * d;
     const RowStats<T> st = row_stats(xr, d);
-    if (st.kind != kRowRegular) {  // block-uniform branch
+    if (st.kind != RowKind::kRegular) {  // block-uniform branch
       for (int64_t i = threadIdx.x; i < d; i += blockDim.x) gx[i] = T(0);
       continue;
     }
@@ -179,13 +119,12 @@ __global__ void embed_vjp_kernel(const T* __restrict__ x, int64_t B, int64_t d, 
       dot += static_cast<double>(p) * static_cast<double>(g);
     }
     dot = block_all_reduce(dot, SumOp{}, 0.0);
-    // Divide by the norm rather than multiply by its inverse: for a subnormal norm the inverse is inf.
     const double nrm = static_cast<double>(st.norm);
     const double gn = grad_norms != nullptr ? static_cast<double>(grad_norms[b]) : 0.0;
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
       const double p = static_cast<double>(embedded_value(st, xr[i]));
       const double g = static_cast<double>(T(2) * l[i].re);
-      gx[i] = static_cast<T>((g - p * dot) / nrm + gn * p);
+      gx[i] = static_cast<T>(embed_vjp_value(p, g, dot, nrm, gn));
     }
   }
 }
@@ -199,11 +138,11 @@ template <typename T>
 __global__ void probs_kernel(const Amp<T>* __restrict__ psi, int64_t total, T* __restrict__ probs) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const Amp<T> a = psi[i];
-    probs[i] = a.re * a.re + a.im * a.im;
+    probs[i] = probability(a.re, a.im);
   }
 }
 
-/// z[b, q] = sum_k |psi[b, k]|^2 (1 - 2 bit_q(k)), wire q = bit n-1-q. One block per row.
+/// z[b, q] = <Z_q> of row b (readout.hpp), accumulated in double. One block per row.
 template <typename T>
 __global__ void z_kernel(const Amp<T>* __restrict__ psi, int64_t B, int n, T* __restrict__ z) {
   const int64_t N = int64_t{1} << n;
@@ -213,8 +152,8 @@ __global__ void z_kernel(const Amp<T>* __restrict__ psi, int64_t B, int n, T* __
     const Amp<T>* p = psi + b * N;
     for (int64_t k = threadIdx.x; k < N; k += blockDim.x) {
       const Amp<T> a = p[k];
-      const double pr = static_cast<double>(a.re) * a.re + static_cast<double>(a.im) * a.im;
-      for (int q = 0; q < n; ++q) acc[q] += ((k >> (n - 1 - q)) & 1) ? -pr : pr;
+      const double pr = probability(static_cast<double>(a.re), static_cast<double>(a.im));
+      for (int q = 0; q < n; ++q) acc[q] += z_term(pr, wire_set(k, n, q));
     }
     for (int q = 0; q < n; ++q) {
       const double s = block_all_reduce(acc[q], SumOp{}, 0.0);
@@ -224,7 +163,7 @@ __global__ void z_kernel(const Amp<T>* __restrict__ psi, int64_t B, int n, T* __
 }
 
 /// lam[b, k] = o_b[k] * phi[b, k] where o_b is the diagonal observable with <psi|O_b|psi> = <g_b, readout(psi)>:
-/// probs: o_b[k] = g[b, k]; z: o_b[k] = sum_q g[b, q] (1 - 2 bit_q(k)). total = B * N.
+/// probs: o_b[k] = g[b, k]; z: o_b[k] = sum_q z_term(g[b, q], wire_set(k, n, q)). total = B * N.
 template <typename T>
 __global__ void observable_kernel(const Amp<T>* __restrict__ phi, Amp<T>* __restrict__ lam, const T* __restrict__ g,
                                   int64_t total, int n, int readout_probs) {
@@ -237,7 +176,7 @@ __global__ void observable_kernel(const Amp<T>* __restrict__ phi, Amp<T>* __rest
       const int64_t b = i >> n, k = i & mask;
       const T* gb = g + b * n;
       double acc = 0;
-      for (int q = 0; q < n; ++q) acc += ((k >> (n - 1 - q)) & 1) ? -static_cast<double>(gb[q]) : gb[q];
+      for (int q = 0; q < n; ++q) acc += z_term(static_cast<double>(gb[q]), wire_set(k, n, q));
       o = static_cast<T>(acc);
     }
     const Amp<T> a = phi[i];

@@ -1,0 +1,61 @@
+// Portability layer for the math shared by the host (CPU backend) and device (CUDA kernels) code.
+//
+// QAA_HOST_DEVICE marks a function callable from both: `__host__ __device__` when the file is compiled by
+// nvcc, nothing for a host compiler. Functions so marked use only the helpers below (no std:: calls that
+// have no device overload, no exceptions, no allocation).
+#pragma once
+
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define QAA_HOST_DEVICE __host__ __device__
+#else
+#define QAA_HOST_DEVICE
+#endif
+
+namespace qaa::hd {
+
+// In the device pass of nvcc the unqualified functions are CUDA's device overloads (float and double).
+template <typename T>
+QAA_HOST_DEVICE inline bool is_nan(T v) {
+#if defined(__CUDA_ARCH__)
+  return isnan(v);
+#else
+  return std::isnan(v);
+#endif
+}
+
+template <typename T>
+QAA_HOST_DEVICE inline bool is_inf(T v) {
+#if defined(__CUDA_ARCH__)
+  return isinf(v);
+#else
+  return std::isinf(v);
+#endif
+}
+
+template <typename T>
+QAA_HOST_DEVICE inline bool is_finite(T v) {
+#if defined(__CUDA_ARCH__)
+  return isfinite(v);
+#else
+  return std::isfinite(v);
+#endif
+}
+
+template <typename T>
+QAA_HOST_DEVICE inline T square_root(T v) {
+#if defined(__CUDA_ARCH__)
+  return sqrt(v);
+#else
+  return std::sqrt(v);
+#endif
+}
+
+/// +infinity of T.
+template <typename T>
+QAA_HOST_DEVICE inline T infinity() {
+  return static_cast<T>(HUGE_VAL);
+}
+
+}  // namespace qaa::hd
