@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 from .config import QAAConfig
 from .engine import ansatz_names, build_circuit, qubits_for_dim
+from .engines import engines
 from .function import QAAFunction, qaa_features
 from .layer import QAALayer
 from .model import (MergeError, attach, detach, detach_adapter, disable_adapter, get_nb_trainable_parameters,
@@ -22,5 +23,5 @@ __all__ = [
     "QAAConfig", "QAAFunction", "QAALayer", "MergeError", "attach", "detach", "detach_adapter",
     "disable_adapter", "get_nb_trainable_parameters", "load_adapter", "merge", "print_trainable_parameters",
     "qaa_features", "qaa_layers", "save_adapter", "set_adapter", "trainable_parameters_line", "ansatz_names",
-    "build_circuit", "qubits_for_dim", "__version__",
+    "build_circuit", "qubits_for_dim", "engines", "__version__",
 ]
