@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# GPU check of the CUDA (cuStateVec) backend, in one run on a machine with an NVIDIA GPU (~3-6 min on an
+# GPU check of the CUDA engines (fused kernel; cuStateVec when QAA_CUSTATEVEC=ON/AUTO finds it), in one run on a machine with an NVIDIA GPU (~3-6 min on an
 # H200 with 16 cores):
 #   1. pip-installs this project with the CUDA engine (QAA_CUDA=ON, --no-build-isolation --no-deps: nothing is
 #      downloaded; custatevec-cu13 is installed from $WHEELHOUSE when the environment lacks it)
 #   2. builds and runs the C++ tests with CTest (CPU and CUDA; skipped when GoogleTest is not installed)
 #   3. runs tests/test_cuda.py (CUDA vs CPU engine parity) with QAA_REQUIRE_CUDA=1, so skips become failures
-#   4. runs benchmarks/bench_gpu.py (GPU engine vs CPU engine vs torch dense unitary; self-checking)
+#   4. runs benchmarks/bench_fused.py (fused kernel: float64 reference, finite differences, bitwise repeat of
+#      grad theta, CUDA-event timings, PASS/FAIL per target of the fused engine, bench_fused.json)
+#   5. runs benchmarks/bench_gpu.py (GPU engine vs CPU engine vs torch dense unitary; self-checking)
+# and packs every log into $OUT/gpu_logs.tar.gz (few files come back from a GPU machine).
+# QAA_CUSTATEVEC (default OFF: the GPU image has no cuStateVec; AUTO/ON to build the per-gate engine too).
 # and prints PASSED or FAILED (exit status 0 / 1).
 #
 # Environment: OUT (results folder; default ./gpu_results), PYTHON (default python3), WHEELHOUSE (folder of
@@ -92,9 +96,9 @@ record environment ok
 # ---------------------------------------------------------------- 1. pip install with the CUDA engine
 log "pip install (QAA_CUDA=ON)"
 if timeout 900 "$PYTHON" -m pip install --no-build-isolation --no-deps --force-reinstall -v \
-     -C cmake.define.QAA_CUDA=ON -C build-dir="$ROOT/build/gpu-wheel" . \
+     -C cmake.define.QAA_CUDA=ON -C cmake.define.QAA_CUSTATEVEC="${QAA_CUSTATEVEC:-OFF}" -C build-dir="$ROOT/build/gpu-wheel" . \
      > "$OUT/pip_install.log" 2>&1; then
-  grep -E "qaa: CUDA backend" "$OUT/pip_install.log" || true
+  grep -E "qaa: " "$OUT/pip_install.log" || true
   record install ok
 else
   tail -40 "$OUT/pip_install.log"
@@ -113,7 +117,7 @@ assert r is None, r
 # ---------------------------------------------------------------- 2. C++ tests (CTest)
 GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
-if cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DQAA_CUDA=ON -DQAA_BUILD_TESTS=ON \
+if cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DQAA_CUDA=ON -DQAA_CUSTATEVEC="${QAA_CUSTATEVEC:-OFF}" -DQAA_BUILD_TESTS=ON \
      -DQAA_BUILD_PYTHON=OFF -DPython_EXECUTABLE="$(command -v "$PYTHON")" > "$OUT/ctest.log" 2>&1; then
   if timeout 600 cmake --build "$BUILD" -j "$JOBS" >> "$OUT/ctest.log" 2>&1; then
     if (cd "$BUILD" && timeout 600 ctest --output-on-failure -j 4 >> "$OUT/ctest.log" 2>&1); then
@@ -150,7 +154,15 @@ else
   record pytest FAIL
 fi
 
-# ---------------------------------------------------------------- 4. benchmark
+# ---------------------------------------------------------------- 4. fused-kernel benchmark and targets
+log "benchmarks/bench_fused.py"
+if (cd / && timeout 600 "$PYTHON" "$ROOT/benchmarks/bench_fused.py" --out "$OUT"); then
+  record bench_fused ok
+else
+  record bench_fused "FAIL (see gpu_check.log)"
+fi
+
+# ---------------------------------------------------------------- 5. per-gate benchmark
 log "benchmarks/bench_gpu.py ${BENCH_ARGS:-}"
 # shellcheck disable=SC2086
 if (cd / && timeout 900 "$PYTHON" "$ROOT/benchmarks/bench_gpu.py" --out "$OUT" ${BENCH_ARGS:-}); then
@@ -158,3 +170,6 @@ if (cd / && timeout 900 "$PYTHON" "$ROOT/benchmarks/bench_gpu.py" --out "$OUT" $
 else
   record bench FAIL
 fi
+
+# ---------------------------------------------------------------- pack the logs (few files come back)
+(cd "$OUT" && tar czf gpu_logs.tar.gz --exclude gpu_logs.tar.gz ./*.log ./*.xml ./*.json 2>/dev/null) || true
