@@ -6,7 +6,11 @@ float64 loss on a few angles; grad theta bitwise equal over 3 repeats; edge rows
 features and zero grad_x. Then times forward + backward (engine calls) and the autograd layer
 (qaa.engine.qaa_features forward + backward) with CUDA events after warm-up, median and p90 of >= 20, and
 prints achieved GFLOP/s against the work model of the kernel, one PASS/FAIL line per issue target and a
-JSON file (--out/bench_fused.json). Prints the machine and versions first.
+JSON file (--out/bench_fused.json). In the same run, for the same data: the per-gate cuStateVec engine (when
+built in), torch's dense unitary through autograd (bench_gpu.dense_forward_backward) and the CPU engine (at
+B = 1k); ratios are theirs over the fused engine's. Prints the machine and versions first. Floors (H200):
+67 TFLOP/s float32 (non-tensor) and 4.8 TB/s HBM; the printed ratios say how far from each floor a run is.
+Also the dense-path calibration for GPU: gradient-free forward, fused kernel vs one GEMM with U, L = 4..64.
 
     python benchmarks/bench_fused.py [--out DIR] [--reps 30]
 """
@@ -19,7 +23,15 @@ import platform
 import statistics
 import sys
 
+import time
+
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_gpu import dense_forward_backward, z_signs  # noqa: E402  (the dense autograd reference)
+
+PEAK_TFLOPS = float(os.environ.get("QAA_PEAK_TFLOPS", "67"))   # H200 float32, non-tensor
+PEAK_TBS = float(os.environ.get("QAA_PEAK_TBS", "4.8"))        # H200 HBM3e
 
 
 def timed(fn, reps):
@@ -146,15 +158,61 @@ def main():
         except Exception as exc:  # report, do not hide
             lmed = lp90 = float("nan")
             failures.append(f"autograd layer n={n} B={B}: {exc!r}")
-        # work model: forward 6 flops per pair per rotation, backward recompute + 16 per pair per rotation
+        # work model: forward 6 flops per pair per rotation; backward recompute + 16 per pair per rotation
         flops = B * n * 4 * (2 ** (n - 1)) * (6 + 6 + 16)
-        gflops = flops / (med * 1e-3) / 1e9
+        # compulsory traffic: x read twice (forward, backward), grad_x written, features written, g read
+        nbytes = 4 * B * (3 * d + 2 * n)
+        tflops = flops / (med * 1e-3) / 1e12
+        gbs = nbytes / (med * 1e-3) / 1e9
+        row = {"engine_ms_median": med, "engine_ms_p90": p90, "layer_ms_median": lmed, "layer_ms_p90": lp90,
+               "target_ms": target, "tflops": tflops, "gbs": gbs,
+               "flop_floor_ms": flops / (PEAK_TFLOPS * 1e12) * 1e3, "byte_floor_ms": nbytes / (PEAK_TBS * 1e12) * 1e3}
+        # peers, same data, same run
+        info = dict(eng.build_info())
+        if info.get("custatevec"):
+            eng.set_engine("custatevec")
+            try:
+                row["custatevec_ms"] = timed(lambda: run(circ, th, x, "z", g), max(5, args.reps // 3))[0]
+            finally:
+                eng.set_engine("fused")
+        zs = z_signs(n, torch.float32, dev)
+        gates = list(circ.gates)
+        row["torch_dense_ms"] = timed(lambda: dense_forward_backward(gates, n, th, x, "z", g,
+                                                                     torch.zeros(B, device=dev), zs), 5)[0]
+        if B <= 1024:
+            xc, thc, gc = x.cpu(), th.cpu(), g.cpu()
+            fc, nc = torch.empty(B, n), torch.empty(B)
+            gtc, gxc = torch.empty_like(thc), torch.empty_like(xc)
+
+            def cpu_call():
+                cpu.forward(circ, thc, xc, "z", fc, nc)
+                cpu.backward(circ, thc, xc, "z", gc, None, gtc, gxc)
+
+            cpu_call()
+            t0 = time.perf_counter()
+            for _ in range(5):
+                cpu_call()
+            row["cpu_engine_ms"] = (time.perf_counter() - t0) / 5 * 1e3
+        results[f"n{n}_B{B}"] = row
+        peers = "; ".join(f"{k[:-3]} {row[k]:.3f} ms ({row[k] / med:.1f}x)" for k in
+                          ("custatevec_ms", "torch_dense_ms", "cpu_engine_ms") if k in row)
+        print(f"n={n} B={B}: engine {med:.3f} ms (p90 {p90:.3f}), autograd layer {lmed:.3f} ms (p90 {lp90:.3f}); "
+              f"{tflops:.1f} TFLOP/s ({row['flop_floor_ms'] / med:.2f} of the FLOP floor), {gbs:.0f} GB/s "
+              f"({row['byte_floor_ms'] / med:.2f} of the byte floor); peers: {peers}")
         ok = lmed <= target
-        key = f"n{n}_B{B}"
-        results[key] = {"engine_ms_median": med, "engine_ms_p90": p90, "layer_ms_median": lmed,
-                        "layer_ms_p90": lp90, "target_ms": target, "gflops": gflops}
         lines.append(f"{'PASS' if ok else 'FAIL'} n={n} L=4 B={B} fp32 fwd+VJP via autograd: {lmed:.3f} ms "
-                     f"(p90 {lp90:.3f}; engine {med:.3f} ms, p90 {p90:.3f}; {gflops:.0f} GFLOP/s) target <= {target} ms")
+                     f"(engine {med:.3f} ms) target <= {target} ms")
+    # dense-path calibration (gradient-free forward, n = 10, B = 8k)
+    from qaa import engine as qeng
+    xb = torch.randn(8192, 960, device=dev)
+    for L in (4, 16, 64):
+        circ = cpu.Circuit.from_ansatz("ry_cnot_ring", 10, L)
+        th = torch.randn(circ.n_params, device=dev)
+        ts = timed(lambda: qeng.forward_features(circ, th, xb, "z", path="state"), 10)[0]
+        td = timed(lambda: qeng.forward_features(circ, th, xb, "z", path="dense"), 10)[0]
+        results[f"dense_calibration_L{L}"] = {"state_ms": ts, "dense_ms": td}
+        print(f"dense calibration n=10 L={L} B=8192 no-grad forward: fused {ts:.3f} ms, dense {td:.3f} ms -> "
+              f"{'dense' if td < ts else 'fused'} faster (set QAA_DENSE_GEMM_SPEEDUP_CUDA from these)")
     for f in failures:
         print("CHECK FAILED:", f)
     for ln in lines:

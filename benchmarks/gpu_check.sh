@@ -7,7 +7,8 @@
 #   3. runs tests/test_cuda.py (CUDA vs CPU engine parity) with QAA_REQUIRE_CUDA=1, so skips become failures
 #   4. runs benchmarks/bench_fused.py (fused kernel: float64 reference, finite differences, bitwise repeat of
 #      grad theta, CUDA-event timings, PASS/FAIL per target of the fused engine, bench_fused.json)
-#   5. runs benchmarks/bench_gpu.py (GPU engine vs CPU engine vs torch dense unitary; self-checking)
+#   5. runs benchmarks/bench_train_step.py --random-init (SmolLM2-135M architecture, QAA vs LoRA r=8 on q/v)
+#   6. runs benchmarks/bench_gpu.py (GPU engine vs CPU engine vs torch dense unitary; self-checking)
 # and packs every log into $OUT/gpu_logs.tar.gz (few files come back from a GPU machine).
 # QAA_CUSTATEVEC (default OFF: the GPU image has no cuStateVec; AUTO/ON to build the per-gate engine too).
 # and prints PASSED or FAILED (exit status 0 / 1).
@@ -162,7 +163,16 @@ else
   record bench_fused "FAIL (see gpu_check.log)"
 fi
 
-# ---------------------------------------------------------------- 5. per-gate benchmark
+# ---------------------------------------------------------------- 5. training step, QAA vs LoRA (random weights)
+log "benchmarks/bench_train_step.py --random-init"
+if (cd / && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 timeout 600 "$PYTHON" "$ROOT/benchmarks/bench_train_step.py" \
+      --random-init --batch 8 --seq 256 --steps 5 --json "$OUT/train_step.json"); then
+  record train_step ok
+else
+  record train_step "FAIL (see gpu_check.log)"
+fi
+
+# ---------------------------------------------------------------- 6. per-gate benchmark
 log "benchmarks/bench_gpu.py ${BENCH_ARGS:-}"
 # shellcheck disable=SC2086
 if (cd / && timeout 900 "$PYTHON" "$ROOT/benchmarks/bench_gpu.py" --out "$OUT" ${BENCH_ARGS:-}); then

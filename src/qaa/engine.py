@@ -35,6 +35,9 @@ READOUTS = ("z", "probs")
 #: ``benchmarks/bench_engine.py`` (see benchmarks/README.md).
 DENSE_BATCH_FACTOR = float(os.environ.get("QAA_DENSE_BATCH_FACTOR", "1.5"))
 DENSE_GEMM_SPEEDUP = float(os.environ.get("QAA_DENSE_GEMM_SPEEDUP", "1.0"))  # measured: <= 1 on the 2-core CPU
+#: The same ratio for CUDA tensors, where the per-state path is the fused kernel and the GEMM is cuBLAS's;
+#: ``benchmarks/bench_fused.py`` measures the crossover (1.0, the flop-count rule, until measured).
+DENSE_GEMM_SPEEDUP_CUDA = float(os.environ.get("QAA_DENSE_GEMM_SPEEDUP_CUDA", "1.0"))
 
 _REAL = (torch.float32, torch.float64)
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
@@ -233,7 +236,7 @@ def forward_features(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kin
         raise ValueError(f"path must be 'auto', 'state' or 'dense', got {path!r}")
     B = x.shape[0]
     if path == "auto":
-        path = "dense" if prefer_dense(circuit, B) else "state"
+        path = "dense" if prefer_dense(circuit, B, x.device.type) else "state"
     if path == "dense" and B > 0:
         return _forward_dense(circuit, theta, x, kind)
     feats = torch.empty(B, n_features(circuit, kind), dtype=x.dtype, device=x.device)
@@ -243,13 +246,15 @@ def forward_features(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kin
     return feats, norms
 
 
-def prefer_dense(circuit: Circuit, batch: int) -> bool:
-    """Whether the dense-matrix path is expected to be faster for a gradient-free forward of ``batch`` states."""
+def prefer_dense(circuit: Circuit, batch: int, device_type: str = "cpu") -> bool:
+    """Whether the dense-matrix path is expected to be faster for a gradient-free forward of ``batch`` states
+    on a device of type ``device_type`` (``"cpu"`` or ``"cuda"``)."""
     N = circuit.dim
     if batch <= DENSE_BATCH_FACTOR * N:  # cheap test first: this runs on every gradient-free forward
         return False
     rotations = sum(1 for g in circuit.gates if g[3] >= 0)
-    return 3.0 * rotations * N * DENSE_GEMM_SPEEDUP > 2.0 * N * N
+    speedup = DENSE_GEMM_SPEEDUP_CUDA if device_type == "cuda" else DENSE_GEMM_SPEEDUP
+    return 3.0 * rotations * N * speedup > 2.0 * N * N
 
 
 def _forward_dense(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kind: str):

@@ -23,6 +23,15 @@
 #include "qaa/host_device.hpp"
 #include "qaa/readout.hpp"
 
+// Full unrolling of the loops over a lane's registers, so register indices are compile-time constants.
+#if defined(__CUDA_ARCH__)
+#define QAA_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__) && !defined(__clang__)
+#define QAA_UNROLL _Pragma("GCC unroll 32")
+#else
+#define QAA_UNROLL
+#endif
+
 namespace qaa::fused {
 
 template <int V>
@@ -66,7 +75,7 @@ QAA_HOST_DEVICE inline uint32_t thread_part(const Frame& f, int thread_bits, int
 /// reg[j] = logical image of register index j under frame f.
 QAA_HOST_DEVICE inline void reg_parts(const Frame& f, uint32_t (&reg)[kRegs]) {
   reg[0] = 0;
-#pragma unroll
+QAA_UNROLL
   for (int j = 1; j < kRegs; ++j) {
     int low = 0;
     while (!((j >> low) & 1)) ++low;
@@ -92,7 +101,7 @@ template <int BIT, typename T, bool CPLX>
 QAA_HOST_DEVICE inline void rotate(Regs<T, CPLX>& r, int gate, T c, T s) {
   constexpr int lo = (1 << BIT) - 1;
   if (!CPLX || gate == static_cast<int>(GateKind::RY)) {
-#pragma unroll
+QAA_UNROLL
     for (int i = 0; i < kRegs / 2; ++i) {
       const int j0 = ((i & ~lo) << 1) | (i & lo), j1 = j0 | (1 << BIT);
       const T a = r.re[j0], b = r.re[j1];
@@ -106,7 +115,7 @@ QAA_HOST_DEVICE inline void rotate(Regs<T, CPLX>& r, int gate, T c, T s) {
     }
   } else if constexpr (CPLX) {
     if (gate == static_cast<int>(GateKind::RX)) {
-#pragma unroll
+QAA_UNROLL
       for (int i = 0; i < kRegs / 2; ++i) {
         const int j0 = ((i & ~lo) << 1) | (i & lo), j1 = j0 | (1 << BIT);
         const T ar = r.re[j0], ai = r.im[j0], br = r.re[j1], bi = r.im[j1];
@@ -116,7 +125,7 @@ QAA_HOST_DEVICE inline void rotate(Regs<T, CPLX>& r, int gate, T c, T s) {
         r.im[j1] = c * bi - s * ar;
       }
     } else {  // RZ: diag(c - i s, c + i s)
-#pragma unroll
+QAA_UNROLL
       for (int i = 0; i < kRegs / 2; ++i) {
         const int j0 = ((i & ~lo) << 1) | (i & lo), j1 = j0 | (1 << BIT);
         const T ar = r.re[j0], ai = r.im[j0], br = r.re[j1], bi = r.im[j1];
@@ -136,7 +145,7 @@ QAA_HOST_DEVICE inline T grad_term(const Regs<T, CPLX>& phi, const Regs<T, CPLX>
   constexpr int lo = (1 << BIT) - 1;
   T acc = 0;
   if (!CPLX || gate == static_cast<int>(GateKind::RY)) {
-#pragma unroll
+QAA_UNROLL
     for (int i = 0; i < kRegs / 2; ++i) {
       const int j0 = ((i & ~lo) << 1) | (i & lo), j1 = j0 | (1 << BIT);
       acc += lam.re[j1] * phi.re[j0] - lam.re[j0] * phi.re[j1];
@@ -144,7 +153,7 @@ QAA_HOST_DEVICE inline T grad_term(const Regs<T, CPLX>& phi, const Regs<T, CPLX>
     }
   } else if constexpr (CPLX) {
     const bool x = gate == static_cast<int>(GateKind::RX);
-#pragma unroll
+QAA_UNROLL
     for (int i = 0; i < kRegs / 2; ++i) {
       const int j0 = ((i & ~lo) << 1) | (i & lo), j1 = j0 | (1 << BIT);
       if (x) {
@@ -213,7 +222,7 @@ QAA_HOST_DEVICE void transpose(Ex& ex, const Plan& P, int from, int to, bool lam
     uint32_t reg[kRegs];
     reg_parts(ff, reg);
     const uint32_t base = thread_part(ff, P.thread_bits, t);
-#pragma unroll
+QAA_UNROLL
     for (int j = 0; j < kRegs; ++j) {
       const int a = pad_index(base ^ reg[j]);
       ex.buf_re[a] = r.re[j];
@@ -226,7 +235,7 @@ QAA_HOST_DEVICE void transpose(Ex& ex, const Plan& P, int from, int to, bool lam
     uint32_t reg[kRegs];
     reg_parts(ft, reg);
     const uint32_t base = thread_part(ft, P.thread_bits, t);
-#pragma unroll
+QAA_UNROLL
     for (int j = 0; j < kRegs; ++j) {
       const int a = pad_index(base ^ reg[j]);
       r.re[j] = ex.buf_re[a];
@@ -243,7 +252,7 @@ QAA_HOST_DEVICE void apply_cz(Regs<T, CPLX>& r, const Plan& P, const Frame& f, i
   reg_parts(f, reg);
   const uint32_t base = thread_part(f, P.thread_bits, t);
   const uint32_t both = (1u << a) | (1u << b);
-#pragma unroll
+QAA_UNROLL
   for (int j = 0; j < kRegs; ++j) {
     if (((base ^ reg[j]) & both) == both) {
       r.re[j] = -r.re[j];
@@ -301,7 +310,7 @@ QAA_HOST_DEVICE RowStats<T> embed(Ex& ex, const Plan& P, const Args<T>& A, int64
     uint32_t reg[kRegs];
     reg_parts(f, reg);
     const uint32_t base = thread_part(f, P.thread_bits, t);
-    #pragma unroll
+    QAA_UNROLL
     for (int j = 0; j < kRegs; ++j) {
       const uint32_t k = base ^ reg[j];
       if (k < d) row_scan_add(sc, xr[k]);
@@ -322,7 +331,7 @@ QAA_HOST_DEVICE RowStats<T> embed(Ex& ex, const Plan& P, const Args<T>& A, int64
           reg_parts(f, reg);
           const uint32_t base = thread_part(f, P.thread_bits, t);
           double acc = 0;
-          #pragma unroll
+          QAA_UNROLL
           for (int j = 0; j < kRegs; ++j) {
             const uint32_t k = base ^ reg[j];
             if (regular && k < d) acc += row_square_term(st, xr[k]);
@@ -336,7 +345,7 @@ QAA_HOST_DEVICE RowStats<T> embed(Ex& ex, const Plan& P, const Args<T>& A, int64
     uint32_t reg[kRegs];
     reg_parts(f, reg);
     const uint32_t base = thread_part(f, P.thread_bits, t);
-#pragma unroll
+QAA_UNROLL
     for (int j = 0; j < kRegs; ++j) {
       const uint32_t k = base ^ reg[j];
       L.phi.re[j] = k < d ? embedded_value(st, xr[k]) : T(0);
@@ -354,7 +363,7 @@ QAA_HOST_DEVICE void load_store(Ex& ex, const Plan& P, const Frame& f, const T* 
     uint32_t reg[kRegs];
     reg_parts(f, reg);
     const uint32_t base = thread_part(f, P.thread_bits, t);
-#pragma unroll
+QAA_UNROLL
     for (int j = 0; j < kRegs; ++j) {
       const uint32_t k = base ^ reg[j];
       const bool in_range = active && k < N;
@@ -387,7 +396,7 @@ QAA_HOST_DEVICE void readout(Ex& ex, const Plan& P, const Args<T>& A, int64_t ro
       uint32_t reg[kRegs];
       reg_parts(f, reg);
       const uint32_t base = thread_part(f, P.thread_bits, t);
-#pragma unroll
+QAA_UNROLL
       for (int j = 0; j < kRegs; ++j) {
         const uint32_t k = base ^ reg[j];
         if (active && k < N) A.features[row * int64_t(N) + k] = prob(L.phi, j);
@@ -402,7 +411,7 @@ QAA_HOST_DEVICE void readout(Ex& ex, const Plan& P, const Args<T>& A, int64_t ro
           reg_parts(f, reg);
           const uint32_t base = thread_part(f, P.thread_bits, t);
           T acc = 0;
-#pragma unroll
+QAA_UNROLL
           for (int j = 0; j < kRegs; ++j) acc += z_term(prob(L.phi, j), wire_set(base ^ reg[j], n, q));
           return acc;
         },
@@ -424,7 +433,7 @@ QAA_HOST_DEVICE void observable(Ex& ex, const Plan& P, const Args<T>& A, int64_t
     uint32_t reg[kRegs];
     reg_parts(f, reg);
     const uint32_t base = thread_part(f, P.thread_bits, t);
-#pragma unroll
+QAA_UNROLL
     for (int j = 0; j < kRegs; ++j) {
       const uint32_t k = base ^ reg[j];
       T o = 0;
@@ -458,7 +467,7 @@ QAA_HOST_DEVICE void embed_vjp(Ex& ex, const Plan& P, const Args<T>& A, const Ro
           reg_parts(f, reg);
           const uint32_t base = thread_part(f, P.thread_bits, t);
           double acc = 0;
-          #pragma unroll
+          QAA_UNROLL
           for (int j = 0; j < kRegs; ++j) {
             const uint32_t k = base ^ reg[j];
             if (regular && k < d) acc += static_cast<double>(embedded_value(st, xr[k])) * static_cast<double>(T(2) * L.lam.re[j]);
@@ -473,7 +482,7 @@ QAA_HOST_DEVICE void embed_vjp(Ex& ex, const Plan& P, const Args<T>& A, const Ro
     uint32_t reg[kRegs];
     reg_parts(f, reg);
     const uint32_t base = thread_part(f, P.thread_bits, t);
-#pragma unroll
+QAA_UNROLL
     for (int j = 0; j < kRegs; ++j) {
       const uint32_t k = base ^ reg[j];
       if (k < d) {
@@ -522,7 +531,7 @@ QAA_HOST_DEVICE void run_state(Ex& ex, const Plan& P, const HalfAngles<T>& ha, c
       uint32_t reg[kRegs];
       reg_parts(f, reg);
       const uint32_t base = thread_part(f, P.thread_bits, t);
-#pragma unroll
+QAA_UNROLL
       for (int j = 0; j < kRegs; ++j) {
         const uint32_t k = base ^ reg[j];
         if (active && k < N) A.grad_psi0[row * int64_t(N) + k] = T(2) * L.lam.re[j];
