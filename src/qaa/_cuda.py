@@ -10,8 +10,8 @@ libraries with ``ctypes`` (``RTLD_GLOBAL``) before importing the module.
 ``custatevec-cu13`` wheel is installed, e.g. ``pip install ".[cuda]" --no-build-isolation``).
 
 :func:`cuda_engine` returns the module behind a thin torch adapter: every tensor argument must be on the
-device of the call's first tensor (ValueError otherwise), and calls that need scratch memory get it from
-torch's caching allocator on the current stream when no ``workspace=`` is passed.
+device of the call's main array (``x``, ``psi`` or ``u``; ValueError otherwise), and calls that need scratch
+memory get it from torch's caching allocator on the current stream when no ``workspace=`` is passed.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ class _TorchAdapter:
     """The ``qaa._engine_cuda`` module with torch plumbing around its engine calls (see the module docstring).
 
     Other attributes are the module's own. Raises ValueError when a tensor argument is not on the device of the
-    call's first tensor argument; everything else as the module raises.
+    call's main array (``x``, ``psi`` or ``u``); everything else as the module raises.
     """
 
     def __init__(self, module):
@@ -115,10 +115,12 @@ class _TorchAdapter:
         named.update({k: v for k, v in kwargs.items() if k in _ARG_NAMES[name]})
         tensors = [(k, v) for k, v in named.items() if isinstance(v, torch.Tensor)]
         if tensors:
-            main = tensors[0][1].device
+            lead = next((k for k in ("x", "psi", "u") if isinstance(named.get(k), torch.Tensor)), tensors[0][0])
+            main = named[lead].device
             for k, v in tensors:
                 if v.device != main:
-                    raise ValueError(f"qaa CUDA engine: {name}: {k} is on {v.device}, the call's tensors on {main}")
+                    raise ValueError(f"qaa CUDA engine: {name}: {k} is on {v.device}, {lead} on {main}; every "
+                                     f"tensor argument must be on {lead}'s device")
         key = _SCRATCH.get(name)
         t = named.get(key) if key else None
         if isinstance(t, torch.Tensor) and t.device.type == "cuda" and kwargs.get("workspace") is None:
