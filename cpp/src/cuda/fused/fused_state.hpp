@@ -212,13 +212,14 @@ enum class Mode : int {
   kVjp = 4,       // final psi_in, grad_features -> grad_psi0 (2 Re lambda), grad_acc
 };
 
-/// Move every lane's `which` registers from frame `from` to frame `to` through the group buffer.
-template <typename T, bool CPLX, typename Ex>
-QAA_HOST_DEVICE void transpose(Ex& ex, const Plan& P, int from, int to, bool lam) {
+/// Move every lane's phi (LAM false) or lam (LAM true) registers from frame `from` to frame `to` through the
+/// group buffer. (A template flag, not a runtime choice, so the registers are never addressed indirectly.)
+template <typename T, bool CPLX, bool LAM, typename Ex>
+QAA_HOST_DEVICE void transpose(Ex& ex, const Plan& P, int from, int to) {
   const Frame& ff = P.frames[from];
   const Frame& ft = P.frames[to];
   ex.each([&](Lane<T, CPLX>& L, int t) {
-    Regs<T, CPLX>& r = lam ? L.lam : L.phi;
+    Regs<T, CPLX>& r = LAM ? L.lam : L.phi;
     uint32_t reg[kRegs];
     reg_parts(ff, reg);
     const uint32_t base = thread_part(ff, P.thread_bits, t);
@@ -231,7 +232,7 @@ QAA_UNROLL
   });
   ex.sync();
   ex.each([&](Lane<T, CPLX>& L, int t) {
-    Regs<T, CPLX>& r = lam ? L.lam : L.phi;
+    Regs<T, CPLX>& r = LAM ? L.lam : L.phi;
     uint32_t reg[kRegs];
     reg_parts(ft, reg);
     const uint32_t base = thread_part(ft, P.thread_bits, t);
@@ -293,8 +294,8 @@ QAA_HOST_DEVICE void run_circuit(Ex& ex, const Plan& P, const HalfAngles<T>& ha,
       });
     } else {  // kMove
       const int from = REVERSE ? st.frame : st.slot, to = REVERSE ? st.slot : st.frame;
-      transpose<T, CPLX>(ex, P, from, to, false);
-      if constexpr (BOTH) transpose<T, CPLX>(ex, P, from, to, true);
+      transpose<T, CPLX, false>(ex, P, from, to);
+      if constexpr (BOTH) transpose<T, CPLX, true>(ex, P, from, to);
     }
   }
 }
