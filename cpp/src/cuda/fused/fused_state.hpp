@@ -24,8 +24,11 @@
 #include "qaa/readout.hpp"
 
 // Full unrolling of the loops over a lane's registers, so register indices are compile-time constants.
+// (nvcc: the device pass unrolls; its host pass needs nothing. A host compiler: GCC's unroll pragma.)
 #if defined(__CUDA_ARCH__)
 #define QAA_UNROLL _Pragma("unroll")
+#elif defined(__CUDACC__)
+#define QAA_UNROLL
 #elif defined(__GNUC__) && !defined(__clang__)
 #define QAA_UNROLL _Pragma("GCC unroll 32")
 #else
