@@ -70,8 +70,8 @@ NB_MODULE(_engine_cuda, m) {
           else throw std::invalid_argument("engine must be 'auto', 'fused' or 'custatevec', got '" + s + "'");
         },
         nb::arg("engine"),
-        "Process-wide engine choice for later calls: 'auto' (fused kernel for circuits of up to 13 qubits, "
-        "cuStateVec for the rest), 'fused' (fused only; larger circuits raise ValueError) or 'custatevec' "
+        "Process-wide engine choice for later calls: 'auto' (forward/backward: the fused kernel for circuits of "
+        "up to 13 qubits, cuStateVec for the rest; state-level calls: cuStateVec when built in), 'fused' (fused only; larger circuits raise ValueError) or 'custatevec' "
         "(per-gate cuStateVec engine; ValueError when not built in).");
   m.def("get_engine", []() {
     switch (qaa::get_fused_mode()) {

@@ -71,7 +71,7 @@ if(NOT CUDAToolkit_FOUND)
 endif()
 
 # ---- the fused engine (CUDA runtime only) ----
-add_library(qaa_engine_fused STATIC cpp/src/cuda/fused/engine_fused.cu)
+add_library(qaa_engine_fused STATIC cpp/src/cuda/fused/engine_fused.cu cpp/src/cuda/fused/engine_fused_f32.cu)
 target_include_directories(qaa_engine_fused PUBLIC cpp/include cpp/src/cuda cpp/src/cuda/fused)
 target_link_libraries(qaa_engine_fused PUBLIC qaa_engine_cpu CUDA::cudart_static)
 set_target_properties(qaa_engine_fused PROPERTIES

@@ -134,18 +134,35 @@ class _TorchAdapter:
         return f"<qaa CUDA engine {self._module.__name__} (torch adapter)>"
 
 
+_NO_DEVICE = "qaa: the CUDA engine is built but no CUDA device is visible (or the driver is missing)"
+_has_device = False
+
+
 def cuda_engine():
-    """Return the ``qaa._engine_cuda`` extension module, importing it on first use (thread-safe).
+    """Return the ``qaa._engine_cuda`` extension module (behind the torch adapter), importing it on first use
+    (thread-safe).
 
     The module has the same functions as ``qaa._engine_cpu`` (``embed``, ``apply``, ``readout``, ``vjp``,
     ``circuit_matrix``, ``forward``, ``backward``, ``workspace_size``) for CUDA tensors, plus
-    ``device_count()``; every call takes ``stream`` (``torch.cuda.current_stream(dev).cuda_stream``) and an
-    optional ``workspace`` (uint8 CUDA tensor, see :func:`workspace_for`).
+    ``device_count()``, ``build_info()`` and ``set_engine`` / ``get_engine``; every call takes ``stream``
+    (``torch.cuda.current_stream(dev).cuda_stream``) and an optional ``workspace`` (uint8 CUDA tensor, see
+    :func:`workspace_for`; allocated from torch when omitted).
 
     Raises:
-        RuntimeError: the CUDA engine was not built into this installation, or its libraries (cuStateVec,
-            cuBLAS) cannot be loaded. The message says which and how to install it.
+        RuntimeError: the CUDA engine was not built into this installation, its libraries cannot be loaded, or
+            no CUDA device is visible. The message says which (and how to install it).
     """
+    global _has_device
+    eng = _cuda_module()
+    if not _has_device:
+        if eng.device_count() < 1:
+            raise RuntimeError(_NO_DEVICE)
+        _has_device = True
+    return eng
+
+
+def _cuda_module():
+    """The loaded module behind the torch adapter, whether or not a device is visible (see cuda_engine)."""
     global _engine, _error
     if _engine is not None:
         return _engine
@@ -187,11 +204,9 @@ def cuda_engine():
 def cuda_unavailable_reason() -> Optional[str]:
     """``None`` when the CUDA engine is importable and sees at least one device, else a one-line reason."""
     try:
-        eng = cuda_engine()
+        cuda_engine()
     except RuntimeError as exc:
         return str(exc)
-    if eng.device_count() < 1:
-        return "qaa: the CUDA engine is built but no CUDA device is visible (or the driver is missing)"
     return None
 
 
@@ -219,7 +234,7 @@ def workspace_for(op: str, circuit, batch: int, dtype, device):
     names = {torch.float32: "float32", torch.float64: "float64"}
     if dtype not in names:
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    nbytes = int(cuda_engine().workspace_size(op, circuit, int(batch), names[dtype]))
+    nbytes = int(_cuda_module().workspace_size(op, circuit, int(batch), names[dtype]))
     if nbytes == 0:
         return None
     # torch's caching allocator, on the current stream of `device`: reused across calls, freed stream-ordered,

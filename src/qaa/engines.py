@@ -22,9 +22,9 @@ def engines() -> Dict[str, dict]:
     """
     out = {"cpu": {"built": True, "usable": True, "detail": "OpenMP C++ engine"}}
     try:
-        from ._cuda import cuda_engine
+        from ._cuda import _cuda_module
 
-        mod = cuda_engine()
+        mod = _cuda_module()
         info = dict(mod.build_info()) if hasattr(mod, "build_info") else {"fused": "", "custatevec": "yes"}
         n_dev = int(mod.device_count())
         no_dev = None if n_dev > 0 else "no CUDA device visible"

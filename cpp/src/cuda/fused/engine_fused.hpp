@@ -10,8 +10,10 @@
 namespace qaa {
 
 /// Which engine the fused backend uses for a call.
-///   kAuto      the fused kernel when the circuit fits its plan (n <= 13, see fused_plan.hpp), otherwise the
-///              fallback backend (cuStateVec per-gate), or std::invalid_argument when there is none;
+///   kAuto      forward/backward: the fused kernel when the circuit fits its plan (n <= 13, see
+///              fused_plan.hpp), otherwise the fallback backend (cuStateVec per-gate), or std::invalid_argument
+///              when there is none; state-level calls (apply, vjp, circuit_matrix): the fallback when there is
+///              one, else the fused kernel;
 ///   kFused     the fused kernel only (std::invalid_argument when the circuit does not fit);
 ///   kFallback  the fallback backend only (std::invalid_argument when there is none).
 enum class FusedMode : int { kAuto = 0, kFused = 1, kFallback = 2 };
