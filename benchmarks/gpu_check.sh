@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# GPU check of the CUDA engines (fused kernel; cuStateVec when QAA_CUSTATEVEC=ON/AUTO finds it), in one run on a machine with an NVIDIA GPU (~3-6 min on an
-# H200 with 16 cores):
-#   1. pip-installs this project with the CUDA engine (QAA_CUDA=ON, --no-build-isolation --no-deps: nothing is
-#      downloaded; custatevec-cu13 is installed from $WHEELHOUSE when the environment lacks it)
-#   2. builds and runs the C++ tests with CTest (CPU and CUDA; skipped when GoogleTest is not installed)
-#   3. runs tests/test_cuda.py (CUDA vs CPU engine parity) with QAA_REQUIRE_CUDA=1, so skips become failures
+# GPU check of the CUDA engines in one run on a machine with an NVIDIA GPU (~5-7 min on an H200 with 16 cores):
+#   1. pip-installs this project with the CUDA engines (Release, sm_90; QAA_CUDA=ON, --no-build-isolation
+#      --no-deps: nothing is downloaded); the fused engine needs only nvcc, cuStateVec is built in only with
+#      QAA_CUSTATEVEC=ON/AUTO (default OFF: the GPU image has no cuStateVec; with ON, custatevec-cu13 is
+#      installed from $WHEELHOUSE when missing)
+#   2. builds and runs the C++ tests with CTest (CPU, host emulation of the fused kernel, fused CUDA, and
+#      cuStateVec when built; skipped when GoogleTest is not installed)
+#   3. runs tests/test_cuda.py (fused / cuStateVec / CPU parity) with QAA_REQUIRE_CUDA=1: skips become failures
 #   4. runs benchmarks/bench_fused.py (fused kernel: float64 reference, finite differences, bitwise repeat of
-#      grad theta, CUDA-event timings, PASS/FAIL per target of the fused engine, bench_fused.json)
+#      grad theta, edge rows, CUDA-event timings, peers in the same run, PASS/FAIL per target, bench_fused.json)
 #   5. runs benchmarks/bench_train_step.py --random-init (SmolLM2-135M architecture, QAA vs LoRA r=8 on q/v)
 #   6. runs benchmarks/bench_gpu.py (GPU engine vs CPU engine vs torch dense unitary; self-checking)
-# and packs every log into $OUT/gpu_logs.tar.gz (few files come back from a GPU machine).
-# QAA_CUSTATEVEC (default OFF: the GPU image has no cuStateVec; AUTO/ON to build the per-gate engine too).
-# and prints PASSED or FAILED (exit status 0 / 1).
+# then packs every log into $OUT/gpu_logs.tar.gz (few files come back from a GPU machine) and prints PASSED or
+# FAILED (exit status 0 / 1).
 #
-# Environment: OUT (results folder; default ./gpu_results), PYTHON (default python3), WHEELHOUSE (folder of
-# wheels to install missing runtime packages from; default ./wheels, then shared/wheels), BENCH_ARGS (extra
-# arguments for bench_gpu.py), JOBS (build parallelism; default nproc).
-# Outputs under $OUT: gpu_check.log (everything), junit_test_cuda.xml, ctest.log, bench_gpu.json.
+# Environment: OUT (results folder; default ./gpu_results), PYTHON (default python3), QAA_CUSTATEVEC (OFF, AUTO
+# or ON), WHEELHOUSE (folder of wheels to install missing runtime packages from; default ./wheels, then
+# shared/wheels), BENCH_ARGS (extra arguments for bench_gpu.py), JOBS (build parallelism; default nproc).
+# Outputs under $OUT: gpu_check.log (everything), pip_install.log, ctest.log, junit_test_cuda.xml,
+# bench_fused.json, train_step.json, bench_gpu.json, and gpu_logs.tar.gz holding all of them.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -81,7 +83,8 @@ EOF
 }
 missing=()
 for m in nanobind scikit_build_core pytest; do have_module "$m" || missing+=("$m"); done
-have_custatevec || missing+=("custatevec-cu13")
+# cuStateVec only when asked for (QAA_CUSTATEVEC=ON); the fused engine needs nothing beyond nvcc
+[[ "${QAA_CUSTATEVEC:-OFF}" == "ON" ]] && { have_custatevec || missing+=("custatevec-cu13"); }
 if ((${#missing[@]})); then
   if [[ -n "$WHEELHOUSE" ]]; then
     log "installing from $WHEELHOUSE: ${missing[*]//_/-}"
@@ -95,7 +98,7 @@ fi
 record environment ok
 
 # ---------------------------------------------------------------- 1. pip install with the CUDA engine
-log "pip install (QAA_CUDA=ON)"
+log "pip install (QAA_CUDA=ON, QAA_CUSTATEVEC=${QAA_CUSTATEVEC:-OFF})"
 if timeout 900 "$PYTHON" -m pip install --no-build-isolation --no-deps --force-reinstall -v \
      -C cmake.define.QAA_CUDA=ON -C cmake.define.QAA_CUSTATEVEC="${QAA_CUSTATEVEC:-OFF}" -C build-dir="$ROOT/build/gpu-wheel" . \
      > "$OUT/pip_install.log" 2>&1; then
@@ -110,7 +113,9 @@ fi
 (cd / && "$PYTHON" -c "
 from qaa._cuda import cuda_engine, cuda_unavailable_reason
 e = cuda_engine()
-print('qaa._engine_cuda:', e.__file__, '| devices:', e.device_count())
+print('qaa._engine_cuda:', e.__file__, '| devices:', e.device_count(), '| build:', dict(e.build_info()))
+import qaa
+print('qaa.engines():', qaa.engines())
 r = cuda_unavailable_reason()
 assert r is None, r
 ") && record import ok || { record import FAIL; exit 1; }
