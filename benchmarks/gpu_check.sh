@@ -52,6 +52,8 @@ finish() {
   echo
   echo "================ gpu_check summary ($(($(date +%s) - T0)) s) ================"
   for s in "${ORDER[@]}"; do printf '  %-12s %s\n' "$s" "${STATUS[$s]}"; done
+  # pack the logs (few files come back from a GPU machine), also after an early exit
+  (cd "$OUT" && tar czf gpu_logs.tar.gz --exclude gpu_logs.tar.gz ./*.log ./*.xml ./*.json 2>/dev/null) || true
   if [[ $rc -ne 0 || $FAILED -ne 0 ]]; then
     echo "FAILED"
     exit 1
@@ -186,5 +188,3 @@ else
   record bench FAIL
 fi
 
-# ---------------------------------------------------------------- pack the logs (few files come back)
-(cd "$OUT" && tar czf gpu_logs.tar.gz --exclude gpu_logs.tar.gz ./*.log ./*.xml ./*.json 2>/dev/null) || true
