@@ -41,7 +41,7 @@ struct DevEx {
   int G;
   T* buf_re;
   T* buf_im;
-  double* red;  // 8 doubles of block scratch for groups of more than one warp
+  double* red;  // block scratch for groups of more than one warp: one entry (<= 8 bytes) per warp of the block
 
   __device__ int lanes() const { return G; }
   __device__ bool leader() const { return t == 0; }
@@ -60,12 +60,15 @@ struct DevEx {
     using V = decltype(v);
     for (int off = (G < 32 ? G : 32) / 2; off >= 1; off >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
     if (G > 32) {
+      // Warp totals in the block's scratch (one entry per warp of the block; a block may hold two 64-thread
+      // groups), then this group's warps combined in warp order.
       V* r = reinterpret_cast<V*>(red);
+      const int base = (static_cast<int>(threadIdx.x) / G) * (G / 32);
       __syncthreads();
       if ((threadIdx.x & 31) == 0) r[threadIdx.x >> 5] = v;
       __syncthreads();
-      V total = r[0];
-      for (int w = 1; w < G / 32; ++w) total = op(total, r[w]);
+      V total = r[base];
+      for (int w = 1; w < G / 32; ++w) total = op(total, r[base + w]);
       v = total;
     }
     return v;
