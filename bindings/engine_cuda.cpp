@@ -66,7 +66,12 @@ NB_MODULE(_engine_cuda, m) {
         [](const std::string& s) {
           if (s == "auto") qaa::set_fused_mode(qaa::FusedMode::kAuto);
           else if (s == "fused") qaa::set_fused_mode(qaa::FusedMode::kFused);
-          else if (s == "custatevec") qaa::set_fused_mode(qaa::FusedMode::kFallback);
+          else if (s == "custatevec") {
+#if !QAA_WITH_CUSTATEVEC
+            throw std::invalid_argument("engine 'custatevec': cuStateVec is not built into this module");
+#endif
+            qaa::set_fused_mode(qaa::FusedMode::kFallback);
+          }
           else throw std::invalid_argument("engine must be 'auto', 'fused' or 'custatevec', got '" + s + "'");
         },
         nb::arg("engine"),

@@ -35,7 +35,7 @@ def engines() -> Dict[str, dict]:
                              "detail": (no_dev or arch) if fused else "not built"}
         out["custatevec"] = {"built": bool(cusv), "usable": bool(cusv) and no_dev is None,
                              "detail": (no_dev or f"cuStateVec {cusv}") if cusv else
-                             "not built (cuStateVec was not found at build time)"}
+                             "not built (cuStateVec was not found at build time, or QAA_CUSTATEVEC=OFF)"}
     except RuntimeError as exc:  # module not built or its libraries not loadable
         for name in ("cuda-fused", "custatevec"):
             out[name] = {"built": False, "usable": False, "detail": str(exc)}
