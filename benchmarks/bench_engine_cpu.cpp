@@ -123,12 +123,9 @@ void run_case(Backend<T>& be, const std::string& ansatz, int n, int L, int64_t B
       } else {
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, N, N, 1.0, p0.data(), N, ur.data(), N, 0.0, ps.data(), N);
       }
-      for (int64_t b = 0; b < B; ++b)
-        for (int q = 0; q < n; ++q) {
-          double z = 0;
-          for (int64_t k = 0; k < N; ++k) z += ((k >> (n - 1 - q)) & 1 ? -1.0 : 1.0) * double(ps[b * N + k]) * ps[b * N + k];
-          fz[b * n + q] = static_cast<T>(z);
-        }
+      // the engine's readout of the GEMM's states, as qaa.engine's dense path does
+      for (int64_t i = 0; i < B * N; ++i) p0c[i] = std::complex<T>(ps[i], T(0));
+      be.readout(n, p0c.data(), B, Readout::kZ, fz.data(), ctx);
     }, std::max(1, reps / 2));
     double e2 = 0;
     for (int64_t i = 0; i < B * n; ++i) e2 = std::max(e2, std::fabs(double(fz[i]) - double(feats[i])));

@@ -1,4 +1,5 @@
-// Shared nanobind registration for the qaa engine modules (_engine_cpu, _engine_cuda).
+// Shared nanobind registration for the qaa engine modules (_engine_cpu, _engine_cuda): the engine functions
+// of signatures.hpp, defined once for every backend and dtype.
 #pragma once
 
 #include <nanobind/nanobind.h>
@@ -16,6 +17,7 @@
 #include <string>
 
 #include "qaa/backend.hpp"
+#include "signatures.hpp"
 #include "validate.hpp"
 
 namespace nb = nanobind;
@@ -25,44 +27,12 @@ namespace qaa::bindings {
 template <typename T>
 struct TypeTag { using type = T; };
 
-inline GateKind parse_gate(const std::string& s) {
-  if (s == "RX") return GateKind::RX;
-  if (s == "RY") return GateKind::RY;
-  if (s == "RZ") return GateKind::RZ;
-  if (s == "CNOT") return GateKind::CNOT;
-  if (s == "CZ") return GateKind::CZ;
-  throw std::invalid_argument("unknown gate '" + s + "' (known: RX, RY, RZ, CNOT, CZ)");
-}
-
-inline void register_circuit(nb::module_& m) {
-  nb::class_<Circuit>(m, "Circuit", "Circuit IR: gates on n_qubits wires reading a flat theta vector.")
-      .def(nb::init<int>(), nb::arg("n_qubits"))
-      .def_static("from_ansatz", &build_ansatz, nb::arg("name"), nb::arg("n_qubits"), nb::arg("n_layers"))
-      .def("add_rotation",
-           [](Circuit& c, const std::string& kind, int wire, int param) {
-             c.add_rotation(parse_gate(kind), wire, param);
-           },
-           nb::arg("kind"), nb::arg("wire"), nb::arg("param"))
-      .def("add_two_qubit",
-           [](Circuit& c, const std::string& kind, int w0, int w1) { c.add_two_qubit(parse_gate(kind), w0, w1); },
-           nb::arg("kind"), nb::arg("wire0"), nb::arg("wire1"))
-      .def_prop_ro("n_qubits", &Circuit::n_qubits)
-      .def_prop_ro("n_params", &Circuit::n_params)
-      .def_prop_ro("dim", &Circuit::dim)
-      .def_prop_ro("is_real", &Circuit::is_real)
-      .def_prop_ro("gates",
-                   [](const Circuit& c) {
-                     std::vector<std::tuple<std::string, int, int, int>> out;
-                     for (const auto& g : c.gates()) out.emplace_back(gate_name(g.kind), g.wires[0], g.wires[1], g.param);
-                     return out;
-                   },
-                   "List of (name, wire0, wire1 or -1, param index or -1).")
-      .def("__repr__", [](const Circuit& c) {
-        return "Circuit(n_qubits=" + std::to_string(c.n_qubits()) + ", n_params=" + std::to_string(c.n_params()) +
-               ", gates=" + std::to_string(c.gates().size()) + ")";
-      });
-  m.def("ansatz_names", &ansatz_names);
-  m.def("qubits_for_dim", &qubits_for_dim, nb::arg("d"));
+/// Import qaa._circuit (the module that owns the Circuit type, circuit_module.cpp) and re-export its Circuit,
+/// ansatz_names and qubits_for_dim from module m, so each backend module offers them without depending on
+/// another backend module.
+inline void import_circuit(nb::module_& m) {
+  nb::module_ circuit = nb::module_::import_("qaa._circuit");
+  for (const char* name : {"Circuit", "ansatz_names", "qubits_for_dim"}) m.attr(name) = circuit.attr(name);
 }
 
 // Array arguments are never implicitly converted (validate.hpp): a converted output would be a temporary copy.
@@ -136,7 +106,7 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
   // One backend object per dtype, shared by every call (backends are stateless or internally locked).
   std::shared_ptr<Backend<T>> be(factory(TypeTag<T>{}).release());
 
-  m.def("embed",
+  def<sig::Embed>(m,
         [be](int n, In<T, Dev> x, Out<C, Dev> psi0, Out<T, Dev> norms, std::uintptr_t stream,
             Workspace<Dev> workspace) {
           require(n >= 1 && n <= kMaxQubits, "n_qubits out of range");
@@ -148,11 +118,9 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           check_disjoint({span(psi0, "psi0"), span(norms, "norms")}, {span(x, "x")});
           nb::gil_scoped_release r;
           be->embed(n, x.data(), B, d, psi0.data(), norms.data(), context(stream, workspace));
-        },
-        nb::arg("n_qubits"), nb::arg("x"), nb::arg("psi0"), nb::arg("norms"), nb::arg("stream") = 0,
-        nb::arg("workspace").none() = nb::none());
+        });
 
-  m.def("apply",
+  def<sig::Apply>(m,
         [be](const Circuit& c, In<T, Dev> theta, Out<C, Dev> psi, bool adjoint, std::uintptr_t stream,
              Workspace<Dev> workspace) {
           check_shape(theta, {c.n_params()}, "theta");
@@ -161,11 +129,9 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           check_disjoint({span(psi, "psi")}, {span(theta, "theta")});
           nb::gil_scoped_release r;
           be->apply(c, theta.data(), psi.data(), psi.shape(0), adjoint, context(stream, workspace));
-        },
-        nb::arg("circuit"), nb::arg("theta"), nb::arg("psi"), nb::arg("adjoint") = false, nb::arg("stream") = 0,
-        nb::arg("workspace").none() = nb::none());
+        });
 
-  m.def("readout",
+  def<sig::ReadoutFn>(m,
         [be](int n, In<C, Dev> psi, const std::string& readout, Out<T, Dev> features, std::uintptr_t stream,
              Workspace<Dev> workspace) {
           require(n >= 1 && n <= kMaxQubits, "n_qubits out of range");
@@ -177,11 +143,9 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           check_disjoint({span(features, "features")}, {span(psi, "psi")});
           nb::gil_scoped_release rel;
           be->readout(n, psi.data(), B, r, features.data(), context(stream, workspace));
-        },
-        nb::arg("n_qubits"), nb::arg("psi"), nb::arg("readout"), nb::arg("features"), nb::arg("stream") = 0,
-        nb::arg("workspace").none() = nb::none());
+        });
 
-  m.def("vjp",
+  def<sig::Vjp>(m,
         [be](const Circuit& c, In<T, Dev> theta, In<C, Dev> psi, In<T, Dev> grad_features, const std::string& readout,
              Out<T, Dev> grad_theta, Out<T, Dev> grad_psi0, std::uintptr_t stream, Workspace<Dev> workspace) {
           const Readout r = parse_readout(readout);
@@ -197,22 +161,18 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           nb::gil_scoped_release rel;
           be->vjp(c, theta.data(), psi.data(), grad_features.data(), r, B, grad_theta.data(), grad_psi0.data(),
                   context(stream, workspace));
-        },
-        nb::arg("circuit"), nb::arg("theta"), nb::arg("psi"), nb::arg("grad_features"), nb::arg("readout"),
-        nb::arg("grad_theta"), nb::arg("grad_psi0"), nb::arg("stream") = 0, nb::arg("workspace").none() = nb::none());
+        });
 
-  m.def("circuit_matrix",
+  def<sig::CircuitMatrix>(m,
         [be](const Circuit& c, In<T, Dev> theta, Out<C, Dev> u, std::uintptr_t stream, Workspace<Dev> workspace) {
           check_shape(theta, {c.n_params()}, "theta");
           check_shape(u, {c.dim(), c.dim()}, "u");
           check_disjoint({span(u, "u")}, {span(theta, "theta")});
           nb::gil_scoped_release rel;
           be->circuit_matrix(c, theta.data(), u.data(), context(stream, workspace));
-        },
-        nb::arg("circuit"), nb::arg("theta"), nb::arg("u"), nb::arg("stream") = 0,
-        nb::arg("workspace").none() = nb::none());
+        });
 
-  m.def("forward",
+  def<sig::Forward>(m,
         [be](const Circuit& c, In<T, Dev> theta, In<T, Dev> x, const std::string& readout, Out<T, Dev> features,
              Out<T, Dev> norms, std::uintptr_t stream, Workspace<Dev> workspace) {
           const Readout r = parse_readout(readout);
@@ -226,11 +186,9 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           nb::gil_scoped_release rel;
           be->forward(c, theta.data(), x.data(), B, d, r, features.data(), norms.data(),
                       context(stream, workspace));
-        },
-        nb::arg("circuit"), nb::arg("theta"), nb::arg("x"), nb::arg("readout"), nb::arg("features"),
-        nb::arg("norms"), nb::arg("stream") = 0, nb::arg("workspace").none() = nb::none());
+        });
 
-  m.def("backward",
+  def<sig::Backward>(m,
         [be](const Circuit& c, In<T, Dev> theta, In<T, Dev> x, const std::string& readout, In<T, Dev> grad_features,
              std::optional<In<T, Dev>> grad_norms, Out<T, Dev> grad_theta, Out<T, Dev> grad_x, std::uintptr_t stream,
              Workspace<Dev> workspace) {
@@ -253,10 +211,7 @@ std::shared_ptr<Backend<T>> register_dtype(nb::module_& m, Factory factory) {
           nb::gil_scoped_release rel;
           be->backward(c, theta.data(), x.data(), B, d, r, grad_features.data(), gn, grad_theta.data(),
                        grad_x.data(), context(stream, workspace));
-        },
-        nb::arg("circuit"), nb::arg("theta"), nb::arg("x"), nb::arg("readout"), nb::arg("grad_features"),
-        nb::arg("grad_norms").none(), nb::arg("grad_theta"), nb::arg("grad_x"), nb::arg("stream") = 0,
-        nb::arg("workspace").none() = nb::none());
+        });
   return be;
 }
 
@@ -265,7 +220,7 @@ void register_backend(nb::module_& m, Factory factory) {
   auto be32 = register_dtype<float, Dev>(m, factory);
   auto be64 = register_dtype<double, Dev>(m, factory);
   // Last overloads: explain calls no typed overload accepted (wrong dtype, layout, device, ...).
-  register_fallbacks(m, Dev::value, engine_signatures());
+  register_fallbacks(m, Dev::value, static_cast<sig::EngineFunctions*>(nullptr));
   m.def("workspace_size",
         [be32, be64](const std::string& op, const Circuit& c, int64_t batch, const std::string& dtype) {
           require(batch >= 0, "batch must be >= 0");

@@ -23,21 +23,8 @@
 
 NB_MODULE(_engine_cuda, m) {
   m.doc() = "qaa CUDA statevector engines (fused; cuStateVec when built in). See qaa.engine for the Python API.";
-  // Circuit objects cross between the CPU and CUDA modules, so both must use one Python type for qaa::Circuit:
-  // load the CPU module first (it registers the type) and re-export its class.
-  try {
-    nb::module_::import_("qaa._engine_cpu");
-  } catch (const nb::python_error&) {
-    // Not importable (e.g. a bare build folder): this module registers the type itself below.
-  }
-  nb::handle circuit_type = nb::type<qaa::Circuit>();
-  if (circuit_type.is_valid()) {
-    m.attr("Circuit") = circuit_type;
-    m.def("ansatz_names", &qaa::ansatz_names);
-    m.def("qubits_for_dim", &qaa::qubits_for_dim, nb::arg("d"));
-  } else {
-    qaa::bindings::register_circuit(m);
-  }
+  nb::set_leak_warnings(false);
+  qaa::bindings::import_circuit(m);  // qaa._circuit owns the Circuit type both backend modules accept
   qaa::bindings::register_backend<nb::device::cuda>(m, [](auto tag) {
     using T = typename decltype(tag)::type;
 #if QAA_WITH_CUSTATEVEC
@@ -76,8 +63,9 @@ NB_MODULE(_engine_cuda, m) {
         },
         nb::arg("engine"),
         "Process-wide engine choice for later calls: 'auto' (forward/backward: the fused kernel for circuits of "
-        "up to 13 qubits, cuStateVec for the rest; state-level calls: cuStateVec when built in), 'fused' (fused only; larger circuits raise ValueError) or 'custatevec' "
-        "(per-gate cuStateVec engine; ValueError when not built in).");
+        "up to 13 qubits, cuStateVec for the rest; state-level calls: cuStateVec when built in), 'fused' (fused "
+        "only; larger circuits raise ValueError) or 'custatevec' (per-gate cuStateVec engine; ValueError when not "
+        "built in).");
   m.def("get_engine", []() {
     switch (qaa::get_fused_mode()) {
       case qaa::FusedMode::kFused: return std::string("fused");

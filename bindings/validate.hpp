@@ -20,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "signatures.hpp"
+
 namespace qaa::bindings {
 
 namespace nb = nanobind;
@@ -93,26 +95,6 @@ inline bool lazy_view(nb::handle src) noexcept {
 
 // ---------------------------------------------------------------- diagnosis of calls that match no overload
 
-/// Role of one parameter in a binding's signature.
-enum class Role : char {
-  kInt,        // Python int
-  kBool,       // Python bool
-  kStr,        // str
-  kCircuit,    // qaa Circuit
-  kRealIn,     // float32/float64 array, read
-  kRealOut,    // float32/float64 array, written
-  kRealOptIn,  // float32/float64 array or None
-  kCplxIn,     // complex64/complex128 array, read
-  kCplxOut,    // complex64/complex128 array, written (or updated in place)
-  kWorkspace,  // uint8 array or None
-};
-
-struct Param {
-  const char* name;
-  Role role;
-  bool has_default = false;
-};
-
 namespace diag {
 
 inline std::string py_str(nb::handle h) {
@@ -172,9 +154,8 @@ inline bool c_contiguous(const nb::ndarray<nb::ro>& a) {
 /// Checks one argument against its role; appends problems. `bits` is the call's precision (32/64, 0 unset).
 inline void check_arg(nb::handle h, const Param& p, int device, int& bits, std::vector<std::string>& problems) {
   const std::string nm = p.name;
-  const bool optional = p.role == Role::kRealOptIn || p.role == Role::kWorkspace;
   if (h.is_none()) {
-    if (!optional) problems.push_back(nm + " is None");
+    if (!p.accepts_none()) problems.push_back(nm + " is None");
     return;
   }
   switch (p.role) {
@@ -249,15 +230,15 @@ inline void check_arg(nb::handle h, const Param& p, int device, int& bits, std::
 
 }  // namespace diag
 
-/// Register, for each function of `fns`, a last overload taking any arguments that raises TypeError listing
-/// what is wrong with them (called only when no typed overload accepted the arguments).
-inline void register_fallbacks(nb::module_& m, int device,
-                               std::vector<std::pair<const char*, std::vector<Param>>> fns) {
-  for (auto& fn : fns) {
-    const std::string fname = fn.first;
+/// Register for function Sig (signatures.hpp) a last overload taking any arguments that raises TypeError
+/// listing what is wrong with them (called only when no typed overload accepted the arguments).
+template <typename Sig>
+void register_fallback(nb::module_& m, int device) {
+  {
+    const std::string fname = Sig::name;
     const std::string module = nb::cast<std::string>(m.attr("__name__"));
-    std::vector<Param> params = fn.second;
-    m.def(fn.first, [fname, module, params, device](nb::args args, nb::kwargs kwargs) {
+    const std::vector<Param> params = params_of<Sig>();
+    m.def(Sig::name, [fname, module, params, device](nb::args args, nb::kwargs kwargs) {
       std::vector<std::string> problems;
       std::vector<nb::handle> given(params.size());
       std::vector<bool> seen(params.size(), false);
@@ -283,7 +264,7 @@ inline void register_fallbacks(nb::module_& m, int device,
       int bits = 0;
       for (size_t i = 0; i < params.size(); ++i) {
         if (!seen[i]) {
-          if (!params[i].has_default) problems.push_back(std::string("missing argument '") + params[i].name + "'");
+          if (!params[i].has_default()) problems.push_back(std::string("missing argument '") + params[i].name + "'");
           continue;
         }
         diag::check_arg(given[i], params[i], device, bits, problems);
@@ -302,28 +283,10 @@ inline void register_fallbacks(nb::module_& m, int device,
   }
 }
 
-/// The engine functions every backend module registers (see engine_common.hpp), for register_fallbacks.
-inline std::vector<std::pair<const char*, std::vector<Param>>> engine_signatures() {
-  using R = Role;
-  const Param stream{"stream", R::kInt, true}, ws{"workspace", R::kWorkspace, true};
-  return {
-      {"embed", {{"n_qubits", R::kInt}, {"x", R::kRealIn}, {"psi0", R::kCplxOut}, {"norms", R::kRealOut}, stream, ws}},
-      {"apply",
-       {{"circuit", R::kCircuit}, {"theta", R::kRealIn}, {"psi", R::kCplxOut}, {"adjoint", R::kBool, true}, stream, ws}},
-      {"readout",
-       {{"n_qubits", R::kInt}, {"psi", R::kCplxIn}, {"readout", R::kStr}, {"features", R::kRealOut}, stream, ws}},
-      {"vjp",
-       {{"circuit", R::kCircuit}, {"theta", R::kRealIn}, {"psi", R::kCplxIn}, {"grad_features", R::kRealIn},
-        {"readout", R::kStr}, {"grad_theta", R::kRealOut}, {"grad_psi0", R::kRealOut}, stream, ws}},
-      {"circuit_matrix", {{"circuit", R::kCircuit}, {"theta", R::kRealIn}, {"u", R::kCplxOut}, stream, ws}},
-      {"forward",
-       {{"circuit", R::kCircuit}, {"theta", R::kRealIn}, {"x", R::kRealIn}, {"readout", R::kStr},
-        {"features", R::kRealOut}, {"norms", R::kRealOut}, stream, ws}},
-      {"backward",
-       {{"circuit", R::kCircuit}, {"theta", R::kRealIn}, {"x", R::kRealIn}, {"readout", R::kStr},
-        {"grad_features", R::kRealIn}, {"grad_norms", R::kRealOptIn}, {"grad_theta", R::kRealOut},
-        {"grad_x", R::kRealOut}, stream, ws}},
-  };
+/// register_fallback for every function of a tuple of signatures (e.g. sig::EngineFunctions).
+template <typename... Sigs>
+void register_fallbacks(nb::module_& m, int device, std::tuple<Sigs...>*) {
+  (register_fallback<Sigs>(m, device), ...);
 }
 
 }  // namespace qaa::bindings

@@ -17,8 +17,10 @@
 #   site-packages/cuquantum/{include,lib}), then in the usual system places.
 #
 # Targets:
-#   qaa_engine_fused  static library, make_fused_cuda_backend<T>() (cpp/src/cuda/fused/engine_fused.hpp)
-#   qaa_engine_cuda   static library, make_cuda_backend<T>() (cpp/src/cuda/engine_cuda.hpp), with cuStateVec
+#   qaa_engine_fused  static library, make_fused_cuda_backend<T>() (cpp/src/cuda/fused/engine_fused.hpp);
+#                     needs qaa_circuit and the CUDA runtime only
+#   qaa_engine_cuda   static library, make_cuda_backend<T>() (cpp/src/cuda/engine_cuda.hpp), with cuStateVec;
+#                     needs qaa_circuit only
 #   _engine_cuda      nanobind module (QAA_BUILD_PYTHON), installed to qaa/ with an RPATH that finds the wheel's
 #                     libcustatevec.so.1 at $ORIGIN/../cuquantum/lib; it does not link libtorch
 #   qaa_tests_cuda    GoogleTest executable (QAA_BUILD_TESTS), registered with CTest; every check reports
@@ -73,7 +75,7 @@ endif()
 # ---- the fused engine (CUDA runtime only) ----
 add_library(qaa_engine_fused STATIC cpp/src/cuda/fused/engine_fused.cu cpp/src/cuda/fused/engine_fused_f32.cu)
 target_include_directories(qaa_engine_fused PUBLIC cpp/include cpp/src/cuda cpp/src/cuda/fused)
-target_link_libraries(qaa_engine_fused PUBLIC qaa_engine_cpu CUDA::cudart_static)
+target_link_libraries(qaa_engine_fused PUBLIC qaa_circuit CUDA::cudart_static)
 set_target_properties(qaa_engine_fused PROPERTIES
   CUDA_ARCHITECTURES "${QAA_CUDA_ARCHITECTURES}"
   CUDA_STANDARD 17
@@ -170,9 +172,9 @@ endif()
 # ---- the backend library ----
 add_library(qaa_engine_cuda STATIC cpp/src/cuda/engine_cuda.cu)
 target_include_directories(qaa_engine_cuda PUBLIC cpp/include cpp/src/cuda)
-# qaa_engine_cpu provides the circuit IR (cpp/src/common/circuit.cpp); the CUDA runtime is linked statically
-# (cuStateVec carries its own), so the module needs no libcudart at run time.
-target_link_libraries(qaa_engine_cuda PUBLIC qaa_engine_cpu qaa::custatevec CUDA::cudart_static)
+# qaa_circuit provides the circuit IR (the CPU backend is not a dependency); the CUDA runtime is linked
+# statically (cuStateVec carries its own), so the module needs no libcudart at run time.
+target_link_libraries(qaa_engine_cuda PUBLIC qaa_circuit qaa::custatevec CUDA::cudart_static)
 set_target_properties(qaa_engine_cuda PROPERTIES
   CUDA_ARCHITECTURES "${QAA_CUDA_ARCHITECTURES}"
   CUDA_STANDARD 17
@@ -213,8 +215,9 @@ function(_qaa_cuda_deferred_targets)
   endif()
   if(QAA_BUILD_TESTS)
     include(GoogleTest)
-    add_executable(qaa_tests_fused_cuda cpp/tests/test_main_fused_cuda.cpp)
-    target_link_libraries(qaa_tests_fused_cuda PRIVATE qaa_engine_fused GTest::gtest_main)
+    add_executable(qaa_tests_fused_cuda cpp/tests/backend_fused_cuda_test.cpp)
+    # the CPU backend is the reference of the parity checks
+    target_link_libraries(qaa_tests_fused_cuda PRIVATE qaa_engine_fused qaa_engine_cpu GTest::gtest_main)
     target_include_directories(qaa_tests_fused_cuda PRIVATE cpp/tests)
     if(QAA_CUDA_ENABLED)
       target_link_libraries(qaa_tests_fused_cuda PRIVATE qaa_engine_cuda)
@@ -223,8 +226,9 @@ function(_qaa_cuda_deferred_targets)
     endif()
     gtest_discover_tests(qaa_tests_fused_cuda DISCOVERY_TIMEOUT 60 TEST_PREFIX "fused_cuda." PROPERTIES LABELS cuda)
     if(QAA_CUDA_ENABLED)
-      add_executable(qaa_tests_cuda cpp/tests/test_main_cuda.cpp)
-      target_link_libraries(qaa_tests_cuda PRIVATE qaa_engine_cuda GTest::gtest_main)
+      add_executable(qaa_tests_cuda cpp/tests/backend_cuda_test.cpp)
+      # the CPU backend is the reference of the parity checks
+      target_link_libraries(qaa_tests_cuda PRIVATE qaa_engine_cuda qaa_engine_cpu GTest::gtest_main)
       set_target_properties(qaa_tests_cuda PROPERTIES BUILD_RPATH "${QAA_CUSTATEVEC_LIBDIR}")
       # Discovery runs the binary (it starts without a GPU); every check then skips itself without a device.
       gtest_discover_tests(qaa_tests_cuda DISCOVERY_TIMEOUT 60 TEST_PREFIX "custatevec." PROPERTIES LABELS cuda)

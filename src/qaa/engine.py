@@ -267,19 +267,10 @@ def _forward_dense_impl(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, 
     psi0, norms = embed(x, circuit.n_qubits)
     u = circuit_matrix(circuit, theta)
     if circuit.is_real:
-        psi = psi0.real @ u.real.T  # real GEMM: a real ansatz keeps a real state
-        probs = psi * psi
+        psi = (psi0.real @ u.real.T).to(psi0.dtype)  # real GEMM: a real ansatz keeps a real state
     else:
         psi = psi0 @ u.T
-        probs = psi.real.square() + psi.imag.square()
-    if kind == "probs":
-        return probs.contiguous(), norms
-    n = circuit.n_qubits
-    # <Z_q> = sum_k p_k (1 - 2 bit_q(k)), wire 0 the most significant bit.
-    p = probs.reshape(-1, *([2] * n))
-    z = torch.stack([p.select(q + 1, 0).sum(dim=tuple(range(1, n))) - p.select(q + 1, 1).sum(dim=tuple(range(1, n)))
-                     if n > 1 else p[:, 0] - p[:, 1] for q in range(n)], dim=1)
-    return z.contiguous(), norms
+    return readout(psi, kind), norms  # the engine's readout (one <Z> / probs definition, qaa/readout.hpp)
 
 
 def backward_features(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, grad_features: torch.Tensor,

@@ -1,6 +1,7 @@
 // The interface every qaa engine backend (CPU, CUDA) implements.
 //
-// All array pointers refer to memory on the backend's device, row-major and contiguous. Batched calls share
+// All array pointers refer to memory on the backend's device, row-major and contiguous, owned by the caller
+// (the Python bindings pass torch's memory; the C++ tests their own, cpp/tests/device_memory.hpp). Batched calls share
 // one parameter vector theta across the batch. Shapes use B (batch), d (input width), n (qubits),
 // N = 2^n (amplitudes), F (readout features: n for Readout::kZ, N for Readout::kProbs), P (parameters).
 #pragma once
@@ -35,13 +36,6 @@ class Backend {
   virtual ~Backend() = default;
 
   virtual std::string name() const = 0;
-
-  // ---- memory helpers (used by tests and benchmarks; the Python bindings use torch's allocator) ----
-  virtual void* allocate(size_t bytes) = 0;
-  virtual void release(void* ptr) = 0;
-  virtual void to_device(void* dst, const void* src, size_t bytes) = 0;
-  virtual void to_host(void* dst, const void* src, size_t bytes) = 0;
-  virtual void synchronize() = 0;
 
   /// Bytes of scratch the call needs (0 where the backend keeps none).
   virtual size_t workspace_size(Op op, const Circuit& c, int64_t batch) const = 0;

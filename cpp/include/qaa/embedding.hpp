@@ -43,7 +43,7 @@ QAA_HOST_DEVICE inline void row_scan_add(RowScan<T>& s, T v) {
     return;
   }
   if (hd::is_inf(v)) ++s.n_inf;
-  const T a = v < T(0) ? -v : v;
+  const T a = hd::absolute(v);
   if (a > s.amax) s.amax = a;
 }
 
@@ -86,11 +86,16 @@ QAA_HOST_DEVICE inline RowStats<T> row_stats_begin(const RowScan<T>& s) {
   return st;
 }
 
-/// Term of entry x_i in the regular row's scaled sum of squares.
+/// Term of entry x_i in the regular row's scaled sum of squares; `Divide` must equal st.divide (a template
+/// argument so that host loops test it once, not per entry).
+template <bool Divide, typename T>
+QAA_HOST_DEVICE inline double row_square_term(const RowStats<T>& st, T xi) {
+  const double v = Divide ? static_cast<double>(xi) / st.amax : static_cast<double>(xi) * st.inv_amax;
+  return v * v;
+}
 template <typename T>
 QAA_HOST_DEVICE inline double row_square_term(const RowStats<T>& st, T xi) {
-  const double v = st.divide ? static_cast<double>(xi) / st.amax : static_cast<double>(xi) * st.inv_amax;
-  return v * v;
+  return st.divide ? row_square_term<true>(st, xi) : row_square_term<false>(st, xi);
 }
 
 /// Complete a regular row's statistics from ss = the sum of row_square_term over its entries.
@@ -101,14 +106,24 @@ QAA_HOST_DEVICE inline void row_stats_finish(RowStats<T>& st, double ss) {
   st.norm = static_cast<T>(st.amax * st.nrm_scaled);   // +inf when ||x|| exceeds T's range
 }
 
+/// The embedded amplitude of entry x_i of a regular row; `Divide` must equal st.divide.
+template <bool Divide, typename T>
+QAA_HOST_DEVICE inline T regular_value(const RowStats<T>& st, T xi) {
+  return Divide ? static_cast<T>(static_cast<double>(xi) / st.amax / st.nrm_scaled)
+                : static_cast<T>(static_cast<double>(xi) * st.scale);
+}
+
+/// The embedded amplitude of entry x_i of an infinite row.
+template <typename T>
+QAA_HOST_DEVICE inline T infinite_value(const RowStats<T>& st, T xi) {
+  return hd::is_inf(xi) ? (xi > T(0) ? st.inv_inf : -st.inv_inf) : T(0);
+}
+
 /// The embedded amplitude of entry x_i (i < d) of a row with statistics st (padding entries are 0).
 template <typename T>
 QAA_HOST_DEVICE inline T embedded_value(const RowStats<T>& st, T xi) {
-  if (st.kind == RowKind::kRegular) {
-    return st.divide ? static_cast<T>(static_cast<double>(xi) / st.amax / st.nrm_scaled)
-                     : static_cast<T>(static_cast<double>(xi) * st.scale);
-  }
-  if (st.kind == RowKind::kInfinite) return hd::is_inf(xi) ? (xi > T(0) ? st.inv_inf : -st.inv_inf) : T(0);
+  if (st.kind == RowKind::kRegular) return st.divide ? regular_value<true>(st, xi) : regular_value<false>(st, xi);
+  if (st.kind == RowKind::kInfinite) return infinite_value(st, xi);
   return T(0);
 }
 
@@ -128,12 +143,23 @@ inline RowKind embed_row(const T* x, int64_t d, int64_t dim, A* out, T* norm) {
   RowScan<T> scan;
   for (int64_t i = 0; i < d && !scan.has_nan; ++i) row_scan_add(scan, x[i]);
   RowStats<T> st = row_stats_begin(scan);
+  // The per-entry functions with the row's kind and `divide` hoisted out of the loops (the hot path).
   if (st.kind == RowKind::kRegular) {
     double ss = 0;
-    for (int64_t i = 0; i < d; ++i) ss += row_square_term(st, x[i]);
-    row_stats_finish(st, ss);
+    if (st.divide) {
+      for (int64_t i = 0; i < d; ++i) ss += row_square_term<true>(st, x[i]);
+      row_stats_finish(st, ss);
+      for (int64_t i = 0; i < d; ++i) out[i] = A(regular_value<true>(st, x[i]));
+    } else {
+      for (int64_t i = 0; i < d; ++i) ss += row_square_term<false>(st, x[i]);
+      row_stats_finish(st, ss);
+      for (int64_t i = 0; i < d; ++i) out[i] = A(regular_value<false>(st, x[i]));
+    }
+  } else if (st.kind == RowKind::kInfinite) {
+    for (int64_t i = 0; i < d; ++i) out[i] = A(infinite_value(st, x[i]));
+  } else {
+    for (int64_t i = 0; i < d; ++i) out[i] = A(0);
   }
-  for (int64_t i = 0; i < d; ++i) out[i] = A(embedded_value(st, x[i]));
   for (int64_t i = d; i < dim; ++i) out[i] = A(0);
   *norm = st.norm;
   return st.kind;

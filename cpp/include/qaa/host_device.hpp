@@ -15,42 +15,26 @@
 
 namespace qaa::hd {
 
-// In the device pass of nvcc the unqualified functions are CUDA's device overloads (float and double).
-template <typename T>
-QAA_HOST_DEVICE inline bool is_nan(T v) {
+// In the device pass of nvcc the unqualified functions are CUDA's device overloads (float and double); on the
+// host they are the <cmath> ones.
 #if defined(__CUDA_ARCH__)
-  return isnan(v);
+#define QAA_HD_MATH(fn) fn
 #else
-  return std::isnan(v);
+#define QAA_HD_MATH(fn) std::fn
 #endif
-}
 
 template <typename T>
-QAA_HOST_DEVICE inline bool is_inf(T v) {
-#if defined(__CUDA_ARCH__)
-  return isinf(v);
-#else
-  return std::isinf(v);
-#endif
-}
-
+QAA_HOST_DEVICE inline bool is_nan(T v) { return QAA_HD_MATH(isnan)(v); }
 template <typename T>
-QAA_HOST_DEVICE inline bool is_finite(T v) {
-#if defined(__CUDA_ARCH__)
-  return isfinite(v);
-#else
-  return std::isfinite(v);
-#endif
-}
-
+QAA_HOST_DEVICE inline bool is_inf(T v) { return QAA_HD_MATH(isinf)(v); }
 template <typename T>
-QAA_HOST_DEVICE inline T square_root(T v) {
-#if defined(__CUDA_ARCH__)
-  return sqrt(v);
-#else
-  return std::sqrt(v);
-#endif
-}
+QAA_HOST_DEVICE inline bool is_finite(T v) { return QAA_HD_MATH(isfinite)(v); }
+template <typename T>
+QAA_HOST_DEVICE inline T square_root(T v) { return QAA_HD_MATH(sqrt)(v); }
+template <typename T>
+QAA_HOST_DEVICE inline T absolute(T v) { return QAA_HD_MATH(fabs)(v); }
+
+#undef QAA_HD_MATH
 
 /// +infinity of T.
 template <typename T>

@@ -234,23 +234,6 @@ class CudaBackend final : public Backend<T> {
 
   std::string name() const override { return "cuda"; }
 
-  // ---- test and benchmark helpers (synchronous) ----
-  void* allocate(size_t bytes) override {
-    void* p = nullptr;
-    QAA_CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
-    return p;
-  }
-  void release(void* ptr) override {
-    if (ptr != nullptr) QAA_CUDA_CHECK(cudaFree(ptr));
-  }
-  void to_device(void* dst, const void* src, size_t bytes) override {
-    if (bytes) QAA_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
-  }
-  void to_host(void* dst, const void* src, size_t bytes) override {
-    if (bytes) QAA_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
-  }
-  void synchronize() override { QAA_CUDA_CHECK(cudaDeviceSynchronize()); }
-
   size_t workspace_size(Op op, const Circuit& c, int64_t batch) const override {
     return make_layout(op, c, batch, sizeof(A)).total;
   }

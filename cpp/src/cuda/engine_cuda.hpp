@@ -13,8 +13,7 @@ namespace qaa {
 ///
 /// Every array pointer passed to the returned backend must be CUDA device (or managed) memory on one device;
 /// that device is made current for the call. `ExecContext::stream` is the cudaStream_t the work is queued on
-/// (null: the legacy default stream); calls return without waiting for the device, except the test helpers
-/// allocate/to_device/to_host/synchronize. `ExecContext::workspace` (256-byte aligned, at least
+/// (null: the legacy default stream); calls return without waiting for the device. `ExecContext::workspace` (256-byte aligned, at least
 /// `workspace_size(op, circuit, batch)` bytes) is used for scratch when given; when it is null the backend
 /// allocates its scratch stream-ordered (cudaMallocAsync/cudaFreeAsync on the same stream).
 ///

@@ -202,22 +202,6 @@ class FusedBackend final : public Backend<T> {
   explicit FusedBackend(std::unique_ptr<Backend<T>> fallback) : fb_(std::move(fallback)) {}
 
   std::string name() const override { return fb_ ? "cuda-fused+" + fb_->name() : "cuda-fused"; }
-  void* allocate(size_t bytes) override {
-    void* p = nullptr;
-    QAA_CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
-    return p;
-  }
-  void release(void* p) override {
-    if (p) QAA_CUDA_CHECK(cudaFree(p));
-  }
-  void to_device(void* dst, const void* src, size_t b) override {
-    if (b) QAA_CUDA_CHECK(cudaMemcpy(dst, src, b, cudaMemcpyHostToDevice));
-  }
-  void to_host(void* dst, const void* src, size_t b) override {
-    if (b) QAA_CUDA_CHECK(cudaMemcpy(dst, src, b, cudaMemcpyDeviceToHost));
-  }
-  void synchronize() override { QAA_CUDA_CHECK(cudaDeviceSynchronize()); }
-
   size_t workspace_size(Op op, const Circuit& c, int64_t batch) const override {
     const auto P = plan_for(c);
     if (!P) return fb_ ? fb_->workspace_size(op, c, batch) : 0;

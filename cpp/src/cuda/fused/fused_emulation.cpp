@@ -89,15 +89,6 @@ class EmulatedBackend final : public Backend<T> {
  public:
   using Complex = std::complex<T>;
   std::string name() const override { return "fused-emulation"; }
-  void* allocate(size_t bytes) override {
-    void* p = std::calloc(bytes ? bytes : 1, 1);
-    if (!p) throw std::bad_alloc();
-    return p;
-  }
-  void release(void* p) override { std::free(p); }
-  void to_device(void* dst, const void* src, size_t bytes) override { if (bytes) std::memcpy(dst, src, bytes); }
-  void to_host(void* dst, const void* src, size_t bytes) override { if (bytes) std::memcpy(dst, src, bytes); }
-  void synchronize() override {}
   size_t workspace_size(Op, const Circuit&, int64_t) const override { return 0; }
 
   void embed(int n, const T* x, int64_t B, int64_t d, Complex* psi0, T* norms, const ExecContext&) override {

@@ -1,7 +1,7 @@
 // Host emulation of the fused CUDA kernel: the kernel's per-state program (fused_state.hpp) run in plain C++
 // over the lanes of each group, with the kernel's launch shape, frames, transposes, folded CNOT maps, adjoint
 // order and fixed-order reductions. It implements qaa::Backend<T> on host memory so the shared backend checks
-// (cpp/tests/backend_checks.hpp) run on it without a GPU. Slow (one core, no SIMD): a test vehicle, not an
+// (cpp/tests/backend_test_suite.hpp) run on it without a GPU. Slow (one core, no SIMD): a test vehicle, not an
 // engine.
 #pragma once
 

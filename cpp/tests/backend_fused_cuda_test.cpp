@@ -3,28 +3,48 @@
 // when it is built in, and bitwise repeatability of grad theta. Without a CUDA device every test reports
 // SKIPPED with the reason "no CUDA device".
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "backend_test_suite.hpp"
+#include "cuda_memory.hpp"
 #include "fused/engine_fused.hpp"
+#include "parity_checks.hpp"
 #include "qaa/backend.hpp"
 #if QAA_WITH_CUSTATEVEC
 #include "engine_cuda.hpp"
 #endif
 
-namespace {
+namespace qaa::test {
+
 std::string fused_skip_reason() {
-  static const std::string reason = qaa::fused_cuda_device_count() > 0 ? std::string() : std::string("no CUDA device");
+  static const std::string reason = fused_cuda_device_count() > 0 ? std::string() : std::string("no CUDA device");
   return reason;
 }
-}  // namespace
 
-#define QAA_TEST_FACTORY(T) ::qaa::make_fused_cuda_backend<T>(nullptr)
-#define QAA_TEST_SKIP_REASON() fused_skip_reason()
-#include "backend_checks.hpp"
-#include "parity_checks.hpp"
+struct FusedCudaTraits {
+  template <typename T>
+  static std::unique_ptr<Backend<T>> make() { return make_fused_cuda_backend<T>(nullptr); }
+  static std::string skip_reason() { return fused_skip_reason(); }
+  static DeviceMemory& memory() {
+    static CudaMemory m;
+    return m;
+  }
+};
 
-namespace qaa::test {
+INSTANTIATE_TYPED_TEST_SUITE_P(FusedCuda, BackendTest, BackendTypes<FusedCudaTraits>);
+INSTANTIATE_TYPED_TEST_SUITE_P(FusedCuda, BackendVjpTest, BackendFloat64<FusedCudaTraits>);
+INSTANTIATE_TYPED_TEST_SUITE_P(FusedCuda, ParityTest, BackendTypes<FusedCudaTraits>);
+
+/// Device copy of a host vector (test helper; freed by the caller through CudaMemory::release).
+template <typename V>
+V* upload(const std::vector<V>& h) {
+  auto& m = FusedCudaTraits::memory();
+  void* p = m.allocate(h.size() * sizeof(V));
+  m.to_device(p, h.data(), h.size() * sizeof(V));
+  return static_cast<V*>(p);
+}
 
 TEST(FusedCuda, GradThetaIsBitwiseRepeatable) {
   if (!fused_skip_reason().empty()) GTEST_SKIP() << fused_skip_reason();
@@ -36,31 +56,28 @@ TEST(FusedCuda, GradThetaIsBitwiseRepeatable) {
   std::vector<float> theta(c.n_params()), x(B * d), g(B * 10);
   for (auto* v : {&theta, &x, &g})
     for (auto& e : *v) e = nd(rng);
-  auto up = [&](const std::vector<float>& h) {
-    void* p = be->allocate(h.size() * sizeof(float));
-    be->to_device(p, h.data(), h.size() * sizeof(float));
-    return static_cast<float*>(p);
-  };
-  float *dth = up(theta), *dx = up(x), *dg = up(g), *gt = up(theta), *gx = up(x);
+  auto& mem = FusedCudaTraits::memory();
+  float *dth = upload(theta), *dx = upload(x), *dg = upload(g), *gt = upload(theta), *gx = upload(x);
   std::vector<float> first(c.n_params()), again(c.n_params());
   for (int rep = 0; rep < 3; ++rep) {
     be->backward(c, dth, dx, B, d, Readout::kZ, dg, nullptr, gt, gx, ExecContext{});
-    be->synchronize();
-    be->to_host(rep == 0 ? first.data() : again.data(), gt, first.size() * sizeof(float));
+    mem.synchronize();
+    mem.to_host(rep == 0 ? first.data() : again.data(), gt, first.size() * sizeof(float));
     if (rep > 0) EXPECT_EQ(0, std::memcmp(first.data(), again.data(), first.size() * sizeof(float))) << rep;
   }
-  for (float* p : {dth, dx, dg, gt, gx}) be->release(p);
+  for (float* p : {dth, dx, dg, gt, gx}) mem.release(p);
 }
 
 TEST(FusedCuda, UnsupportedCircuitWithoutFallbackRaises) {
   if (!fused_skip_reason().empty()) GTEST_SKIP() << fused_skip_reason();
   auto be = make_fused_cuda_backend<float>(nullptr);
   const Circuit c = build_ansatz("ry_cnot_ring", 14, 1);
-  float* th = static_cast<float*>(be->allocate(64 * sizeof(float)));
-  float* x = static_cast<float*>(be->allocate(4 * sizeof(float)));
-  float* f = static_cast<float*>(be->allocate(64 * sizeof(float)));
+  auto& mem = FusedCudaTraits::memory();
+  float* th = upload(std::vector<float>(64, 0.f));
+  float* x = upload(std::vector<float>(4, 1.f));
+  float* f = upload(std::vector<float>(64, 0.f));
   EXPECT_THROW(be->forward(c, th, x, 1, 4, Readout::kZ, f, f + 32, ExecContext{}), std::invalid_argument);
-  for (float* p : {th, x, f}) be->release(p);
+  for (float* p : {th, x, f}) mem.release(p);
 }
 
 #if QAA_WITH_CUSTATEVEC
@@ -78,22 +95,19 @@ TEST(FusedCuda, MatchesTheCuStateVecEngine) {
       for (auto& e : *v) e = nd(rng);
     std::vector<double> out[2];
     int k = 0;
+    auto& mem = FusedCudaTraits::memory();
     for (Backend<double>* be : {fz.get(), cs.get()}) {
-      auto up = [&](const std::vector<double>& h) {
-        void* p = be->allocate(h.size() * sizeof(double));
-        be->to_device(p, h.data(), h.size() * sizeof(double));
-        return static_cast<double*>(p);
-      };
-      double *dth = up(theta), *dx = up(x), *dg = up(g), *gt = up(theta), *gx = up(x), *f = up(g), *nr = up(x);
+      double *dth = upload(theta), *dx = upload(x), *dg = upload(g), *gt = upload(theta), *gx = upload(x),
+             *f = upload(g), *nr = upload(x);
       be->forward(c, dth, dx, B, d, Readout::kZ, f, nr, ExecContext{});
       be->backward(c, dth, dx, B, d, Readout::kZ, dg, nullptr, gt, gx, ExecContext{});
-      be->synchronize();
+      mem.synchronize();
       std::vector<double> h(g.size() + theta.size() + x.size());
-      be->to_host(h.data(), f, g.size() * sizeof(double));
-      be->to_host(h.data() + g.size(), gt, theta.size() * sizeof(double));
-      be->to_host(h.data() + g.size() + theta.size(), gx, x.size() * sizeof(double));
+      mem.to_host(h.data(), f, g.size() * sizeof(double));
+      mem.to_host(h.data() + g.size(), gt, theta.size() * sizeof(double));
+      mem.to_host(h.data() + g.size() + theta.size(), gx, x.size() * sizeof(double));
       out[k++] = h;
-      for (double* p : {dth, dx, dg, gt, gx, f, nr}) be->release(p);
+      for (double* p : {dth, dx, dg, gt, gx, f, nr}) mem.release(p);
     }
     expect_close_rel(out[0], out[1], 1e-12, name);
   }

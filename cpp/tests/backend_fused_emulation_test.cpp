@@ -4,20 +4,32 @@
 // own) and bitwise repeatability of grad theta. Needs no GPU: this is the kernel's per-state algorithm.
 #include <cmath>
 #include <cstring>
+#include <random>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "backend_test_suite.hpp"
 #include "fused/fused_emulation.hpp"
 #include "fused/fused_plan.hpp"
+#include "parity_checks.hpp"
 #include "qaa/backend.hpp"
 
-#define QAA_TEST_FACTORY(T) ::qaa::make_fused_emulation_backend<T>()
-#define QAA_TEST_SKIP_REASON() std::string()
-#include "backend_checks.hpp"
-#include "parity_checks.hpp"
-
 namespace qaa::test {
+
+struct FusedEmulationTraits {
+  template <typename T>
+  static std::unique_ptr<Backend<T>> make() { return make_fused_emulation_backend<T>(); }
+  static std::string skip_reason() { return {}; }
+  static DeviceMemory& memory() {
+    static HostMemory m;
+    return m;
+  }
+};
+
+INSTANTIATE_TYPED_TEST_SUITE_P(FusedEmulation, BackendTest, BackendTypes<FusedEmulationTraits>);
+INSTANTIATE_TYPED_TEST_SUITE_P(FusedEmulation, BackendVjpTest, BackendFloat64<FusedEmulationTraits>);
+INSTANTIATE_TYPED_TEST_SUITE_P(FusedEmulation, ParityTest, BackendTypes<FusedEmulationTraits>);
 
 TEST(FusedPlan, RingIsFoldedAndLayersNeedAtMostTwoTransposes) {
   for (int n : {1, 2, 4, 5, 6, 9, 10, 11, 13}) {

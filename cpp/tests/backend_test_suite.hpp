@@ -1,6 +1,9 @@
-// Shared checks every engine backend must pass (one fixture, a factory per backend, as in qsim).
-// A backend's test main defines `QAA_TEST_FACTORY(T)` returning std::unique_ptr<qaa::Backend<T>> and may
-// define `QAA_TEST_SKIP_REASON()` returning a non-empty string to skip every check (e.g. no GPU).
+// The checks every engine backend must pass: type-parameterised GoogleTest suites (BackendTest,
+// BackendVjpTest), instantiated once per backend by its test file (backend_cpu_test.cpp,
+// backend_cuda_test.cpp) with On<Traits, T> parameters. A backend's Traits provides
+//   template <typename T> static std::unique_ptr<Backend<T>> make();   the backend under test
+//   static std::string skip_reason();    non-empty: every check skips (e.g. no GPU)
+//   static DeviceMemory& memory();       memory on the backend's device (device_memory.hpp)
 #pragma once
 
 #include <gtest/gtest.h>
@@ -12,25 +15,43 @@
 #include <random>
 #include <vector>
 
+#include "device_memory.hpp"
 #include "qaa/backend.hpp"
 
 namespace qaa::test {
 
-template <typename T>
+/// Parameter of the suites: the backend's traits and the real type.
+template <typename BackendTraits, typename Real>
+struct On {
+  using Traits = BackendTraits;
+  using T = Real;
+};
+
+/// float32 and float64 on one backend.
+template <typename Traits>
+using BackendTypes = ::testing::Types<On<Traits, float>, On<Traits, double>>;
+/// float64 only (the finite-difference suite).
+template <typename Traits>
+using BackendFloat64 = ::testing::Types<On<Traits, double>>;
+
+template <typename P>
 class BackendTest : public ::testing::Test {
  public:
+  using T = typename P::T;
   using C = std::complex<T>;
   void SetUp() override {
-    const std::string reason = QAA_TEST_SKIP_REASON();
+    const std::string reason = P::Traits::skip_reason();
     if (!reason.empty()) GTEST_SKIP() << reason;
-    be = QAA_TEST_FACTORY(T);
+    be = P::Traits::template make<T>();
   }
+
+  static DeviceMemory& mem() { return P::Traits::memory(); }
 
   /// Device copy of a host vector; freed with the fixture.
   template <typename V>
   V* dev(const std::vector<V>& h) {
-    void* p = be->allocate(h.size() * sizeof(V));
-    if (!h.empty()) be->to_device(p, h.data(), h.size() * sizeof(V));
+    void* p = mem().allocate(h.size() * sizeof(V));
+    if (!h.empty()) mem().to_device(p, h.data(), h.size() * sizeof(V));
     owned.push_back(p);
     return static_cast<V*>(p);
   }
@@ -38,13 +59,13 @@ class BackendTest : public ::testing::Test {
   V* dev_zeros(size_t n) { return dev(std::vector<V>(n, V(0))); }
   template <typename V>
   std::vector<V> host(const V* p, size_t n) {
-    be->synchronize();
+    mem().synchronize();
     std::vector<V> h(n);
-    if (n) be->to_host(h.data(), p, n * sizeof(V));
+    if (n) mem().to_host(h.data(), p, n * sizeof(V));
     return h;
   }
   void TearDown() override {
-    if (be) for (void* p : owned) be->release(p);
+    if (be) for (void* p : owned) mem().release(p);
   }
 
   // ---- host-level conveniences over the device API ----
@@ -85,8 +106,7 @@ class BackendTest : public ::testing::Test {
   }
 };
 
-using Types = ::testing::Types<float, double>;
-TYPED_TEST_SUITE(BackendTest, Types);
+TYPED_TEST_SUITE_P(BackendTest);
 
 template <typename T>
 constexpr double tol() { return std::is_same_v<T, float> ? 2e-5 : 1e-12; }
@@ -106,8 +126,8 @@ inline Circuit all_gates_circuit(int n) {
 }
 
 // ---------------- gate matrices ----------------
-TYPED_TEST(BackendTest, SingleQubitGateMatrices) {
-  using T = TypeParam;
+TYPED_TEST_P(BackendTest, SingleQubitGateMatrices) {
+  using T = typename TypeParam::T;
   using C = std::complex<T>;
   const double t = 0.7318;
   const double c = std::cos(t / 2), s = std::sin(t / 2);
@@ -130,8 +150,8 @@ TYPED_TEST(BackendTest, SingleQubitGateMatrices) {
   (void)sizeof(C);
 }
 
-TYPED_TEST(BackendTest, WireZeroIsMostSignificantBit) {
-  using T = TypeParam;
+TYPED_TEST_P(BackendTest, WireZeroIsMostSignificantBit) {
+  using T = typename TypeParam::T;
   // RY(pi) on wire 0 of 2 qubits maps |00> to |10> = basis index 2.
   Circuit circ(2);
   circ.add_rotation(GateKind::RY, 0, 0);
@@ -140,8 +160,8 @@ TYPED_TEST(BackendTest, WireZeroIsMostSignificantBit) {
   EXPECT_NEAR(std::abs(u[1 * 4 + 0]), 0.0, tol<T>());
 }
 
-TYPED_TEST(BackendTest, TwoQubitGateMatrices) {
-  using T = TypeParam;
+TYPED_TEST_P(BackendTest, TwoQubitGateMatrices) {
+  using T = typename TypeParam::T;
   Circuit cn(2);
   cn.add_two_qubit(GateKind::CNOT, 0, 1);  // control wire 0 (MSB)
   const auto u = this->matrix(cn, {});
@@ -155,8 +175,8 @@ TYPED_TEST(BackendTest, TwoQubitGateMatrices) {
     for (int j = 0; j < 4; ++j) EXPECT_NEAR(z[i * 4 + j].real(), i == j ? (i == 3 ? -1.0 : 1.0) : 0.0, tol<T>());
 }
 
-TYPED_TEST(BackendTest, MatrixIsUnitaryAndAdjointInverts) {
-  using T = TypeParam;
+TYPED_TEST_P(BackendTest, MatrixIsUnitaryAndAdjointInverts) {
+  using T = typename TypeParam::T;
   using C = std::complex<T>;
   const Circuit c = all_gates_circuit(3);
   const auto theta = this->randn(c.n_params());
@@ -182,8 +202,8 @@ TYPED_TEST(BackendTest, MatrixIsUnitaryAndAdjointInverts) {
 }
 
 // ---------------- embedding ----------------
-TYPED_TEST(BackendTest, EmbeddingNormalisesPadsAndHandlesEdgeRows) {
-  using T = TypeParam;
+TYPED_TEST_P(BackendTest, EmbeddingNormalisesPadsAndHandlesEdgeRows) {
+  using T = typename TypeParam::T;
   using C = std::complex<T>;
   const int n = 3;
   const int64_t d = 5, B = 5;
@@ -217,8 +237,8 @@ TYPED_TEST(BackendTest, EmbeddingNormalisesPadsAndHandlesEdgeRows) {
 }
 
 // ---------------- norm preservation and readout ranges ----------------
-TYPED_TEST(BackendTest, NormPreservedAndReadoutRanges) {
-  using T = TypeParam;
+TYPED_TEST_P(BackendTest, NormPreservedAndReadoutRanges) {
+  using T = typename TypeParam::T;
   for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry"}) {
     const Circuit c = build_ansatz(name, 5, 3);
     const auto theta = this->randn(c.n_params());
@@ -244,8 +264,8 @@ TYPED_TEST(BackendTest, NormPreservedAndReadoutRanges) {
   }
 }
 
-TYPED_TEST(BackendTest, FusedForwardEqualsStateLevelPipeline) {
-  using T = TypeParam;
+TYPED_TEST_P(BackendTest, FusedForwardEqualsStateLevelPipeline) {
+  using T = typename TypeParam::T;
   using C = std::complex<T>;
   const Circuit c = build_ansatz("ry_rz_ring_ry", 4, 2);
   const auto theta = this->randn(c.n_params());
@@ -304,42 +324,45 @@ void check_fused_vjp(Fixture* f, const Circuit& c, Readout r, int64_t B, int64_t
   EXPECT_LT(rel_err(grad_x, fd_x), 1e-7);
 }
 
-class VjpTest : public BackendTest<double> {};
+/// The finite-difference checks, run in float64 only (instantiate with On<Traits, double>).
+template <typename P>
+class BackendVjpTest : public BackendTest<P> {};
+TYPED_TEST_SUITE_P(BackendVjpTest);
 
-TEST_F(VjpTest, EveryGateKindBothReadouts) {
+TYPED_TEST_P(BackendVjpTest, EveryGateKindBothReadouts) {
   for (Readout r : {Readout::kZ, Readout::kProbs}) check_fused_vjp(this, all_gates_circuit(3), r, 3, 7);
 }
 
-TEST_F(VjpTest, BothAnsaetzeBothReadouts) {
+TYPED_TEST_P(BackendVjpTest, BothAnsaetzeBothReadouts) {
   for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry"})
     for (Readout r : {Readout::kZ, Readout::kProbs}) check_fused_vjp(this, build_ansatz(name, 3, 2), r, 2, 6);
 }
 
-TEST_F(VjpTest, StateLevelVjpMatchesFiniteDifferences) {
+TYPED_TEST_P(BackendVjpTest, StateLevelVjpMatchesFiniteDifferences) {
   using C = std::complex<double>;
   for (Readout r : {Readout::kZ, Readout::kProbs}) {
     const Circuit c = all_gates_circuit(3);
     const int64_t B = 2, N = 8, F = readout_features(r, 3);
-    const auto theta = randn(c.n_params());
-    const auto psi0 = randn(B * N);  // real, unnormalised input state: the VJP is linear algebra only
-    const auto g = randn(B * F);
+    const auto theta = this->randn(c.n_params());
+    const auto psi0 = this->randn(B * N);  // real, unnormalised input state: the VJP is linear algebra only
+    const auto g = this->randn(B * F);
     auto run = [&](const std::vector<double>& th, const std::vector<double>& p0) {
       std::vector<C> cp(p0.begin(), p0.end());
-      C* dpsi = dev(cp);
-      be->apply(c, dev(th), dpsi, B, false, ExecContext{});
-      double* f = dev_zeros<double>(B * F);
-      be->readout(3, dpsi, B, r, f, ExecContext{});
-      const auto h = host(f, B * F);
+      C* dpsi = this->dev(cp);
+      this->be->apply(c, this->dev(th), dpsi, B, false, ExecContext{});
+      double* f = this->template dev_zeros<double>(B * F);
+      this->be->readout(3, dpsi, B, r, f, ExecContext{});
+      const auto h = this->host(f, B * F);
       double acc = 0;
       for (size_t i = 0; i < h.size(); ++i) acc += h[i] * g[i];
-      return std::make_pair(acc, host(dpsi, B * N));
+      return std::make_pair(acc, this->host(dpsi, B * N));
     };
     const auto psi = run(theta, psi0).second;
-    double* gt = dev_zeros<double>(c.n_params());
-    double* gp = dev_zeros<double>(B * N);
-    be->vjp(c, dev(theta), dev(psi), dev(g), r, B, gt, gp, ExecContext{});
-    const auto grad_theta = host(gt, c.n_params());
-    const auto grad_psi0 = host(gp, B * N);
+    double* gt = this->template dev_zeros<double>(c.n_params());
+    double* gp = this->template dev_zeros<double>(B * N);
+    this->be->vjp(c, this->dev(theta), this->dev(psi), this->dev(g), r, B, gt, gp, ExecContext{});
+    const auto grad_theta = this->host(gt, c.n_params());
+    const auto grad_psi0 = this->host(gp, B * N);
     const double eps = 1e-6;
     std::vector<double> fd_t(c.n_params()), fd_p(B * N);
     for (int p = 0; p < c.n_params(); ++p) {
@@ -359,8 +382,8 @@ TEST_F(VjpTest, StateLevelVjpMatchesFiniteDifferences) {
   }
 }
 
-TYPED_TEST(BackendTest, EdgeRowsGiveZeroOutputAndGradient) {
-  using T = TypeParam;
+TYPED_TEST_P(BackendTest, EdgeRowsGiveZeroOutputAndGradient) {
+  using T = typename TypeParam::T;
   const Circuit c = build_ansatz("ry_cnot_ring", 3, 2);
   const auto theta = this->randn(c.n_params());
   const T nan = std::numeric_limits<T>::quiet_NaN();
@@ -377,10 +400,11 @@ TYPED_TEST(BackendTest, EdgeRowsGiveZeroOutputAndGradient) {
   for (T v : this->host(gx, B * d)) EXPECT_EQ(v, T(0));
 }
 
-TYPED_TEST(BackendTest, Float32AgreesWithFloat64) {
-  using T = TypeParam;
+TYPED_TEST_P(BackendTest, Float32AgreesWithFloat64) {
+  using T = typename TypeParam::T;
   if (std::is_same_v<T, double>) GTEST_SKIP() << "compares float32 against float64";
-  auto be64 = QAA_TEST_FACTORY(double);
+  auto be64 = TypeParam::Traits::template make<double>();
+  DeviceMemory& mem = this->mem();
   const Circuit c = build_ansatz("ry_rz_ring_ry", 6, 2);
   const int64_t B = 4, d = 50;
   const auto th32 = this->randn(c.n_params());
@@ -388,8 +412,8 @@ TYPED_TEST(BackendTest, Float32AgreesWithFloat64) {
   const auto f32 = this->forward(c, th32, x32, B, Readout::kZ);
   std::vector<double> th(th32.begin(), th32.end()), x(x32.begin(), x32.end());
   auto d_alloc = [&](const std::vector<double>& h) {
-    void* p = be64->allocate(h.size() * sizeof(double));
-    be64->to_device(p, h.data(), h.size() * sizeof(double));
+    void* p = mem.allocate(h.size() * sizeof(double));
+    mem.to_device(p, h.data(), h.size() * sizeof(double));
     return static_cast<double*>(p);
   };
   double* dth = d_alloc(th);
@@ -398,10 +422,14 @@ TYPED_TEST(BackendTest, Float32AgreesWithFloat64) {
   double* nr = d_alloc(std::vector<double>(B));
   be64->forward(c, dth, dx, B, d, Readout::kZ, f, nr, ExecContext{});
   std::vector<double> f64(B * 6);
-  be64->synchronize();
-  be64->to_host(f64.data(), f, f64.size() * sizeof(double));
+  mem.synchronize();
+  mem.to_host(f64.data(), f, f64.size() * sizeof(double));
   for (size_t i = 0; i < f64.size(); ++i) EXPECT_NEAR(f32[i], f64[i], 1e-5);
-  for (void* p : {(void*)dth, (void*)dx, (void*)f, (void*)nr}) be64->release(p);
+  for (void* p : {(void*)dth, (void*)dx, (void*)f, (void*)nr}) mem.release(p);
 }
+
+REGISTER_TYPED_TEST_SUITE_P(BackendTest, SingleQubitGateMatrices, WireZeroIsMostSignificantBit, TwoQubitGateMatrices, MatrixIsUnitaryAndAdjointInverts, EmbeddingNormalisesPadsAndHandlesEdgeRows, NormPreservedAndReadoutRanges, FusedForwardEqualsStateLevelPipeline, EdgeRowsGiveZeroOutputAndGradient, Float32AgreesWithFloat64);
+REGISTER_TYPED_TEST_SUITE_P(BackendVjpTest, EveryGateKindBothReadouts, BothAnsaetzeBothReadouts,
+                            StateLevelVjpMatchesFiniteDifferences);
 
 }  // namespace qaa::test

@@ -1,38 +1,27 @@
-// CTest entry for the CPU backend: runs the shared backend checks against make_cpu_backend.
+// The CPU backend: the shared backend suites (backend_test_suite.hpp) instantiated for make_cpu_backend,
+// and the checks only the CPU backend has (thread-count independence, extreme rows against the host embedding).
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
 
+#include "backend_test_suite.hpp"
 #include "qaa/backend.hpp"
-
-#define QAA_TEST_FACTORY(T) ::qaa::make_cpu_backend<T>()
-#define QAA_TEST_SKIP_REASON() std::string()
-#include "backend_checks.hpp"
 
 namespace qaa::test {
 
-TEST(Circuit, AnsatzShapesAndErrors) {
-  const Circuit c = build_ansatz("ry_cnot_ring", 10, 4);
-  EXPECT_EQ(c.n_params(), 40);
-  EXPECT_EQ(c.gates().size(), 4u * (10 + 10));
-  EXPECT_TRUE(c.is_real());
-  const Circuit r = build_ansatz("ry_rz_ring_ry", 4, 2);
-  EXPECT_EQ(r.n_params(), 24);
-  EXPECT_FALSE(r.is_real());
-  EXPECT_THROW(build_ansatz("nope", 3, 1), std::invalid_argument);
-  EXPECT_THROW(build_ansatz("ry_cnot_ring", 0, 1), std::invalid_argument);
-  EXPECT_THROW(build_ansatz("ry_cnot_ring", 3, 0), std::invalid_argument);
-  EXPECT_THROW(build_ansatz("ry_cnot_ring", kMaxQubits + 1, 1), std::invalid_argument);
-  Circuit k(3);
-  EXPECT_THROW(k.add_rotation(GateKind::RY, 3, 0), std::invalid_argument);
-  EXPECT_THROW(k.add_rotation(GateKind::CNOT, 0, 0), std::invalid_argument);
-  EXPECT_THROW(k.add_two_qubit(GateKind::CNOT, 1, 1), std::invalid_argument);
-  EXPECT_EQ(qubits_for_dim(576), 10);
-  EXPECT_EQ(qubits_for_dim(1024), 10);
-  EXPECT_EQ(qubits_for_dim(1025), 11);
-  EXPECT_EQ(qubits_for_dim(1), 1);
-}
+struct CpuTraits {
+  template <typename T>
+  static std::unique_ptr<Backend<T>> make() { return make_cpu_backend<T>(); }
+  static std::string skip_reason() { return {}; }
+  static DeviceMemory& memory() {
+    static HostMemory m;
+    return m;
+  }
+};
+
+INSTANTIATE_TYPED_TEST_SUITE_P(Cpu, BackendTest, BackendTypes<CpuTraits>);
+INSTANTIATE_TYPED_TEST_SUITE_P(Cpu, BackendVjpTest, BackendFloat64<CpuTraits>);
 
 TEST(CpuThreads, ResultsIndependentOfThreadCount) {
   auto be = make_cpu_backend<double>();
@@ -51,43 +40,12 @@ TEST(CpuThreads, ResultsIndependentOfThreadCount) {
   for (size_t i = 0; i < gx1.size(); ++i) EXPECT_EQ(gx1[i], gx2[i]);
 }
 
-TEST(Build, SanitizerInstrumentationWhenRequested) {
-#if defined(QAA_SANITIZE_BUILD)
-#if defined(__SANITIZE_ADDRESS__)
-  SUCCEED();
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-  SUCCEED();
-#else
-  FAIL() << "QAA_SANITIZE=ON but the tests are not built with AddressSanitizer";
-#endif
-#else
-  FAIL() << "QAA_SANITIZE=ON but the tests are not built with AddressSanitizer";
-#endif
-#else
-  GTEST_SKIP() << "not a QAA_SANITIZE build";
-#endif
-}
-
-TEST(Circuit, HugeSizesAreRejectedNotOverflowed) {
-  // qubits_for_dim used a signed shift that overflowed (and looped forever) for d > 2^62.
-  EXPECT_EQ(qubits_for_dim((int64_t{1} << 62) + 1), 63);
-  EXPECT_EQ(qubits_for_dim(std::numeric_limits<int64_t>::max()), 63);
-  EXPECT_EQ(qubits_for_dim(int64_t{1} << 21), 21);
-  Circuit c(2);
-  EXPECT_THROW(c.add_rotation(GateKind::RY, 0, kMaxParams), std::invalid_argument);
-  EXPECT_THROW(c.add_rotation(GateKind::RY, 0, std::numeric_limits<int>::max()), std::invalid_argument);
-  EXPECT_THROW(c.add_rotation(GateKind::RY, 0, -1), std::invalid_argument);
-  EXPECT_THROW(c.reserve_params(kMaxParams + 1), std::invalid_argument);
-  EXPECT_EQ(c.n_params(), 0);
-  EXPECT_THROW(build_ansatz("ry_cnot_ring", 20, 1 << 30), std::invalid_argument);
-  EXPECT_THROW(build_ansatz("ry_rz_ring_ry", 20, kMaxParams / 60 + 1), std::invalid_argument);
-}
-
 /// Rows a fine-tuning run meets: zero (padding), NaN, +-inf, norms beyond T's range, subnormal, and regular.
+using RealTypes = ::testing::Types<float, double>;
+
 template <typename T>
 class CpuEdgeRows : public ::testing::Test {};
-TYPED_TEST_SUITE(CpuEdgeRows, Types);
+TYPED_TEST_SUITE(CpuEdgeRows, RealTypes);
 
 TYPED_TEST(CpuEdgeRows, ExtremeMagnitudesStayFiniteAndNeverNaN) {
   using T = TypeParam;

@@ -1,28 +1,36 @@
-// CTest entry for the CUDA backend: the shared backend checks against make_cuda_backend, plus parity with the
-// CPU backend, chunking, caller workspace, streams and argument errors. Without a CUDA device (or driver)
-// every test reports SKIPPED with the reason "no CUDA device".
+// The CUDA backend: the shared backend suites (backend_test_suite.hpp) instantiated for make_cuda_backend,
+// plus parity with the CPU backend, chunking, caller workspace, streams and argument errors. Without a CUDA
+// device (or driver) every test reports SKIPPED with the reason "no CUDA device".
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "backend_test_suite.hpp"
+#include "cuda_memory.hpp"
 #include "engine_cuda.hpp"
 #include "qaa/backend.hpp"
 
-namespace {
-std::string cuda_skip_reason() {
-  static const std::string reason = qaa::cuda_device_count() > 0 ? std::string() : std::string("no CUDA device");
-  return reason;
-}
-}  // namespace
-
-#define QAA_TEST_FACTORY(T) ::qaa::make_cuda_backend<T>()
-#define QAA_TEST_SKIP_REASON() cuda_skip_reason()
-#include "backend_checks.hpp"
-
 namespace qaa::test {
+
+struct CudaTraits {
+  template <typename T>
+  static std::unique_ptr<Backend<T>> make() { return make_cuda_backend<T>(); }
+  static std::string skip_reason() {
+    static const std::string reason = cuda_device_count() > 0 ? std::string() : std::string("no CUDA device");
+    return reason;
+  }
+  static DeviceMemory& memory() {
+    static CudaMemory m;
+    return m;
+  }
+};
+
+INSTANTIATE_TYPED_TEST_SUITE_P(Cuda, BackendTest, BackendTypes<CudaTraits>);
+INSTANTIATE_TYPED_TEST_SUITE_P(Cuda, BackendVjpTest, BackendFloat64<CudaTraits>);
 
 /// Norm-wise relative comparison; infinite entries must match exactly, NaN is never accepted.
 template <typename T>
@@ -56,6 +64,8 @@ std::vector<T> flatten(const std::vector<std::complex<T>>& v) {
 template <typename T>
 constexpr double parity_tol() { return std::is_same_v<T, float> ? 1e-5 : 1e-12; }
 
+using RealTypes = ::testing::Types<float, double>;
+
 /// Restores the default chunk size when a test ends.
 struct ChunkBytesGuard {
   explicit ChunkBytesGuard(size_t bytes) { set_cuda_chunk_bytes(bytes); }
@@ -63,7 +73,7 @@ struct ChunkBytesGuard {
 };
 
 template <typename T>
-class CudaBackendTest : public BackendTest<T> {
+class CudaBackendTest : public BackendTest<On<CudaTraits, T>> {
  public:
   using C = std::complex<T>;
   std::unique_ptr<Backend<T>> cpu = make_cpu_backend<T>();
@@ -95,7 +105,7 @@ class CudaBackendTest : public BackendTest<T> {
     T* dx = this->dev(x);
     T* dg = this->dev(g);
     T* dgn = this->dev(gn);
-    this->be->synchronize();  // uploads done before work on a caller's (possibly non-blocking) stream
+    this->mem().synchronize();  // uploads done before work on a caller's (possibly non-blocking) stream
     this->be->forward(c, dth, dx, B, d, r, f, nr, ctx);
     this->be->backward(c, dth, dx, B, d, r, dg, dgn, gt, gx, ctx);
     return {this->host(f, B * F), this->host(nr, B), this->host(gt, c.n_params()), this->host(gx, B * d)};
@@ -119,7 +129,7 @@ class CudaBackendTest : public BackendTest<T> {
   }
 };
 
-TYPED_TEST_SUITE(CudaBackendTest, Types);
+TYPED_TEST_SUITE(CudaBackendTest, RealTypes);
 
 TYPED_TEST(CudaBackendTest, FusedForwardBackwardMatchCpu) {
   using T = TypeParam;
@@ -225,7 +235,7 @@ TYPED_TEST(CudaBackendTest, CallerWorkspaceAndStream) {
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   ExecContext ctx;
   ctx.stream = stream;
-  ctx.workspace = this->be->allocate(need);
+  ctx.workspace = this->mem().allocate(need);
   ctx.workspace_bytes = need;
   this->owned.push_back(ctx.workspace);
   const auto got = this->run_cuda(c, theta, x, B, d, Readout::kZ, g, gn, ctx);  // host() synchronises the device
