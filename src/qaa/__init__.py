@@ -15,6 +15,7 @@ docs/design.md describes the method and the package.
 __version__ = "0.1.0"
 
 from .engine import QAAFunction, ansatz_names, build_circuit, qaa_features, qubits_for_dim
+from .engine.engines import engines
 from .tuners.qaa import (MergeError, QAAConfig, QAALayer, attach, calibrate_input_transform, detach, detach_adapter,
                          disable_adapter, load_adapter, load_adapter_weights, merge, qaa_layers, save_adapter,
                          set_adapter, unwrap_model)
@@ -26,7 +27,7 @@ __all__ = [
     "print_trainable_parameters",
     "qaa_features", "qaa_layers", "save_adapter", "set_adapter", "trainable_parameters_line", "ansatz_names",
     "build_circuit", "qubits_for_dim", "calibrate_input_transform", "unwrap_model", "QAATrainer", "extract_adapter",
-    "__version__",
+    "engines", "__version__",
 ]
 
 
