@@ -2,7 +2,7 @@
 """GPU benchmark of the QAA branch: fused forward + adjoint VJP, three ways.
 
   gpu_engine   qaa._engine_cuda (cuStateVec): ``forward`` then ``backward`` (states recomputed, adjoint sweep),
-               workspace allocated once by torch (qaa._cuda.workspace_for)
+               workspace allocated once by torch (qaa.engine.cuda.workspace_for)
   cpu_engine   qaa._engine_cpu (OpenMP, all cores) on the same data in host memory
   torch_dense  pure torch on the GPU: U(theta) built from the gates on the identity (differentiable),
                psi = psi0 @ U^T, readout, ``loss.backward()`` through autograd
@@ -174,7 +174,7 @@ def main() -> int:
         print("bench_gpu: torch.cuda is not available (no GPU or a CPU-only torch build)\nFAILED")
         return 1
     from qaa import _engine_cpu as cpu
-    from qaa._cuda import cuda_engine, workspace_for
+    from qaa.engine.cuda import cuda_engine, workspace_for
 
     cuda = cuda_engine()
     dev = torch.device(DEVICE)

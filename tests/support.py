@@ -125,3 +125,26 @@ def compare_args(**kw) -> argparse.Namespace:
                 batch_size=None, no_bertscore=False, out="unused", lr=None, sora_xi=None, device="cpu")
     base.update(kw)
     return argparse.Namespace(**base)
+
+
+# ---------------------------------------------------------------- distributed tests
+def torchrun(args, nproc: int = 2, timeout: float = 300, env: dict | None = None):
+    """Run ``python -m torch.distributed.run --standalone --nproc-per-node nproc *args`` in its own session;
+    returns the ``CompletedProcess`` (text output). On timeout the whole session (launcher and ranks) is killed
+    and ``subprocess.TimeoutExpired`` raised, so a hung collective never outlives the test."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

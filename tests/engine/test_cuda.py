@@ -243,6 +243,70 @@ def test_cuda_engine_error_is_clear_when_unavailable(monkeypatch):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("ansatz", ["ry_cnot_ring", "ry_rz_ring_ry"])
+@pytest.mark.parametrize("n", [3, 7, 10, 12])
+def test_fused_custatevec_and_cpu_agree(engines, n, ansatz, dtype):
+    """The fused kernel, the per-gate cuStateVec engine (when built in) and the CPU engine, same inputs."""
+    cpu, cuda = engines
+    circ = cpu.Circuit.from_ansatz(ansatz, n, 3)
+    d = 2**n - 1
+    theta, x, gf, gn = make_inputs(n, 41, d, dtype, circ.n_params, n, seed=100 + n)
+    want = run_fused(cpu, circ, theta, x, "z", gf, gn)
+    dev = torch.device("cuda")
+    args = (circ, theta.to(dev), x.to(dev), "z", gf.to(dev), gn.to(dev), _stream())
+    modes = ["fused"] + (["custatevec"] if cuda.build_info()["custatevec"] else [])
+    try:
+        for mode in modes:
+            cuda.set_engine(mode)
+            got = run_fused(cuda, *args)
+            torch.cuda.synchronize()
+            for g, w, what in zip(got, want, ("features", "norms", "grad_theta", "grad_x")):
+                assert_close(g, w, dtype, f"{mode} {ansatz} n={n} {what}")
+    finally:
+        cuda.set_engine("auto")
+
+
+@pytest.mark.cuda
+def test_fused_grad_theta_is_bitwise_repeatable(engines):
+    cpu, cuda = engines
+    circ = cpu.Circuit.from_ansatz("ry_cnot_ring", 10, 4)
+    theta, x, gf, gn = make_inputs(10, 4099, 576, torch.float32, circ.n_params, 10, seed=5)
+    dev = torch.device("cuda")
+    args = (circ, theta.to(dev), x.to(dev), "z", gf.to(dev), gn.to(dev), _stream())
+    first = run_fused(cuda, *args)[2].clone()
+    for _ in range(2):
+        assert torch.equal(run_fused(cuda, *args)[2], first)
+
+
+@pytest.mark.cuda
+def test_every_tensor_argument_is_checked_for_its_device(engines):
+    cpu, cuda = engines
+    circ = cpu.Circuit.from_ansatz("ry_cnot_ring", 4, 1)
+    theta, x, gf, gn = make_inputs(4, 3, 16, torch.float32, circ.n_params, 4, edge_rows=False)
+    dev = torch.device("cuda")
+    with pytest.raises(ValueError, match="theta"):  # theta left on the CPU, x on the GPU
+        run_fused(cuda, circ, theta, x.to(dev), "z", gf.to(dev), gn.to(dev), _stream())
+
+
+@pytest.mark.cuda
+def test_scratch_comes_from_torchs_caching_allocator(engines):
+    """Without workspace=, the adapter allocates the engine's scratch with torch (visible in its statistics)."""
+    cpu, cuda = engines
+    circ = cpu.Circuit.from_ansatz("ry_cnot_ring", 10, 4)
+    theta, x, gf, gn = make_inputs(10, 4096, 576, torch.float32, circ.n_params, 10, edge_rows=False)
+    dev = torch.device("cuda")
+    need = cuda.workspace_size("backward", circ, 4096, "float32")
+    assert need > 0
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    run_fused(cuda, circ, theta.to(dev), x.to(dev), "z", gf.to(dev), gn.to(dev), _stream())
+    torch.cuda.synchronize()
+    assert torch.cuda.max_memory_allocated() - base >= need
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_custom_ops_on_cuda_match_cpu_and_pass_opcheck(engines, dtype):
     """``qaa::features`` / ``qaa::features_backward`` on CUDA tensors: opcheck, and values and gradients equal

@@ -14,7 +14,7 @@ from support import compare_args as _args
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
 
-def _attach(model, settings):
+def _attach(model, ctx):
     model.requires_grad_(False)
     model.model.norm.weight.requires_grad_(True)
     return model
@@ -42,15 +42,16 @@ def toy_method():
 def test_a_registered_method_runs_through_the_comparison(toy_method, tiny_model_dir, fake_tasks, tmp_path):
     assert "toy" in registry.names() and "toy" not in registry.default_names()
     args = _args(model=str(tiny_model_dir), tasks="e2e_nlg", methods="toy", steps=2, batch_size=2, eval_size=2,
-                 max_new_tokens=4, no_bertscore=True, out=str(tmp_path))
+                 max_new_tokens=4, no_bertscore=True, out=str(tmp_path), seeds="0", select_lr=False)
     results = run_compare(args)
-    run = next(r for r in results["runs"] if r["method"] == "toy")
+    (run,) = [r for r in results["runs"].values() if r["method"] == "toy"]
     assert run["status"] == "ok", run.get("traceback")
     assert run["lr"] == 1e-2 and run["trainable_params"] == 64  # the tiny model's hidden width
     assert run["reload_max_abs_diff"] == 0.0
-    assert (tmp_path / "adapters" / "e2e_nlg" / "toy" / "toy.safetensors").is_file()
+    assert (tmp_path / run["adapter_dir"] / "toy.safetensors").is_file()
+    assert [e["status"] for e in results["evals"].values() if e["method"] == "toy"] == ["ok"]
     assert "| toy |" in (tmp_path / "results.md").read_text()
-    assert json.loads((tmp_path / "results.json").read_text())["settings"]["methods"] == ["toy"]
+    assert json.loads((tmp_path / "results.json").read_text())["settings"]["methods"] == {"e2e_nlg": ["toy"]}
 
 
 def test_registry_refuses_taken_and_malformed_names():

@@ -1,38 +1,25 @@
-// Host-side support of the CUDA backend: status checks, the current-device guard, the per-device cuStateVec
-// handle cache and the per-call scratch memory.
+// Host-side support of the cuStateVec backend: cuStateVec status checks and the handle cache, on top of the
+// runtime-only helpers of cuda_runtime_support.cuh (status checks, device guard, per-call scratch).
 #pragma once
 
 #include <cuda_runtime.h>
 #include <custatevec.h>
 
-#include <cstddef>
-#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
-#include "qaa/backend.hpp"
+#include "cuda_runtime_support.cuh"
 
 namespace qaa::cuda {
-
-[[noreturn]] inline void throw_cuda(cudaError_t e, const char* what, const char* file, int line) {
-  throw std::runtime_error(std::string("qaa CUDA backend: ") + what + " failed: " + cudaGetErrorName(e) + ": " +
-                           cudaGetErrorString(e) + " (" + file + ":" + std::to_string(line) + ")");
-}
 
 [[noreturn]] inline void throw_custatevec(custatevecStatus_t s, const char* what, const char* file, int line) {
   throw std::runtime_error(std::string("qaa CUDA backend: ") + what + " failed: " + custatevecGetErrorName(s) +
                            ": " + custatevecGetErrorString(s) + " (" + file + ":" + std::to_string(line) + ")");
 }
-
-/// Throw std::runtime_error with the CUDA error name and string unless `expr` returns cudaSuccess.
-#define QAA_CUDA_CHECK(expr)                                                              \
-  do {                                                                                    \
-    const cudaError_t qaa_err_ = (expr);                                                  \
-    if (qaa_err_ != cudaSuccess) ::qaa::cuda::throw_cuda(qaa_err_, #expr, __FILE__, __LINE__); \
-  } while (0)
 
 /// Throw std::runtime_error with the cuStateVec error name and string unless `expr` succeeds.
 #define QAA_CUSV_CHECK(expr)                                                                    \
@@ -41,49 +28,11 @@ namespace qaa::cuda {
     if (qaa_st_ != CUSTATEVEC_STATUS_SUCCESS) ::qaa::cuda::throw_custatevec(qaa_st_, #expr, __FILE__, __LINE__); \
   } while (0)
 
-/// Check the launch status of the kernel just launched (configuration errors; never synchronises).
-#define QAA_CUDA_CHECK_LAUNCH() QAA_CUDA_CHECK(cudaGetLastError())
-
-/// The device that holds `ptr`. Throws std::invalid_argument for host memory and std::runtime_error when the
-/// runtime cannot tell (e.g. no CUDA driver).
-inline int device_of(const void* ptr, const char* name) {
-  cudaPointerAttributes attr{};
-  const cudaError_t e = cudaPointerGetAttributes(&attr, ptr);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    throw_cuda(e, (std::string("cudaPointerGetAttributes(") + name + ")").c_str(), __FILE__, __LINE__);
-  }
-  if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged) {
-    throw std::invalid_argument(std::string("qaa CUDA backend: ") + name + " is not in CUDA device memory");
-  }
-  return attr.device;
-}
-
-/// Makes `device` current for the guard's lifetime and restores the previous device afterwards.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    QAA_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (previous_ != device) {
-      QAA_CUDA_CHECK(cudaSetDevice(device));
-    } else {
-      previous_ = -1;
-    }
-  }
-  ~DeviceGuard() {
-    if (previous_ >= 0) (void)cudaSetDevice(previous_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = -1;
-};
-
-/// One cuStateVec handle per device, created on first use and kept for the life of the process (it is never
-/// destroyed: at process exit the CUDA runtime may already be gone). A call holds the device's lock from
-/// custatevecSetStream to its last cuStateVec call, so concurrent host threads never interleave streams on
-/// one handle.
+/// One cuStateVec handle per (device, stream), created on first use and kept for the life of the process (it
+/// is never destroyed: at process exit the CUDA runtime may already be gone). A handle is only ever bound to
+/// its own stream, so work queued on different streams never shares a handle or its context workspace, and
+/// calls on several streams of one device may run concurrently. A call still holds the entry's lock from
+/// custatevecSetStream to its last cuStateVec call, so host threads sharing one stream never interleave.
 class HandleCache {
  public:
   struct Lease {
@@ -91,9 +40,9 @@ class HandleCache {
     custatevecHandle_t handle;
   };
 
-  /// Lock and return the handle of `device`, which must be the current device. Its stream is set to `stream`.
+  /// Lock and return the handle of (`device`, `stream`); `device` must be the current device.
   static Lease acquire(int device, cudaStream_t stream) {
-    Entry* e = instance().entry(device);
+    Entry* e = instance().entry(device, stream);
     Lease lease{std::unique_lock<std::mutex>(e->call_mutex), nullptr};
     if (e->handle == nullptr) QAA_CUSV_CHECK(custatevecCreate(&e->handle));
     lease.handle = e->handle;
@@ -110,78 +59,14 @@ class HandleCache {
     static HandleCache* cache = new HandleCache();  // intentionally leaked, see above
     return *cache;
   }
-  Entry* entry(int device) {
+  Entry* entry(int device, cudaStream_t stream) {
     std::lock_guard<std::mutex> g(map_mutex_);
-    auto& slot = entries_[device];
+    auto& slot = entries_[std::make_pair(device, reinterpret_cast<std::uintptr_t>(stream))];
     if (!slot) slot = std::make_unique<Entry>();
     return slot.get();
   }
   std::mutex map_mutex_;
-  std::map<int, std::unique_ptr<Entry>> entries_;
-};
-
-/// Alignment of every region carved out of a workspace (cuStateVec asks for 256 bytes).
-inline constexpr size_t kWorkspaceAlign = 256;
-
-inline size_t align_up(size_t v) { return (v + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
-
-/// Scratch memory of one call: the caller's workspace (ExecContext::workspace) when given, else a
-/// stream-ordered allocation (cudaMallocAsync / cudaFreeAsync on the call's stream, no host sync).
-class Scratch {
- public:
-  Scratch(const ExecContext& ctx, size_t need, cudaStream_t stream) : stream_(stream) {
-    if (need == 0) return;
-    if (ctx.workspace != nullptr) {
-      if (ctx.workspace_bytes < need) {
-        throw std::invalid_argument("qaa CUDA backend: workspace of " + std::to_string(ctx.workspace_bytes) +
-                                    " bytes is smaller than the " + std::to_string(need) +
-                                    " bytes workspace_size() asks for");
-      }
-      if (reinterpret_cast<std::uintptr_t>(ctx.workspace) % kWorkspaceAlign != 0) {
-        throw std::invalid_argument("qaa CUDA backend: workspace must be 256-byte aligned");
-      }
-      base_ = static_cast<char*>(ctx.workspace);
-    } else {
-      void* p = nullptr;
-      QAA_CUDA_CHECK(cudaMallocAsync(&p, need, stream_));
-      owned_ = p;
-      base_ = static_cast<char*>(p);
-    }
-  }
-  ~Scratch() {
-    if (owned_ != nullptr) (void)cudaFreeAsync(owned_, stream_);
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-
-  /// Pointer at byte offset `off` (a multiple of kWorkspaceAlign).
-  template <typename V>
-  V* at(size_t off) const { return reinterpret_cast<V*>(base_ + off); }
-
- private:
-  cudaStream_t stream_;
-  char* base_ = nullptr;
-  void* owned_ = nullptr;
-};
-
-/// Stream-ordered temporary device buffer (used for cuStateVec's extra workspace, normally never needed).
-class TempBuffer {
- public:
-  TempBuffer(size_t bytes, cudaStream_t stream) : stream_(stream), bytes_(bytes) {
-    if (bytes > 0) QAA_CUDA_CHECK(cudaMallocAsync(&ptr_, bytes, stream));
-  }
-  ~TempBuffer() {
-    if (ptr_ != nullptr) (void)cudaFreeAsync(ptr_, stream_);
-  }
-  TempBuffer(const TempBuffer&) = delete;
-  TempBuffer& operator=(const TempBuffer&) = delete;
-  void* get() const { return ptr_; }
-  size_t size() const { return bytes_; }
-
- private:
-  cudaStream_t stream_;
-  size_t bytes_ = 0;
-  void* ptr_ = nullptr;
+  std::map<std::pair<int, std::uintptr_t>, std::unique_ptr<Entry>> entries_;
 };
 
 }  // namespace qaa::cuda

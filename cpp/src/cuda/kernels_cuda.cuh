@@ -270,7 +270,7 @@ __global__ void rotation_grad_kernel(int kind, const Amp<T>* __restrict__ phi, c
 }
 
 /// gate_acc[r] += sum_{j < blocks} partial[r * blocks + j] for every rotation r < R (one chunk's terms).
-__global__ void accumulate_partials_kernel(const double* __restrict__ partial, int blocks, int R,
+static __global__ void accumulate_partials_kernel(const double* __restrict__ partial, int blocks, int R,
                                            double* __restrict__ gate_acc) {
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r >= R) return;

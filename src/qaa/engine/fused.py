@@ -43,7 +43,7 @@ def forward_features(circuit: Circuit, theta: torch.Tensor, x: torch.Tensor, kin
         raise ValueError(f"path must be 'auto', 'state' or 'dense', got {path!r}")
     B = x.shape[0]
     if path == "auto":
-        path = "dense" if prefer_dense(circuit, B) else "state"
+        path = "dense" if prefer_dense(circuit, B, x.device.type) else "state"
     if path == "dense" and B > 0:
         return forward_dense(circuit, theta, x, kind)
     feats = torch.empty(B, n_features(circuit, kind), dtype=x.dtype, device=x.device)

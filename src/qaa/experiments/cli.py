@@ -58,6 +58,12 @@ def _finetune_parser(sub, tasks) -> None:
                    help="seed of the train/validation/test split by input (the comparison's split; --seed is the "
                         "training seed: initialisation and data order)")
     p.add_argument("--bertscore", action="store_true", help="also report BERTScore (MiniLM-L6)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                   help="where to train and evaluate (auto: cuda when available); under torchrun each rank uses "
+                        "cuda:LOCAL_RANK")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per optimizer step (--batch-size stays the sequences per step; it must be a "
+                        "multiple of processes x --grad-accum)")
     p.add_argument("--out", default="runs/finetune", help="output folder (adapter, losses, results.json)")
 
 

@@ -19,7 +19,8 @@ from .train import TrainConfig, train
 
 def score(model, tokenizer, task, test_ex, args, bertscore: bool, desc: str):
     """Generate for every held-out input and score against all its references: ``(hypotheses, metrics)``."""
-    return generate_and_score(model, tokenizer, task, test_ex, args.max_new_tokens, bertscore,
+    device = next(model.parameters()).device.type
+    return generate_and_score(model, tokenizer, task, test_ex, args.max_new_tokens, bertscore, device=device,
                               progress=not args.no_progress, desc=desc)
 
 
@@ -46,12 +47,64 @@ def check_output_folder(out: str) -> None:
             raise ValueError(f"--out: cannot write into {folder} ({e.strerror or e})") from e
 
 
+def check_parallel_args(args, world: int) -> None:
+    """Check ``--grad-accum`` and ``--device`` for ``world`` processes. Raises ValueError naming the option."""
+    grad_accum = getattr(args, "grad_accum", 1)
+    if grad_accum < 1 or grad_accum > 10**5:
+        raise ValueError(f"--grad-accum must be in [1, 100000], got {grad_accum}")
+    if args.batch_size % (world * grad_accum):
+        raise ValueError(f"--batch-size {args.batch_size} must be a multiple of processes x --grad-accum "
+                         f"({world} x {grad_accum})")
+    if getattr(args, "device", "cpu") == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+
+
+def _start_distributed(device_opt: str):
+    """``(device, rank, world)``; under torchrun (``WORLD_SIZE`` > 1) the process group is initialised (NCCL on
+    CUDA, gloo on the CPU) with a timeout long enough for rank 0's evaluations."""
+    import datetime
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = device_opt == "cuda" or (device_opt == "auto" and torch.cuda.is_available())
+    if world <= 1:
+        return torch.device("cuda" if cuda else "cpu"), 0, 1
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=6))
+    return device, dist.get_rank(), dist.get_world_size()
+
+
 def run_finetune(args) -> dict:
     """Run ``qaa finetune`` with the parsed options ``args`` (checked by
     :func:`qaa.experiments.settings.check_finetune_args`); returns the summary written to ``results.json``.
 
-    Raises ValueError (before the model is loaded) for an ``--out`` that cannot be written, and (before the base
-    model is evaluated) for ``--target-modules`` that match no linear layer of the model."""
+    Under ``torchrun`` (data parallelism, DDP) every rank trains on its share of every batch; rank 0 alone
+    evaluates and writes the outputs (the other ranks wait for it and return an empty dict).
+
+    Raises ValueError (before the model is loaded) for an ``--out`` that cannot be written or a ``--batch-size``
+    that is not a multiple of processes x ``--grad-accum``, and (before the base model is evaluated) for
+    ``--target-modules`` that match no linear layer of the model."""
+    check_parallel_args(args, int(os.environ.get("WORLD_SIZE", "1")))
+    device, rank, world = _start_distributed(getattr(args, "device", "cpu"))
+    try:
+        return _run(args, device, rank, world)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run(args, device, rank: int, world: int) -> dict:
+    import torch.distributed as dist
+
+    main = rank == 0
+    progress = not args.no_progress and main
     check_output_folder(args.out)
     config = QAAConfig(target_modules=args.target_modules.split(","), n_layers=args.n_layers,
                        ansatz=args.ansatz, readout=args.readout, scaling=args.scaling,
@@ -60,21 +113,33 @@ def run_finetune(args) -> dict:
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     model, tokenizer = load_base_model(args.model)
+    if device.type != "cpu":
+        model.to(device)
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s")
     check_targets(model, config)
     train_ex, test_ex, encoded = prepare_task(args.task, tokenizer, args.test_fraction, args.split_seed,
                                               args.eval_size, args.max_length)
-    print(f"task {args.task}: {len(train_ex)} training inputs ({len(encoded)} pairs), "
-          f"{len(test_ex)} held-out inputs")
-    base_hyps, base_metrics = score(model, tokenizer, args.task, test_ex, args, args.bertscore, "eval base")
+    if main:
+        print(f"task {args.task}: {len(train_ex)} training inputs ({len(encoded)} pairs), "
+              f"{len(test_ex)} held-out inputs" + (f"; {world} processes" if world > 1 else ""))
+        base_hyps, base_metrics = score(model, tokenizer, args.task, test_ex, args, args.bertscore, "eval base")
 
     attach(model, config)
-    print_trainable_parameters(model)
+    if main:
+        print_trainable_parameters(model)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                       max_length=args.max_length, seed=args.seed)
-    result = train(model, tokenizer, encoded, cfg, progress=not args.no_progress, desc="train qaa")
+    trained = model
+    if world > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    result = train(trained, tokenizer, encoded, cfg, progress=progress, desc="train qaa",
+                   grad_accum=getattr(args, "grad_accum", 1))
     adapter_dir = os.path.join(args.out, "adapter")
-    save_adapter(model, adapter_dir)
+    save_adapter(trained, adapter_dir)  # collective under DDP: rank 0 writes
+    if not main:
+        dist.barrier()  # rank 0 evaluates and writes the results
+        return {}
     write_losses(os.path.join(args.out, "losses.csv"), result.losses, result.step_times)
     tuned_hyps, tuned_metrics = score(model, tokenizer, args.task, test_ex, args, args.bertscore, "eval qaa")
 
@@ -92,6 +157,7 @@ def run_finetune(args) -> dict:
         "generations": [{"input": e.input, "references": list(e.references), "base": b, "qaa": t}
                         for e, b, t in zip(test_ex, base_hyps, tuned_hyps)],
     }
+    summary["processes"], summary["grad_accum"] = world, getattr(args, "grad_accum", 1)
     atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(summary, indent=2))
     print(f"\nloss: first {k} steps {first:.3f} -> last {k} steps {last:.3f}")
     print(f"{'metric':<12}{'base':>10}{'qaa':>10}")
@@ -102,4 +168,6 @@ def run_finetune(args) -> dict:
     for s in summary["generations"][:3]:
         print(f"  input: {s['input']}\n  base : {s['base']}\n  qaa  : {s['qaa']}\n  ref  : {s['references'][0]}\n")
     print(f"adapter saved to {adapter_dir}; results in {os.path.join(args.out, 'results.json')}")
+    if world > 1:
+        dist.barrier()
     return summary

@@ -101,18 +101,77 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return 1.0 - 0.9 * (step - cfg.warmup_steps) / span
 
 
+def _shard_step(model, full: Dict[str, torch.Tensor], device, grad_accum: int, rank: int, world: int,
+                extra_loss: Optional[Callable[[], torch.Tensor]]) -> torch.Tensor:
+    """Forward and backward of one optimizer step's batch ``full`` (collated, padded once for the whole batch),
+    of which this rank takes the rows ``rank * B/world ...`` in ``grad_accum`` micro-batches. Each micro-batch's
+    loss is its summed target-token cross-entropy divided by the target tokens of the whole batch (times
+    ``world``: DDP and FSDP average gradients over ranks), so the accumulated gradient is the gradient of the
+    whole batch's mean token loss, as one process computes it. Returns the whole batch's mean loss (all-reduced
+    over ranks), detached."""
+    import contextlib
+
+    import torch.nn.functional as F
+
+    labels = full["labels"]
+    n_tokens = int((labels[:, 1:] != -100).sum())
+    per_rank = labels.shape[0] // world
+    rows = torch.arange(rank * per_rank, (rank + 1) * per_rank)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for i, micro in enumerate(rows.chunk(grad_accum)):
+        inputs = {k: v[micro].to(device) for k, v in full.items()}
+        target = inputs.pop("labels")
+        last = i == grad_accum - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            logits = model(**inputs).logits.float()
+            summed = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1),
+                                     ignore_index=-100, reduction="sum")
+            loss = summed * (world / max(n_tokens, 1))
+            if extra_loss is not None:
+                loss = loss + extra_loss() / grad_accum
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()}")
+            loss.backward()
+        total += summed.detach().to(torch.float64)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(total)
+    return (total / max(n_tokens, 1)).to(torch.float32)
+
+
 def train(model, tokenizer, encoded: Sequence[Tuple[List[int], List[int]]], cfg: TrainConfig,
           after_step: Optional[Callable[[int], None]] = None,
           extra_loss: Optional[Callable[[], torch.Tensor]] = None,
-          progress: bool = True, desc: str = "train") -> TrainResult:
+          progress: bool = True, desc: str = "train", grad_accum: int = 1) -> TrainResult:
     """Train the model's trainable parameters with AdamW for ``cfg.steps`` steps.
 
     ``after_step(step)`` runs after each optimizer step (SoRA's proximal update); ``extra_loss()`` is added
     to the loss (e.g. an L1 term). Records loss and wall time per step, the peak RSS increase during training
     and the bytes autograd saved for backward in one step. Raises FloatingPointError on a non-finite loss.
+
+    Data parallelism: when torch.distributed is initialised with more than one rank, ``model`` is a DDP (or
+    FSDP) model and every rank draws the same batch of ``cfg.batch_size`` sequences and computes its own
+    ``batch_size / world`` of them; ``grad_accum`` splits each rank's share into that many micro-batches
+    (backward after each, gradients synchronised after the last). Both keep the batch's numerics: the gradient
+    is that of the whole batch's mean target-token loss (equal to one process on the whole batch up to float
+    rounding). With one process and ``grad_accum=1`` (the default) the step is exactly the single-batch one.
+
+    Raises:
+        ValueError: ``grad_accum < 1``, or ``cfg.batch_size`` not a multiple of ``world * grad_accum``.
     """
     from tqdm.auto import tqdm
 
+    from ..tuners.qaa.distributed import rank_and_world
+
+    rank, world = rank_and_world()
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise ValueError(f"grad_accum must be an int >= 1, got {grad_accum!r}")
+    if cfg.batch_size % (world * grad_accum):
+        raise ValueError(f"batch size {cfg.batch_size} must be a multiple of processes x gradient accumulation "
+                         f"({world} x {grad_accum})")
+    sharded = world > 1 or grad_accum > 1
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -139,6 +198,19 @@ def train(model, tokenizer, encoded: Sequence[Tuple[List[int], List[int]]], cfg:
                     order = list(range(len(encoded)))
                     rng.shuffle(order)
                 batch.append(encoded[order.pop()])
+            t0 = time.perf_counter()
+            if sharded:
+                loss = _shard_step(model, collate(batch, pad), device, grad_accum, rank, world, extra_loss)
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                if after_step is not None:
+                    after_step(step)
+                times.append(time.perf_counter() - t0)
+                losses.append(float(loss))
+                continue
             inputs = {k: v.to(device) for k, v in collate(batch, pad).items()}
             t0 = time.perf_counter()
             if step == 0:

@@ -324,7 +324,14 @@ class QAALayer(nn.Module):
         result = self.base_layer(x, *args, **kwargs)
         if self.disabled or self.active_adapter is None:
             return result
-        return result + self.branch(x, self.active_adapter).to(result.dtype)
+        # The branch computes in the adapter's dtype under autocast too (the dtype rule): autocast would run
+        # the output map in bfloat16 / float16.
+        if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                branch = self.branch(x, self.active_adapter)
+        else:
+            branch = self.branch(x, self.active_adapter)
+        return result + branch.to(result.dtype)
 
     def extra_repr(self) -> str:
         cfgs = ", ".join(f"{k}: {c.ansatz} L={c.n_layers} n={self.n_qubits_for(c)} readout={c.readout}"

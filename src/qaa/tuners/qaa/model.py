@@ -15,6 +15,8 @@ from ..save_load import read_adapter_files, save_adapter_files
 from ..utils import (get_nb_trainable_parameters, layer_dims, linear_candidates, matches_target,
                      normalise_targets, print_trainable_parameters, set_submodule)
 from .config import PEFT_TYPE, QAAConfig
+from .distributed import (clean_module_name, collective, copy_full_into, full_parameters, full_tensor,
+                          is_distributed_wrapper, process_group, unwrap_model)
 from .layer import QAALayer, _cached_circuit
 
 #: Sub-folder of a ``save_pretrained`` folder holding one adapter folder per attached adapter.
@@ -216,7 +218,7 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
         raise TypeError(f"config must be a QAAConfig, got {type(config).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    outer, model = model, _unwrap(model)
+    outer, model = model, (model if is_distributed_wrapper(model) else unwrap_model(model))
     config.validate()
     config = dataclasses.replace(config)  # the model's own copy (the caller may edit or reuse theirs)
     if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
@@ -273,7 +275,7 @@ def set_adapter(model: nn.Module, adapter_name: str, is_trainable: Optional[bool
     ``False`` freezes it (other adapters unchanged). Parameters outside the adapters are never touched.
     Raises KeyError if unknown. Also installed as ``model.qaa_set_adapter(adapter_name, is_trainable)``.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     configs = getattr(model, "qaa_configs", {})
     if adapter_name not in configs:
         raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}")
@@ -302,7 +304,7 @@ def detach(model: nn.Module) -> nn.Module:
 
     Base parameters keep the ``requires_grad`` state attach gave them (frozen).
     """
-    outer, model = model, _unwrap(model)
+    outer, model = model, unwrap_model(model)
     layers = list(qaa_layers(model))
     # Outermost first; a QAA layer's internals are never wrapped, so every name still resolves.
     for name, layer in layers:
@@ -319,19 +321,29 @@ def merge(model: nn.Module) -> None:
 
 # ---------------------------------------------------------------- save / load
 def _adapter_state(model: nn.Module, adapter_name: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, dict]]:
+    """The tensors (whole, on the CPU, in the adapter's dtype) and module entries of adapter ``adapter_name`` of
+    the attached model ``model``, named as in the plain model (wrapper name components removed). FSDP2
+    ``DTensor`` parameters are all-gathered (collective); FSDP1 / ZeRO-3 ones must be whole already
+    (:func:`.distributed.full_parameters`)."""
+    from .layer import _DTYPES
+
     tensors, modules = {}, {}
-    for name, layer in qaa_layers(model):
+    for raw_name, layer in qaa_layers(model):
         if adapter_name not in layer.qaa_configs:
             continue
+        name = clean_module_name(raw_name)
+        if name in modules:
+            raise ValueError(f"two QAA layers are both named {name!r} once wrapper names are removed")
+        dtype = _DTYPES[layer.qaa_configs[adapter_name].dtype]
         circ = layer._circuit(adapter_name)
-        tensors[f"{name}.theta"] = layer.qaa_theta[adapter_name].detach().cpu().contiguous()
-        tensors[f"{name}.out_proj.weight"] = layer.qaa_out[adapter_name].weight.detach().cpu().contiguous()
+        tensors[f"{name}.theta"] = full_tensor(layer.qaa_theta[adapter_name]).to(dtype)
+        tensors[f"{name}.out_proj.weight"] = full_tensor(layer.qaa_out[adapter_name].weight).to(dtype)
         modules[name] = {"d_in": layer.d_in, "d_out": layer.d_out, "n_qubits": circ.n_qubits,
                          "n_params": circ.n_params}
         if adapter_name in layer.qaa_input:
             transform = layer.qaa_input[adapter_name]
-            tensors[f"{name}.input_mean"] = transform.mean.detach().cpu().contiguous()
-            tensors[f"{name}.input_scale"] = transform.scale.detach().cpu().contiguous()
+            tensors[f"{name}.input_mean"] = full_tensor(transform.mean).to(dtype)
+            tensors[f"{name}.input_scale"] = full_tensor(transform.scale).to(dtype)
             modules[name]["input_calibrated"] = bool(transform.calibrated)
     return tensors, modules
 
@@ -343,22 +355,10 @@ def _check_finite(tensors: Dict[str, torch.Tensor], adapter_name: str) -> None:
                              "nothing was written (the loader would refuse it)")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model QAA attaches to inside wrappers: a ``torch.compile``d model's ``_orig_mod``, a peft
-    ``PeftModel``'s base model (``get_base_model()``, the model holding the peft layers), else ``model``. QAA
-    module names are those of that model, whatever wraps it when saving or loading."""
-    for _ in range(4):  # a compiled PeftModel, a PeftModel of a compiled model, ...
-        inner = model.__dict__.get("_modules", {}).get("_orig_mod")
-        if isinstance(inner, nn.Module):
-            model = inner
-            continue
-        if hasattr(model, "peft_config") and callable(getattr(type(model), "get_base_model", None)):
-            inner = model.get_base_model()
-            if isinstance(inner, nn.Module) and inner is not model:
-                model = inner
-                continue
-        break
-    return model
+def _not_attached(model: nn.Module, adapter_name: str) -> KeyError:
+    configs = getattr(unwrap_model(model), "qaa_configs", {})
+    return KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}"
+                    + ("" if configs else f" (no QAA adapter found in this {type(model).__name__})"))
 
 
 def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "default") -> None:
@@ -367,24 +367,88 @@ def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "def
     Both files are first written to temporary files and only then renamed into place, so a save that fails or
     is interrupted never leaves a half-written file and keeps a previously saved adapter loadable. The weights
     file also embeds the config and a sha256 of the tensors (safetensors metadata); the loader checks both
-    (the layout is :mod:`qaa.tuners.save_load`'s). Module names are those of the uncompiled model (a
-    ``torch.compile``d model is saved as the model it wraps).
+    (the layout is :mod:`qaa.tuners.save_load`'s).
+
+    ``model`` may be the attached model or any wrapper of it: ``DistributedDataParallel``, FSDP1
+    (``FullyShardedDataParallel``, any ``use_orig_params``), FSDP2 (``fully_shard``), a DeepSpeed engine, a peft
+    model, ``torch.compile``. Module names are always those of the plain model, and tensors are whole (sharded
+    parameters are gathered) in the adapter's dtype. With a distributed wrapper in a process group of more than
+    one rank the call is collective: every rank must call it; the tensors are gathered and checked on every
+    rank, the group's rank 0 writes, and every rank returns once the files are in place (or raises if that
+    write failed).
+
+    Before anything is written the tensors are checked against the adapter's layout (the names and shapes
+    :func:`load_adapter` requires: ``theta`` ``(n_params,)``, ``out_proj.weight`` ``(d_out, n_features)``,
+    ``input_mean`` / ``input_scale`` ``(d_in,)``) and for finiteness, so a save never writes a folder that
+    cannot be loaded and a failing save leaves the previous adapter in the folder intact.
 
     Raises:
         KeyError: the adapter does not exist.
-        ValueError: a NaN or inf parameter or buffer (checked before the folder is touched).
+        ValueError: a NaN or inf tensor, a tensor whose shape is not the layout's (e.g. a shard that was not
+            gathered), or two layers with the same plain name (checked before the folder is touched).
+        RuntimeError: (collective save, ranks other than 0) rank 0 could not write the files.
+        OSError: the folder cannot be written.
     """
-    model = _unwrap(model)
-    configs = getattr(model, "qaa_configs", {})
+    inner = unwrap_model(model)
+    configs = getattr(inner, "qaa_configs", {})
     if adapter_name not in configs:
-        raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}")
-    tensors, modules = _adapter_state(model, adapter_name)
+        raise _not_attached(model, adapter_name)
+    with full_parameters(model, _adapter_parameters(inner, adapter_name)):
+        tensors, modules = _adapter_state(inner, adapter_name)
     _check_finite(tensors, adapter_name)
+    _check_layout(configs[adapter_name], modules, tensors, "the adapter to save")
     from ... import __version__
 
     meta = configs[adapter_name].to_dict()
     meta.update(modules=modules, qaa_version=__version__)
-    save_adapter_files(save_directory, meta, tensors)
+    if not collective(model):
+        save_adapter_files(save_directory, meta, tensors)
+        return
+    import torch.distributed as dist
+
+    group, _ = process_group(model)
+    writer = dist.get_global_rank(group, 0)  # the group's rank 0 writes
+    failure, status = None, [None]
+    if dist.get_rank() == writer:
+        try:
+            save_adapter_files(save_directory, meta, tensors)
+        except BaseException as e:  # reported to the other ranks, then re-raised here
+            failure, status = e, [f"{type(e).__name__}: {e}"]
+    dist.broadcast_object_list(status, src=writer, group=group)
+    if failure is not None:
+        raise failure
+    if status[0] is not None:
+        raise RuntimeError(f"rank {writer} could not write the adapter to {save_directory}: {status[0]}")
+
+
+def _check_layout(config: QAAConfig, modules: dict, tensors: Dict[str, torch.Tensor], where: str) -> None:
+    """Check that ``tensors`` are exactly the adapter layout ``config`` and the module entries ``modules`` imply:
+    the names, the shapes, float dtypes, finite values, ``input_scale > 0``. Raises ValueError naming ``where``."""
+    if not isinstance(modules, dict) or not modules:
+        raise ValueError(f"{where}: no modules")
+    for name, info in modules.items():
+        d_in, d_out, n_params, n_feat = _expected_layout(config, name, info)
+        shapes = [(f"{name}.theta", (n_params,)), (f"{name}.out_proj.weight", (d_out, n_feat))]
+        if config.input_transform is not None:
+            shapes += [(f"{name}.input_mean", (d_in,)), (f"{name}.input_scale", (d_in,))]
+        for key, shape in shapes:
+            t = tensors.get(key)
+            if t is None or tuple(t.shape) != shape:
+                raise ValueError(f"{where}: tensor {key} missing or of shape "
+                                 f"{None if t is None else tuple(t.shape)}, expected {shape}")
+    for k, t in tensors.items():
+        if not t.is_floating_point():
+            raise ValueError(f"{where}: tensor {k} has dtype {t.dtype}, expected a float dtype")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{where}: tensor {k} holds non-finite values")
+    expected = {f"{n}.theta" for n in modules} | {f"{n}.out_proj.weight" for n in modules}
+    if config.input_transform is not None:
+        expected |= {f"{n}.input_mean" for n in modules} | {f"{n}.input_scale" for n in modules}
+        for n in modules:
+            if not (tensors[f"{n}.input_scale"] > 0).all():
+                raise ValueError(f"{where}: tensor {n}.input_scale holds entries <= 0")
+    if set(tensors) != expected:
+        raise ValueError(f"{where}: unexpected or missing tensors: {sorted(set(tensors) ^ expected)[:5]}")
 
 
 def _expected_layout(config: QAAConfig, name: str, info) -> Tuple[int, int, int, int]:
@@ -432,6 +496,14 @@ def _restore(model: nn.Module, snap) -> None:
     model.__dict__.update(attrs)
 
 
+def _adapter_folder(load_directory, adapter_name: str) -> str:
+    """``load_directory``, or its ``qaa_adapters/<adapter_name>`` sub-folder when it is a ``save_pretrained`` folder."""
+    nested = os.path.join(os.fspath(load_directory), PRETRAINED_ADAPTERS, str(adapter_name))
+    if not os.path.isfile(os.path.join(os.fspath(load_directory), "adapter_config.json")) and os.path.isdir(nested):
+        return nested
+    return os.fspath(load_directory)
+
+
 def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "default",
                  is_trainable: bool = False) -> nn.Module:
     """Attach the adapter saved in ``load_directory`` to ``model`` (a base model or one with other QAA
@@ -451,10 +523,15 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
     or a tensor of the wrong shape or a non-finite value raises (FileNotFoundError / ValueError) and leaves the
     model unchanged (should attaching still fail, the model is restored as it was).
     """
-    outer, model = model, _unwrap(model)
-    nested = os.path.join(os.fspath(load_directory), PRETRAINED_ADAPTERS, str(adapter_name))
-    if not os.path.isfile(os.path.join(os.fspath(load_directory), "adapter_config.json")) and os.path.isdir(nested):
-        load_directory = nested
+    if is_distributed_wrapper(model):
+        raise ValueError(
+            f"load_adapter adds adapter {adapter_name!r} to the model, which cannot be done inside a "
+            f"{type(model).__name__}: DDP, FSDP and DeepSpeed register (and shard) the parameters they synchronise "
+            "when they are built, so parameters added later would be neither synchronised nor sharded. Load the "
+            "adapter into the plain model, then wrap it; to put saved weights into an adapter the wrapped model "
+            "already has (e.g. to resume), use qaa.load_adapter_weights.")
+    model = unwrap_model(model)  # peft, torch.compile
+    load_directory = _adapter_folder(load_directory, adapter_name)
     meta, tensors = read_adapter_files(load_directory, PEFT_TYPE)
     modules = meta.get("modules")
     if not isinstance(modules, dict) or not modules:
@@ -468,7 +545,7 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
         raise ValueError(f"invalid adapter config in {load_directory}: {e}") from e
     names = dict(model.named_modules())
     for name, info in modules.items():
-        d_in, d_out, n_params, n_feat = _expected_layout(config, name, info)
+        d_in, d_out, _, _ = _expected_layout(config, name, info)
         mod = names.get(name)
         if mod is None:
             raise ValueError(f"adapter module {name!r} does not exist in this model")
@@ -479,28 +556,7 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
                              f"the model has {dims}")
         if isinstance(mod, QAALayer) and adapter_name in mod.qaa_configs:
             raise ValueError(f"adapter {adapter_name!r} is already attached to {name}")
-        shapes = [(f"{name}.theta", (n_params,)), (f"{name}.out_proj.weight", (d_out, n_feat))]
-        if config.input_transform is not None:
-            shapes += [(f"{name}.input_mean", (d_in,)), (f"{name}.input_scale", (d_in,))]
-        for key, shape in shapes:
-            t = tensors.get(key)
-            if t is None or tuple(t.shape) != shape:
-                raise ValueError(f"tensor {key} missing or of shape {None if t is None else tuple(t.shape)}, "
-                                 f"expected {shape}")
-    for k, t in tensors.items():
-        if not t.is_floating_point():
-            raise ValueError(f"tensor {k} in {load_directory} has dtype {t.dtype}, expected a float dtype")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"tensor {k} in {load_directory} holds non-finite values")
-    expected = {f"{n}.theta" for n in modules} | {f"{n}.out_proj.weight" for n in modules}
-    if config.input_transform is not None:
-        expected |= {f"{n}.input_mean" for n in modules} | {f"{n}.input_scale" for n in modules}
-        for n in modules:
-            if not (tensors[f"{n}.input_scale"] > 0).all():
-                raise ValueError(f"tensor {n}.input_scale in {load_directory} holds entries <= 0")
-    if set(tensors) != expected:
-        raise ValueError(f"adapter weights hold unexpected or missing tensors: "
-                         f"{sorted(set(tensors) ^ expected)[:5]}")
+    _check_layout(config, modules, tensors, f"adapter weights in {load_directory}")
     # Attach exactly the saved modules, then copy the weights; undo everything if that still fails.
     config = QAAConfig.from_dict({**config.to_dict(), "target_modules": "|".join(re.escape(n) for n in modules)})
     snap = _snapshot(model)
@@ -530,7 +586,7 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
     except BaseException:
         _restore(model, snap)
         raise
-    return outer
+    return model
 
 
 def reset_adapter_parameters(model: nn.Module, adapter_name: Optional[str] = None, device=None) -> nn.Module:
@@ -553,7 +609,7 @@ def reset_adapter_parameters(model: nn.Module, adapter_name: Optional[str] = Non
     Raises:
         KeyError: ``adapter_name`` is not attached.
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     configs = getattr(inner, "qaa_configs", {})
     names = list(configs) if adapter_name is None else [adapter_name]
     for name in names:
@@ -564,6 +620,69 @@ def reset_adapter_parameters(model: nn.Module, adapter_name: Optional[str] = Non
         for _, layer in qaa_layers(inner):
             if name in layer.qaa_configs:
                 layer.reset_adapter_parameters(name, generator, device)
+    return model
+
+
+#: Config fields that may differ between a saved adapter and the attached one it is loaded into: the target
+#: pattern (a loaded adapter records its module names instead) and what only the initialisation used.
+_WEIGHTS_FREE_FIELDS = ("target_modules", "seed", "init_std")
+
+
+def load_adapter_weights(model: nn.Module, load_directory: str, adapter_name: str = "default") -> nn.Module:
+    """Copy the adapter saved in ``load_directory`` into adapter ``adapter_name``, which ``model`` already has
+    (e.g. to resume training), and return ``model``. Nothing else changes: the active adapter, ``requires_grad``
+    flags and the model's structure stay as they are, so this works on wrapped and sharded models too
+    (``DistributedDataParallel``, FSDP1, FSDP2, peft, ``torch.compile``); with a distributed wrapper in a process
+    group of more than one rank it is collective: every rank calls it and reads the folder (which every rank
+    must see), and each rank keeps its own shard of the loaded values.
+
+    ``load_directory`` is an adapter folder (:func:`save_adapter`) or a ``save_pretrained`` folder (its
+    ``qaa_adapters/<adapter_name>``).
+
+    Raises:
+        KeyError: ``model`` has no adapter ``adapter_name``.
+        FileNotFoundError / ValueError: as :func:`load_adapter` for the folder; a saved config that differs from
+            the attached adapter's (other than ``target_modules``, ``seed`` and ``init_std``); saved modules
+            that are not exactly the layers holding the adapter, or of other sizes. Everything is checked
+            before any value is copied.
+    """
+    inner = unwrap_model(model)
+    configs = getattr(inner, "qaa_configs", {})
+    if adapter_name not in configs:
+        raise _not_attached(model, adapter_name)
+    load_directory = _adapter_folder(load_directory, adapter_name)
+    meta, tensors = read_adapter_files(load_directory, PEFT_TYPE)
+    try:
+        saved = QAAConfig.from_dict({k: v for k, v in meta.items() if k not in ("modules", "qaa_version",
+                                                                               "format_version")})
+    except TypeError as e:
+        raise ValueError(f"invalid adapter config in {load_directory}: {e}") from e
+    attached = configs[adapter_name]
+    differ = [k for k, v in attached.to_dict().items()
+              if k not in _WEIGHTS_FREE_FIELDS and saved.to_dict().get(k) != v]
+    if differ:
+        details = ", ".join(f"{k}={saved.to_dict().get(k)!r} (attached {attached.to_dict()[k]!r})" for k in differ)
+        raise ValueError(f"adapter in {load_directory} was saved with other settings than adapter {adapter_name!r} "
+                         f"has: {details}")
+    modules = meta.get("modules")
+    _check_layout(saved, modules, tensors, f"adapter weights in {load_directory}")
+    layers = {clean_module_name(name): layer for name, layer in qaa_layers(inner) if adapter_name in layer.qaa_configs}
+    if set(layers) != set(modules):
+        raise ValueError(f"adapter in {load_directory} covers other modules than adapter {adapter_name!r}: "
+                         f"{sorted(set(layers) ^ set(modules))[:5]}")
+    for name, layer in layers.items():
+        d_in, d_out, _, _ = _expected_layout(saved, name, modules[name])
+        if (d_in, d_out) != (layer.d_in, layer.d_out):
+            raise ValueError(f"adapter module {name!r} expects (d_in, d_out)=({d_in}, {d_out}), "
+                             f"the model has ({layer.d_in}, {layer.d_out})")
+    with full_parameters(model, _adapter_parameters(inner, adapter_name), writeback=True), torch.no_grad():
+        for name, layer in layers.items():
+            copy_full_into(layer.qaa_theta[adapter_name], tensors[f"{name}.theta"])
+            copy_full_into(layer.qaa_out[adapter_name].weight, tensors[f"{name}.out_proj.weight"])
+            if adapter_name in layer.qaa_input:
+                transform = layer.qaa_input[adapter_name]
+                transform.set_statistics(tensors[f"{name}.input_mean"], tensors[f"{name}.input_scale"])
+                transform.calibrated = bool(modules[name].get("input_calibrated", True))
     return model
 
 
@@ -615,7 +734,7 @@ def param_groups(model: nn.Module, lr: float, theta_lr_ratio: float = 1.0,
 def detach_adapter(model: nn.Module, adapter_name: str) -> None:
     """Remove one adapter; layers left with no adapter are unwrapped. If it was the active adapter, the first
     remaining one becomes active (on every layer, as :func:`set_adapter`). Raises KeyError if unknown."""
-    model = _unwrap(model)
+    model = unwrap_model(model)
     if adapter_name not in getattr(model, "qaa_configs", {}):
         raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(getattr(model, 'qaa_configs', {}))}")
     for name, layer in list(qaa_layers(model)):

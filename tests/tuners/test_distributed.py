@@ -1,0 +1,124 @@
+"""QAA under DDP, FSDP2 and FSDP1 (2 processes, gloo, CPU): training matches one process, bf16 mixed precision
+keeps the adapter float32, and adapters saved from the wrapped / sharded model load with identical logits.
+
+One ``torch.distributed.run`` launch (tests/tuners/dist_worker.py) runs every scenario; the references (one process
+on the concatenated batch) are computed here, on the plain model.
+"""
+import os
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import qaa
+from support import tiny_llama, torchrun
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dist_worker as W  # noqa: E402
+
+SCENARIOS = ["ddp-fp32", "ddp-bf16", "fsdp2-fp32", "fsdp2-bf16", "fsdp1-fp32", "fsdp1-bf16"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    proc = torchrun([os.path.join(os.path.dirname(__file__), "dist_worker.py"), out, *SCENARIOS])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """One process, plain model, the whole batch of every step, float32."""
+    model = W.fresh_model()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=W.LR)
+    train, probe = W.batches()
+    model.train()
+    for ids in train:
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    model.eval()
+    return model
+
+
+def _saved(folder):
+    return load_file(os.path.join(folder, "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("wrapper", ["ddp", "fsdp2", "fsdp1"])
+def test_fp32_training_matches_one_process_on_the_whole_batch(runs, reference, wrapper):
+    saved = _saved(runs / f"{wrapper}-fp32" / "adapter")
+    ref = {}
+    for name, layer in qaa.qaa_layers(reference):
+        ref[f"{name}.theta"] = layer.qaa_theta["default"].detach()
+        ref[f"{name}.out_proj.weight"] = layer.qaa_out["default"].weight.detach()
+    assert set(saved) == set(ref)
+    for key, value in ref.items():
+        assert saved[key].dtype == torch.float32
+        assert (saved[key] - value).abs().max().item() <= 1e-6, key
+    assert any(v.abs().max() > 0 for k, v in saved.items() if k.endswith("out_proj.weight"))  # it trained
+
+
+@pytest.mark.parametrize("wrapper", ["ddp", "fsdp2", "fsdp1"])
+def test_bf16_mixed_precision_matches_world_size_1_and_keeps_the_adapter_float32(runs, wrapper):
+    folder = runs / f"{wrapper}-bf16"
+    two, one, fp32 = _saved(folder / "adapter"), _saved(folder / "ref1"), _saved(runs / f"{wrapper}-fp32" / "adapter")
+    result = torch.load(folder / "result.pt")
+    assert result["adapter_dtypes"] == ["torch.float32"]  # theta and P stayed float32 in the wrapped model
+    assert set(two) == set(one)
+    for key in one:
+        assert two[key].dtype == torch.float32
+        rel = ((two[key] - one[key]).norm() / one[key].norm()).item()
+        assert rel <= 1e-2, (key, rel)
+    # The policy was in effect: bf16 training does not reproduce the float32 run bit for bit.
+    assert any(not torch.equal(two[k], fp32[k]) for k in two)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_adapter_saved_from_the_wrapped_model_loads_with_identical_logits(runs, scenario):
+    result = torch.load(runs / scenario / "result.pt")
+    # A fresh model holding the saved adapter, wrapped the same way, gives the trained model's logits.
+    assert torch.equal(result["loaded_logits"], result["logits"])
+    if scenario.endswith("fp32"):
+        # ... and so does a fresh plain base model (float32 logits equal to what the wrapped model computed).
+        base, _ = tiny_llama()
+        qaa.load_adapter(base, str(runs / scenario / "adapter"))
+        _, probe = W.batches()
+        with torch.no_grad():
+            logits = base(input_ids=probe).logits
+        torch.testing.assert_close(logits, result["logits"], rtol=0, atol=1e-6)
+
+
+def test_save_of_a_wrong_shape_raises_and_keeps_the_previous_adapter(tmp_path):
+    model = W.fresh_model()
+    qaa.save_adapter(model, str(tmp_path))
+    before = {p: (tmp_path / p).read_bytes() for p in os.listdir(tmp_path)}
+    layer = dict(qaa.qaa_layers(model))["model.layers.0.self_attn.q_proj"]
+    layer.qaa_theta["default"] = torch.nn.Parameter(torch.zeros(0))  # what an ungathered shard looks like
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.self_attn\.q_proj\.theta .*shape \(0,\)"):
+        qaa.save_adapter(model, str(tmp_path))
+    assert {p: (tmp_path / p).read_bytes() for p in os.listdir(tmp_path)} == before
+    base, _ = tiny_llama()
+    qaa.load_adapter(base, str(tmp_path))  # still the first adapter, loadable
+
+
+def test_peft_wrapped_model_saves_the_plain_names(tmp_path):
+    peft = pytest.importorskip("peft")
+    model = W.fresh_model()
+    with torch.no_grad():
+        for _, layer in qaa.qaa_layers(model):
+            layer.qaa_out["default"].weight.normal_()
+    qaa.save_adapter(model, str(tmp_path / "plain"))
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(target_modules=["k_proj"], r=2))
+    qaa.save_adapter(wrapped, str(tmp_path / "peft"))
+    assert _saved(tmp_path / "peft").keys() == _saved(tmp_path / "plain").keys()
+    for key, value in _saved(tmp_path / "plain").items():
+        assert torch.equal(_saved(tmp_path / "peft")[key], value)
+
+
+def test_deepspeed_zero3():
+    pytest.importorskip("deepspeed", reason="DeepSpeed has no wheel on the package registry here (it builds from "
+                                            "source); the ZeRO-3 recipe is untested in CI")
+    pytest.skip("DeepSpeed is installed: run the README's ZeRO-3 recipe with 2 GPUs")
