@@ -58,3 +58,19 @@ def test_every_layer_option_traces_without_a_break(config, grad):
     with torch.set_grad_enabled(grad):
         explanation = torch._dynamo.explain(model)(x)
     assert explanation.graph_break_count == 0, [r.reason for r in explanation.break_reasons]
+
+
+def test_a_layer_pickled_without_specs_resolves_them_on_load():
+    import pickle
+
+    layer = qaa.QAALayer(nn.Linear(12, 5), "default", qaa.QAAConfig(n_layers=2, readout="probs", seed=0))
+    with torch.no_grad():
+        layer.qaa_out["default"].weight.fill_(0.5)
+    specs = dict(layer.qaa_specs)
+    assert specs == {"default": ("ry_cnot_ring", 4, 2, "probs")}  # 12 inputs: 4 qubits, 16 probabilities
+    x = torch.randn(3, 12)
+    expected = layer(x)
+    del layer.__dict__["qaa_specs"]  # the state of a layer saved before the operators
+    again = pickle.loads(pickle.dumps(layer))
+    assert again.qaa_specs == specs
+    torch.testing.assert_close(again(x), expected, rtol=0, atol=0)

@@ -131,6 +131,12 @@ class QAALayer(nn.Module):
         self._register_load_state_dict_pre_hook(_base_names_load_hook, with_module=True)
         self.add_adapter(adapter_name, config, generator)
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "qaa_specs" not in self.__dict__:  # pickled before the specs existed: resolve them once, here
+            self.qaa_specs = {name: (cfg.ansatz, self.n_qubits_for(cfg), cfg.n_layers, cfg.readout)
+                              for name, cfg in self.qaa_configs.items()}
+
     @property
     def active_adapter(self) -> Optional[str]:
         """Name of the adapter the forward adds (None: none)."""
