@@ -336,7 +336,7 @@ register(Method("qaa_no_entangler", _attach_qaa_no_entangler, _save_qaa, _reload
 register(Method("random_features", _attach_control("random_features"), _save_control, _reload_control, lr=3e-3,
                 colour="#17becf", default=False, label="fixed random features (control)", lr_grid=_QAA_GRID,
                 lr_source="as QAA: the same output map P on fixed features of the same width"))
-register(Method("bias", _attach_control("bias"), _save_control, _reload_control, lr=1e-2, colour="#7f7f7f",
+register(Method("bias", _attach_control("bias"), _save_control, _reload_control, lr=1e-2, colour="#8c6d31",
                 default=False, label="bias only (control)", lr_grid=(3e-3, 1e-2, 3e-2), linestyle=(0, (1, 1)),
                 lr_source="a bias alone has no scale to protect: the top of the adapter range"))
 register(Method("lora", _attach_lora_r(LORA_R), _save_peft, _reload_peft, lr=1e-3, colour="#1f77b4",

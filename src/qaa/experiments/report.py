@@ -171,13 +171,16 @@ def _header(results: dict) -> List[str]:
              "(grids below); test inputs are read only by the final scoring. Each number is the mean over seeds "
              "± the standard deviation over seeds, with the 95% paired-bootstrap interval over test inputs "
              f"in brackets ({results.get('n_boot', 2000)} replicates, seeds averaged within each). "
-             "Differences are paired (same test inputs); *n.s.*: the interval includes 0. NLL is in nats per "
-             "target token (lower is better); BLEU (sacrebleu corpus BLEU), ROUGE-L (rouge-score F1, best "
+             "Differences are paired (same test inputs); *n.s.*: the interval includes 0. Test NLL: per test "
+             "input, nats per target token over all its references, averaged over inputs (lower is better); "
+             "validation NLL: nats per target token over all validation pairs; BLEU (sacrebleu corpus BLEU), ROUGE-L (rouge-score F1, best "
              f"reference) and {BERTSCORE_LABEL} (F1 with all-MiniLM-L6-v2, not comparable with roberta-large "
              "BERTScore) are 0-100, higher is better.",
              "",
              f"Machine: {m.get('cpu_model', m.get('processor', '?'))}, {m.get('cpu_affinity', m.get('cpu_count'))} "
-             f"cores, device {m.get('device')}, torch threads {s.get('threads')}. Versions: "
+             f"cores, device {m.get('device')}, torch threads {s.get('threads')}; load average at the start "
+             f"{m.get('load_average_start')}, at the end {m.get('load_average_end')} (other processes shared the "
+             "cores: step times and memory are indicative, not a benchmark; benchmarks/ has those). Versions: "
              + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items() if v) + "."]
     excluded = s.get("excluded") or {}
     for method, why in excluded.items():
@@ -260,18 +263,22 @@ def _verdicts(entries: dict, diffs: dict) -> List[str]:
             lines.append(f"- vs {registry.label(method)}: " + " ".join(sentences))
     if len(lines) == 3:
         return []
-    better = [m for m, d in diffs.items() if d.get("nll") and d["nll"].excludes_zero() and d["nll"].value > 0]
-    worse = [m for m, d in diffs.items() if d.get("nll") and d["nll"].excludes_zero() and d["nll"].value < 0]
-    summary = []
-    if better:
-        summary.append("on held-out NLL, QAA is significantly worse than " + ", ".join(registry.label(m) for m in better))
-    if worse:
-        summary.append("significantly better than " + ", ".join(registry.label(m) for m in worse))
-    rest = [m for m in diffs if m not in better and m not in worse and diffs[m].get("nll")]
-    if rest:
-        summary.append("not significantly different from " + ", ".join(registry.label(m) for m in rest))
-    if summary:
-        lines += ["", "In short: " + "; ".join(summary) + "."]
+    def named(methods):
+        return ", ".join(registry.label(m) for m in methods)
+
+    nll = {m: d["nll"] for m, d in diffs.items() if d.get("nll")}
+    qaa_better = [m for m, iv in nll.items() if iv.excludes_zero() and iv.value < 0]
+    qaa_worse = [m for m, iv in nll.items() if iv.excludes_zero() and iv.value > 0]
+    same = [m for m in nll if m not in qaa_better and m not in qaa_worse]
+    parts = []
+    if qaa_better:
+        parts.append(f"significantly better than {named(qaa_better)}")
+    if qaa_worse:
+        parts.append(f"significantly worse than {named(qaa_worse)}")
+    if same:
+        parts.append(f"not significantly different from {named(same)}")
+    if parts:
+        lines += ["", "In short, on held-out NLL QAA is " + "; ".join(parts) + "."]
     return lines
 
 
