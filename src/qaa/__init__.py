@@ -17,15 +17,15 @@ __version__ = "0.1.0"
 from .engine import QAAFunction, ansatz_names, build_circuit, qaa_features, qubits_for_dim
 from .engine.engines import engines
 from .tuners.qaa import (MergeError, QAAConfig, QAALayer, attach, calibrate_input_transform, detach, detach_adapter,
-                         disable_adapter, load_adapter, load_adapter_weights, merge, qaa_layers, save_adapter,
-                         set_adapter, unwrap_model)
+                         disable_adapter, load_adapter, load_adapter_weights, merge, qaa_layers,
+                         reset_adapter_parameters, save_adapter, set_adapter, unwrap_model)
 from .tuners.utils import get_nb_trainable_parameters, print_trainable_parameters, trainable_parameters_line
 
 __all__ = [
     "QAAConfig", "QAAFunction", "QAALayer", "MergeError", "attach", "detach", "detach_adapter",
     "disable_adapter", "get_nb_trainable_parameters", "load_adapter", "load_adapter_weights", "merge",
-    "print_trainable_parameters",
-    "qaa_features", "qaa_layers", "save_adapter", "set_adapter", "trainable_parameters_line", "ansatz_names",
+    "print_trainable_parameters", "qaa_features", "qaa_layers", "reset_adapter_parameters", "save_adapter",
+    "set_adapter", "trainable_parameters_line", "ansatz_names",
     "build_circuit", "qubits_for_dim", "calibrate_input_transform", "unwrap_model", "QAATrainer", "extract_adapter",
     "engines", "__version__",
 ]

@@ -304,3 +304,25 @@ def test_scratch_comes_from_torchs_caching_allocator(engines):
     run_fused(cuda, circ, theta.to(dev), x.to(dev), "z", gf.to(dev), gn.to(dev), _stream())
     torch.cuda.synchronize()
     assert torch.cuda.max_memory_allocated() - base >= need
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_custom_ops_on_cuda_match_cpu_and_pass_opcheck(engines, dtype):
+    """``qaa::features`` / ``qaa::features_backward`` on CUDA tensors: opcheck, and values and gradients equal
+    to the CPU operators'."""
+    n, L = 6, 2
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 50, dtype=dtype, generator=g)
+    theta = torch.randn(n * L, dtype=dtype, generator=g)
+    w = torch.randn(40, n, dtype=dtype, generator=g)
+    results = {}
+    for device in ("cpu", "cuda"):
+        xd = x.to(device).requires_grad_(True)
+        td = theta.to(device).requires_grad_(True)
+        torch.library.opcheck(torch.ops.qaa.features.default, (xd, td, "ry_cnot_ring", n, L, "z", False))
+        feats, norms = torch.ops.qaa.features(xd, td, "ry_cnot_ring", n, L, "z", False)
+        ((feats * w.to(device)).sum() + norms.sum()).backward()
+        results[device] = (feats.detach().cpu(), xd.grad.cpu(), td.grad.cpu())
+    for what, got, want in zip(("features", "grad x", "grad theta"), results["cuda"], results["cpu"]):
+        assert_close(got, want, dtype, what)

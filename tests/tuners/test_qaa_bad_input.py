@@ -136,8 +136,12 @@ class TestLayer:
     def test_meta_device(self):
         layer = qaa.QAALayer(nn.Linear(8, 5, device="meta"), "default", qaa.QAAConfig(n_layers=2))
         assert layer.qaa_theta["default"].device.type == "meta"
+        # On meta the layer propagates shapes, as torch modules do (the custom operator's fake kernel) ...
+        y = layer(torch.randn(2, 3, 8, device="meta"))
+        assert y.device.type == "meta" and tuple(y.shape) == (2, 3, 5)
+        # ... while the engine itself refuses meta tensors (there is nothing to compute on)
         with pytest.raises(ValueError, match="meta"):
-            layer(torch.randn(2, 8, device="meta"))
+            qaa.qaa_features(torch.randn(2, 8, device="meta"), layer.qaa_theta["default"], layer.circuit("default"))
 
     def test_too_many_qubits(self):
         lin = nn.Linear(2**21, 4)

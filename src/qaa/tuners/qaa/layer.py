@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Optional
 
@@ -10,23 +9,34 @@ import torch
 from torch import nn
 
 from ... import engine
-from ...engine import qaa_features
+from ...engine.ops import cached_circuit, qaa_features_op
 from ..utils import layer_dims
 from .config import QAAConfig
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_circuit(ansatz: str, n_qubits: int, n_layers: int):
-    # Shared by every layer using this ansatz: never handed out, since a Circuit can be extended
-    # (add_rotation / add_two_qubit) and a caller's edit would change every adapter built on it.
-    return engine.build_circuit(ansatz, n_qubits, n_layers)
+# Shared by every layer using this ansatz (and by the custom operators): never handed out, since a Circuit can
+# be extended (add_rotation / add_two_qubit) and a caller's edit would change every adapter built on it.
+_cached_circuit = cached_circuit
 
 
 def circuit_for(ansatz: str, n_qubits: int, n_layers: int):
     """A new engine circuit for an ansatz (the caller may extend it; the layers' own circuits are unaffected)."""
     return engine.build_circuit(ansatz, n_qubits, n_layers)
+
+
+def adapter_device(base_layer: nn.Module) -> torch.device:
+    """Where a new adapter of ``base_layer`` lives: the base weight's device, except for a base layer whose
+    weight accelerate offloaded (on meta, with an ``_hf_hook`` that loads it onto an ``execution_device`` for
+    each forward): the adapter, a few kB, then lives on that execution device and is never offloaded."""
+    device = base_layer.weight.device
+    if device.type == "meta":
+        hook = getattr(base_layer, "_hf_hook", None)
+        execution = getattr(hook, "execution_device", None)
+        if execution is not None:
+            device = torch.device(execution if not isinstance(execution, int) else f"cuda:{execution}")
+    return device
 
 
 def _in_backward() -> bool:
@@ -110,6 +120,9 @@ class QAALayer(nn.Module):
         self.qaa_dropout = nn.ModuleDict()
         self.qaa_input = nn.ModuleDict()  # only adapters with an input transform have an entry
         self.qaa_configs = {}
+        # adapter name -> (ansatz, n_qubits, n_layers, readout): the custom operator's circuit arguments,
+        # resolved once when the adapter is added (the forward calls no engine function to find them).
+        self.qaa_specs = {}
         self._state_epoch = 0     # bumped whenever what the forward computes changes (active adapter, disabled)
         self._forward_epoch = 0   # _state_epoch at the last forward run outside a backward pass
         self._active_adapter: Optional[str] = None
@@ -117,6 +130,12 @@ class QAALayer(nn.Module):
         self._register_state_dict_hook(_base_names_state_dict_hook)
         self._register_load_state_dict_pre_hook(_base_names_load_hook, with_module=True)
         self.add_adapter(adapter_name, config, generator)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "qaa_specs" not in self.__dict__:  # pickled before the specs existed: resolve them once, here
+            self.qaa_specs = {name: (cfg.ansatz, self.n_qubits_for(cfg), cfg.n_layers, cfg.readout)
+                              for name, cfg in self.qaa_configs.items()}
 
     @property
     def active_adapter(self) -> Optional[str]:
@@ -181,7 +200,7 @@ class QAALayer(nn.Module):
         n = self.n_qubits_for(config)
         circ = _cached_circuit(config.ansatz, n, config.n_layers)
         dtype = _DTYPES[config.dtype]
-        device = self.base_layer.weight.device
+        device = adapter_device(self.base_layer)
         theta = torch.empty(circ.n_params, dtype=dtype)
         theta.normal_(0.0, config.init_std, generator=generator)
         self.qaa_theta[name] = nn.Parameter(theta.to(device))
@@ -192,7 +211,52 @@ class QAALayer(nn.Module):
         if config.input_transform == "standardize":
             self.qaa_input[name] = InputStandardizer(self.d_in, dtype, device)
         self.qaa_configs[name] = config
+        self.qaa_specs[name] = (config.ansatz, n, config.n_layers, config.readout)
         self.active_adapter = name
+
+    def reset_adapter_parameters(self, name: str, generator: Optional[torch.Generator] = None,
+                                 device=None) -> None:
+        """Initialise adapter ``name`` as :meth:`add_adapter` does: ``theta ~ Normal(0, init_std)`` drawn on the
+        CPU from ``generator`` (torch's global generator if None) in the adapter dtype, ``P = 0``, an input
+        transform back to the identity (uncalibrated).
+
+        Tensors on the meta device (a model built under ``torch.device("meta")`` or with empty weights) are
+        first materialised on ``device`` (default: :func:`adapter_device`, or the CPU when that is meta too)
+        as new tensors (parameters keep ``requires_grad``; an optimizer built before holds the old ones).
+        Raises KeyError for an unknown adapter.
+        """
+        if name not in self.qaa_configs:
+            raise KeyError(f"no adapter named {name!r}; have {sorted(self.qaa_configs)}")
+        cfg = self.qaa_configs[name]
+        dtype = _DTYPES[cfg.dtype]
+        if device is None:
+            device = adapter_device(self.base_layer)
+            if device.type == "meta":
+                device = torch.device("cpu")
+        # A meta tensor cannot take real storage in place (set_data refuses the device change): replace it.
+        slots = [(self.qaa_theta, name), (self.qaa_out[name], "weight")]
+        if name in self.qaa_input:
+            slots += [(self.qaa_input[name], "mean"), (self.qaa_input[name], "scale")]
+        for owner, key in slots:
+            old = owner[key] if isinstance(owner, nn.ParameterDict) else getattr(owner, key)
+            if old.device.type != "meta":
+                continue
+            new = torch.empty(old.shape, dtype=dtype, device=device)
+            if isinstance(old, nn.Parameter):
+                new = nn.Parameter(new, requires_grad=old.requires_grad)
+            if isinstance(owner, nn.ParameterDict):
+                owner[key] = new
+            else:
+                setattr(owner, key, new)
+        theta = torch.empty(self.qaa_theta[name].shape[0], dtype=dtype)
+        theta.normal_(0.0, cfg.init_std, generator=generator)  # on the CPU, as add_adapter draws it
+        with torch.no_grad():
+            self.qaa_theta[name].copy_(theta)
+            self.qaa_out[name].weight.zero_()
+            if name in self.qaa_input:
+                self.qaa_input[name].mean.zero_()
+                self.qaa_input[name].scale.fill_(1.0)
+                self.qaa_input[name].calibrated = False
 
     def delete_adapter(self, name: str) -> None:
         if name not in self.qaa_configs:
@@ -200,13 +264,13 @@ class QAALayer(nn.Module):
         del self.qaa_theta[name], self.qaa_out[name], self.qaa_dropout[name]
         if name in self.qaa_input:
             del self.qaa_input[name]
-        del self.qaa_configs[name]
+        del self.qaa_configs[name], self.qaa_specs[name]
         if self.active_adapter == name:
             self.active_adapter = next(iter(self.qaa_configs), None)
 
     def _circuit(self, name: str):
-        cfg = self.qaa_configs[name]
-        return _cached_circuit(cfg.ansatz, self.n_qubits_for(cfg), cfg.n_layers)
+        ansatz, n, n_layers, _ = self.qaa_specs[name]
+        return _cached_circuit(ansatz, n, n_layers)
 
     def circuit(self, name: str):
         """A new copy of adapter ``name``'s circuit (editing it does not change the layer)."""
@@ -232,7 +296,7 @@ class QAALayer(nn.Module):
         xin = self.qaa_dropout[name](xin)
         lead = xin.shape[:-1]
         rows = xin.reshape(-1, self.d_in)
-        feats, _ = qaa_features(rows, theta, self._circuit(name), cfg.readout)
+        feats, _ = qaa_features_op(rows, theta, *self.qaa_specs[name])
         if out_map.weight.dtype == dtype:
             out = out_map(feats)
         else:
@@ -250,7 +314,12 @@ class QAALayer(nn.Module):
         return out.reshape(*lead, self.d_out)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        if _in_backward():
+        if torch.compiler.is_compiling():
+            # A compiled graph is never re-run in Python by a checkpoint's recomputation (the compiler
+            # recomputes inside the graph it traced), so there is nothing to check; the graph is guarded on
+            # the active adapter and the disabled flag, which it reads below.
+            pass
+        elif _in_backward():
             if self._state_epoch != self._forward_epoch:
                 raise RuntimeError(
                     "QAA layer recomputed in backward (gradient checkpointing) after its active adapter or "

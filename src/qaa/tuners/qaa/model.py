@@ -23,7 +23,8 @@ from .layer import QAALayer, _cached_circuit
 PRETRAINED_ADAPTERS = "qaa_adapters"
 #: Attributes attach sets on the model (removed by detach).
 _MODEL_ATTRS = ("qaa_configs", "qaa_active_adapter", "print_trainable_parameters", "get_nb_trainable_parameters",
-                "merge_and_unload", "merge_adapter", "save_pretrained")
+                "merge_and_unload", "merge_adapter", "save_pretrained", "qaa_set_adapter", "qaa_disable_adapter",
+                "qaa_base_model")
 
 
 class MergeError(RuntimeError):
@@ -120,8 +121,18 @@ def _save_pretrained(model: nn.Module, save_directory, *args, **kwargs):
             save_adapter(model, os.path.join(os.fspath(save_directory), PRETRAINED_ADAPTERS, name), name)
 
 
+def _base_model(model: nn.Module) -> nn.Module:
+    """``model.qaa_base_model()``: the model the adapters live in (attach works in place, so the model itself)."""
+    return model
+
+
 def _install_methods(model: nn.Module) -> None:
-    # functools.partial of module-level functions (not bound methods): the model stays picklable.
+    # functools.partial of module-level functions (not bound methods): the model stays picklable. The adapter
+    # methods carry a ``qaa_`` prefix: transformers models have their own ``set_adapter`` / ``disable_adapters``
+    # (for peft adapters), which an attached model must keep.
+    model.qaa_set_adapter = functools.partial(set_adapter, model)
+    model.qaa_disable_adapter = functools.partial(disable_adapter, model)
+    model.qaa_base_model = functools.partial(_base_model, model)
     model.print_trainable_parameters = functools.partial(print_trainable_parameters, model)
     model.get_nb_trainable_parameters = functools.partial(get_nb_trainable_parameters, model)
     model.merge_and_unload = _merge_refused
@@ -137,6 +148,24 @@ def _adapter_parameters(model: nn.Module, adapter_name: str) -> List[nn.Paramete
             params.append(layer.qaa_theta[adapter_name])
             params.extend(layer.qaa_out[adapter_name].parameters())
     return params
+
+
+def _foreign_adapter_parameters(model: nn.Module) -> set:
+    """ids of the parameters of other PEFT methods' adapters in ``model`` (peft's tuner layers, e.g. LoRA's
+    ``lora_A`` / ``lora_B``): modules naming their adapter parts in ``adapter_layer_names``, as peft's
+    ``BaseTunerLayer`` does. Found by that attribute alone, so peft need not be installed."""
+    ids = set()
+    for mod in model.modules():
+        if isinstance(mod, QAALayer):
+            continue
+        names = getattr(mod, "adapter_layer_names", None)
+        if not isinstance(names, (tuple, list)):
+            continue
+        for part in names:
+            sub = getattr(mod, part, None)
+            if isinstance(sub, nn.Module):
+                ids.update(id(p) for p in sub.parameters())
+    return ids
 
 
 def _set_trainable(model: nn.Module, adapter_name: str, trainable: bool, others_frozen: bool) -> None:
@@ -166,9 +195,14 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
 
     The new adapter becomes active on every layer (layers without it run no adapter) and, unless
     ``is_trainable=False``, the only trainable adapter. The first attach freezes every parameter of the base
-    model; later ones leave parameters outside the adapters as they are (e.g. an ``lm_head`` the user unfroze).
+    model except other PEFT methods' adapters (peft tuner layers, e.g. LoRA on other modules, keep training);
+    later ones leave parameters outside the adapters as they are (e.g. an ``lm_head`` the user unfroze).
+    ``model`` may be wrapped by peft (``PeftModel``) or ``torch.compile``: QAA attaches to the model inside, and
+    module names are that model's (docs/design.md section 8).
     The model keeps its own copy of ``config``: editing or reusing the object afterwards changes nothing.
     Calling again with another ``adapter_name`` adds a second adapter (switch with :func:`set_adapter`). Adds
+    ``qaa_set_adapter(name, is_trainable=None)``, ``qaa_disable_adapter()`` and ``qaa_base_model()`` (prefixed:
+    transformers' own ``set_adapter`` / ``disable_adapters`` stay as they are),
     ``print_trainable_parameters()``, a ``merge_and_unload()`` that raises :class:`MergeError`, and (for
     transformers models) a ``save_pretrained`` that writes the base weights under their own names and the
     adapters beside them. A failing attach leaves the model as it was.
@@ -184,6 +218,7 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
         raise TypeError(f"config must be a QAAConfig, got {type(config).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    outer, model = model, (model if is_distributed_wrapper(model) else unwrap_model(model))
     config.validate()
     config = dataclasses.replace(config)  # the model's own copy (the caller may edit or reuse theirs)
     if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
@@ -211,8 +246,10 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
     snap = _snapshot(model)
     try:
         if first:
+            keep = _foreign_adapter_parameters(model)  # e.g. peft LoRA on other modules keeps training
             for p in model.parameters():
-                p.requires_grad_(False)
+                if id(p) not in keep:
+                    p.requires_grad_(False)
         for name in targets:
             mod = model.get_submodule(name)
             if isinstance(mod, QAALayer):
@@ -228,7 +265,7 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
     except BaseException:
         _restore(model, snap)
         raise
-    return model
+    return outer
 
 
 def set_adapter(model: nn.Module, adapter_name: str, is_trainable: Optional[bool] = None) -> None:
@@ -236,8 +273,9 @@ def set_adapter(model: nn.Module, adapter_name: str, is_trainable: Optional[bool
 
     ``is_trainable=None`` (default) changes no ``requires_grad``; ``True`` makes it the only trainable adapter;
     ``False`` freezes it (other adapters unchanged). Parameters outside the adapters are never touched.
-    Raises KeyError if unknown.
+    Raises KeyError if unknown. Also installed as ``model.qaa_set_adapter(adapter_name, is_trainable)``.
     """
+    model = unwrap_model(model)
     configs = getattr(model, "qaa_configs", {})
     if adapter_name not in configs:
         raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}")
@@ -248,7 +286,8 @@ def set_adapter(model: nn.Module, adapter_name: str, is_trainable: Optional[bool
 
 @contextlib.contextmanager
 def disable_adapter(model: nn.Module):
-    """Context manager: inside it every QAA layer computes the base layer alone."""
+    """Context manager: inside it every QAA layer computes the base layer alone (other PEFT methods' adapters
+    are not affected). Also installed as ``model.qaa_disable_adapter()``."""
     layers = [layer for _, layer in qaa_layers(model)]
     previous = [layer.disabled for layer in layers]
     try:
@@ -265,13 +304,14 @@ def detach(model: nn.Module) -> nn.Module:
 
     Base parameters keep the ``requires_grad`` state attach gave them (frozen).
     """
+    outer, model = model, unwrap_model(model)
     layers = list(qaa_layers(model))
     # Outermost first; a QAA layer's internals are never wrapped, so every name still resolves.
     for name, layer in layers:
         set_submodule(model, name, layer.base_layer)
     for attr in _MODEL_ATTRS:
         model.__dict__.pop(attr, None)
-    return model
+    return outer
 
 
 def merge(model: nn.Module) -> None:
@@ -549,6 +589,40 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
     return model
 
 
+def reset_adapter_parameters(model: nn.Module, adapter_name: Optional[str] = None, device=None) -> nn.Module:
+    """Initialise the adapters of ``model`` (all, or ``adapter_name``) exactly as :func:`attach` did, and return
+    ``model``: the path that materialises a QAA model built on the meta device.
+
+    Per adapter, ``theta`` is drawn again layer by layer in attach's order from a generator seeded with the
+    adapter's ``config.seed`` (the same values attach drew, bit for bit); ``P`` is zeroed; an input transform
+    returns to the identity. With ``seed=None`` the angles come from torch's global generator (fresh values,
+    as attach's). Adapter tensors on the meta device are first materialised on ``device`` (default: each base
+    layer's device, the CPU where that is meta too). Base weights are not touched: load them as usual
+    (``load_state_dict``, ``from_pretrained``) or after ``model.to_empty(device=...)``. Typical use::
+
+        with torch.device("meta"):
+            model = qaa.attach(build_model(), config)
+        model.to_empty(device="cpu")
+        model.load_state_dict(base_state_dict, strict=False)   # the base weights
+        qaa.reset_adapter_parameters(model)                     # the adapters, as a normal attach made them
+
+    Raises:
+        KeyError: ``adapter_name`` is not attached.
+    """
+    inner = unwrap_model(model)
+    configs = getattr(inner, "qaa_configs", {})
+    names = list(configs) if adapter_name is None else [adapter_name]
+    for name in names:
+        if name not in configs:
+            raise KeyError(f"no adapter named {name!r}; attached: {sorted(configs)}")
+        seed = configs[name].seed
+        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        for _, layer in qaa_layers(inner):
+            if name in layer.qaa_configs:
+                layer.reset_adapter_parameters(name, generator, device)
+    return model
+
+
 #: Config fields that may differ between a saved adapter and the attached one it is loaded into: the target
 #: pattern (a loaded adapter records its module names instead) and what only the initialisation used.
 _WEIGHTS_FREE_FIELDS = ("target_modules", "seed", "init_std")
@@ -660,6 +734,7 @@ def param_groups(model: nn.Module, lr: float, theta_lr_ratio: float = 1.0,
 def detach_adapter(model: nn.Module, adapter_name: str) -> None:
     """Remove one adapter; layers left with no adapter are unwrapped. If it was the active adapter, the first
     remaining one becomes active (on every layer, as :func:`set_adapter`). Raises KeyError if unknown."""
+    model = unwrap_model(model)
     if adapter_name not in getattr(model, "qaa_configs", {}):
         raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(getattr(model, 'qaa_configs', {}))}")
     for name, layer in list(qaa_layers(model)):
