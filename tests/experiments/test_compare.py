@@ -186,20 +186,32 @@ def test_test_inputs_do_not_move_with_the_training_seed(tiny_model_dir, fake_tas
 
 
 def test_selection_reads_validation_only(swept_run, tiny_model_dir, fake_tasks, tmp_path, monkeypatch):
-    """Poisoning everything the test inputs produce (scores and NLL) leaves every chosen rate unchanged."""
+    """Poisoning the test split before anything trains (garbage references and target tokens) and everything
+    its scoring produces leaves every chosen rate and every validation NLL unchanged."""
     results, _ = swept_run
     import random
 
-    real = compare._evaluate
+    from qaa.experiments.data import Example
 
-    def poisoned(model, data, *a, **kw):
-        rec = real(model, data, *a, **kw)
+    real_prepare, real_eval = compare.prepare_task, compare._evaluate
+
+    def poisoned_prepare(*a, **kw):
+        data = real_prepare(*a, **kw)
+        rng = random.Random(0)
+        data.test_ex = [Example(e.input, ("zz qq xx",)) for e in data.test_ex]
+        data.test_pairs = [(ids, [t if t == -100 else rng.randrange(100) for t in labels])
+                           for ids, labels in data.test_pairs]
+        return data
+
+    def poisoned_eval(model, data, *a, **kw):
+        rec = real_eval(model, data, *a, **kw)
         rng = random.Random(len(rec["nll"]))
         rec["nll"] = [rng.uniform(0, 50) for _ in rec["nll"]]
         rec["scores"]["rougeL"] = [rng.uniform(0, 100) for _ in rec["scores"]["rougeL"]]
         return rec
 
-    monkeypatch.setattr(compare, "_evaluate", poisoned)
+    monkeypatch.setattr(compare, "prepare_task", poisoned_prepare)
+    monkeypatch.setattr(compare, "_evaluate", poisoned_eval)
     again = run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="qaa,lora", select_lr=True))
     for key in ("e2e_nlg|qaa", "e2e_nlg|lora"):
         first, second = results["selection"][key], again["selection"][key]

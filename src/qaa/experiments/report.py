@@ -168,14 +168,22 @@ def _header(results: dict) -> List[str]:
              "",
              "Protocol: each method's peak learning rate (and, for methods with circuit angles, the angles' rate "
              "ratio) is chosen by the lowest teacher-forced **validation** NLL of training seed 0 "
-             "(grids below); test inputs are read only by the final scoring. Each number is the mean over seeds "
-             "± the standard deviation over seeds, with the 95% paired-bootstrap interval over test inputs "
-             f"in brackets ({results.get('n_boot', 2000)} replicates, seeds averaged within each). "
-             "Differences are paired (same test inputs); *n.s.*: the interval includes 0. Test NLL: per test "
+             "(grids below); no test score enters a choice. Each number is the mean over seeds ± the standard "
+             "deviation over seeds, with a 95% bootstrap interval in brackets (2000 replicates drawing both the "
+             "test inputs and the training seeds with replacement). Differences with QAA are paired (the same "
+             "drawn inputs and seeds for both methods; only methods with every seed scored); *n.s.*: the interval "
+             "includes 0. Test NLL: per test "
              "input, nats per target token over all its references, averaged over inputs (lower is better); "
              "validation NLL: nats per target token over all validation pairs; BLEU (sacrebleu corpus BLEU), ROUGE-L (rouge-score F1, best "
              f"reference) and {BERTSCORE_LABEL} (F1 with all-MiniLM-L6-v2, not comparable with roberta-large "
              "BERTScore) are 0-100, higher is better.",
+             "",
+             "Read with care: training seed 0 of every method is the run that won its validation sweep (a mild "
+             "selection effect in its favour, larger for methods whose sweep tried more configurations: QAA's "
+             "includes the angle-rate ratio); the budget is short (the preset's steps x sequences, a fraction of "
+             "an epoch), so this measures early adaptation, not capacity; QAA's own defaults (ansatz, layers, "
+             "init, the centre of its rate grid) were set in earlier `qaa finetune` runs on split seed 0, whose "
+             "test inputs are these (a fresh `--split-seed` avoids that).",
              "",
              f"Machine: {m.get('cpu_model', m.get('processor', '?'))}, {m.get('cpu_affinity', m.get('cpu_count'))} "
              f"cores, device {m.get('device')}, torch threads {s.get('threads')}; load average at the start "
@@ -246,7 +254,8 @@ def _results_table(task: str, entries: dict, settings: dict, intervals: dict) ->
 def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
     if REFERENCE not in entries or not entries[REFERENCE]["evals"]:
         return ["", "QAA has no scored run on this task yet: no differences."]
-    lines = ["", "QAA minus each method (paired over the same test inputs; 95% interval; *n.s.*: includes 0). "
+    lines = ["", "QAA minus each method (paired: the same drawn test inputs and seeds; 95% interval; *n.s.*: "
+                 "includes 0). "
                  "Positive is better for QAA in BLEU and ROUGE-L, negative in NLL.", "",
              "| QAA − method | BLEU | ROUGE-L | test NLL |", "|---|---:|---:|---:|"]
     for method, d in diffs.items():
@@ -256,29 +265,37 @@ def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
 
 
 def _verdicts(entries: dict, diffs: dict) -> List[str]:
-    lines = ["", "Verdicts (generated from the intervals above):", ""]
+    lines = ["", "Verdicts (generated from the intervals above; 95% intervals, not corrected for the number of "
+                 "comparisons, so about 1 in 20 of them can exclude 0 by chance):", ""]
     for method, d in diffs.items():
-        sentences = [verdict("QAA", registry.label(method), METRICS[k], d[k]) for k in DIFF_METRICS if d.get(k)]
+        sentences = [verdict("QAA", registry.label(method), METRICS[k], d[k], 3 if k == "nll" else 2)
+                     for k in DIFF_METRICS if d.get(k)]
         if sentences:
             lines.append(f"- vs {registry.label(method)}: " + " ".join(sentences))
     if len(lines) == 3:
         return []
+
     def named(methods):
         return ", ".join(registry.label(m) for m in methods)
 
-    nll = {m: d["nll"] for m, d in diffs.items() if d.get("nll")}
-    qaa_better = [m for m, iv in nll.items() if iv.excludes_zero() and iv.value < 0]
-    qaa_worse = [m for m, iv in nll.items() if iv.excludes_zero() and iv.value > 0]
-    same = [m for m in nll if m not in qaa_better and m not in qaa_worse]
-    parts = []
-    if qaa_better:
-        parts.append(f"significantly better than {named(qaa_better)}")
-    if qaa_worse:
-        parts.append(f"significantly worse than {named(qaa_worse)}")
-    if same:
-        parts.append(f"not significantly different from {named(same)}")
-    if parts:
-        lines += ["", "In short, on held-out NLL QAA is " + "; ".join(parts) + "."]
+    lines += ["", "In short:", ""]
+    for key in DIFF_METRICS:
+        spec = METRICS[key]
+        ivs = {m: d[key] for m, d in diffs.items() if d.get(key)}
+        better = [m for m, iv in ivs.items() if iv.excludes_zero() and (iv.value > 0) == spec.higher_is_better]
+        worse = [m for m, iv in ivs.items() if iv.excludes_zero() and (iv.value > 0) != spec.higher_is_better]
+        same = [m for m in ivs if m not in better and m not in worse]
+        parts = []
+        if better:
+            parts.append(f"significantly better than {named(better)}")
+        if worse:
+            parts.append(f"significantly worse than {named(worse)}")
+        if same:
+            parts.append(f"not significantly different from {named(same)}")
+        if parts:
+            lines.append(f"- On {spec.label}, QAA is " + "; ".join(parts) + ".")
+    lines += ["", "\"Not significantly different\" does not mean \"as good as\": the interval bounds how much worse "
+                  "(or better) QAA may be."]
     return lines
 
 
@@ -299,7 +316,7 @@ def _seen_unseen(results: dict, task: str, entries: dict) -> List[str]:
             for mask in (seen, [not x for x in seen]):
                 sub = _subset(arrays, mask).get(key)
                 cells.append(_ci(bootstrap(sub, METRICS[key])) if sub is not None and sub.shape[1] else "-")
-        lines.append(f"| {registry.label(method)} | " + " | ".join([cells[0], cells[2], cells[1], cells[3]]) + " |")
+        lines.append(f"| {registry.label(method)} | " + " | ".join(cells) + " |")  # BLEU seen, unseen, ROUGE-L ...
     return lines
 
 
@@ -339,8 +356,8 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         ref = entries.get(REFERENCE)
         if ref and ref["evals"]:
             for method, e in entries.items():
-                if method in (REFERENCE, registry.BASE) or not e["evals"]:
-                    continue
+                if method in (REFERENCE, registry.BASE) or len(e["evals"]) < len(settings.get("seeds", [])):
+                    continue  # differences and verdicts only for methods with every seed scored
                 diffs[method] = {k: paired_difference(ref["arrays"][k], e["arrays"][k], METRICS[k])
                                  for k in DIFF_METRICS if k in ref["arrays"] and k in e["arrays"]}
         lines += _diff_table(task, entries, diffs)

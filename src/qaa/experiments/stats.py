@@ -1,13 +1,15 @@
 """Uncertainty of the comparison's numbers: paired bootstrap confidence intervals over test inputs.
 
 Every method is scored on the same test inputs with several training seeds. A metric's point estimate is its
-value on all inputs averaged over the seeds; its 95% interval comes from resampling the *inputs* (the main
-source of variance with a few dozen inputs; Koehn 2004, "Statistical significance tests for machine
-translation evaluation") with the seeds kept: each bootstrap replicate draws input indices with replacement,
-recomputes the metric on them for every seed and averages over the seeds. A difference between two methods is
-*paired*: both are recomputed on the same replicate indices, which removes the variance shared through the
-inputs. Intervals are percentile intervals of ``n_boot`` replicates from a fixed generator, so a report is
-reproducible.
+value on all inputs averaged over the seeds. Its 95% interval is a two-level (hierarchical) bootstrap: each
+replicate draws the training seeds with replacement and the *test inputs* with replacement (Koehn 2004,
+"Statistical significance tests for machine translation evaluation", for the inputs), recomputes the metric on
+the drawn inputs for every drawn seed and averages; so the interval covers both the choice of test inputs and
+the training seed's luck (with 3 seeds the seed level is coarse). ``resample_seeds=False`` keeps the seeds
+fixed (the inputs-only interval). A difference between two methods is *paired*: both are recomputed on the same
+drawn inputs and, when both have the same seeds, the same drawn seeds (seed ``s`` of every method shares the
+training data order), which removes the variance they share. Intervals are percentile intervals of ``n_boot``
+replicates from a fixed generator, so a report is reproducible.
 
 A metric is described by per-input values of shape ``[seeds, inputs]`` (averaged per input: ROUGE, BERTScore,
 NLL) or, for corpus BLEU, by per-input sacrebleu sufficient statistics of shape ``[seeds, inputs, K]`` summed
@@ -76,17 +78,35 @@ def estimate(data, spec: MetricSpec) -> tuple:
     return float(vals.mean()), sd
 
 
-def _indices(n_inputs: int, n_boot: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n_inputs, size=(n_boot, n_inputs))
+def _draws(n_boot: int, seed: int, n_inputs: int, *seed_counts: int):
+    """Per replicate: input indices ``[n_inputs]`` and, per seed count, seed indices (all 0..S-1 drawn with
+    replacement; identical draws for equal counts, so equal seed sets stay paired)."""
+    rng = np.random.default_rng(seed)
+    inputs = rng.integers(0, n_inputs, size=(n_boot, n_inputs))
+    seeds = {s: rng.integers(0, s, size=(n_boot, s)) for s in sorted(set(seed_counts))}
+    return inputs, seeds
 
 
-def bootstrap(data, spec: MetricSpec, n_boot: int = N_BOOT, seed: int = BOOT_SEED, level: float = 0.95
-              ) -> Interval:
-    """Percentile bootstrap interval of a metric over inputs (seeds averaged in every replicate).
+def _replicates(arrs, spec: MetricSpec, n_boot: int, seed: int, resample_seeds: bool) -> np.ndarray:
+    """``[n_boot, len(arrs)]``: each array's metric on every replicate (seeds averaged)."""
+    counts = [a.shape[0] for a in arrs]
+    inputs, seed_draws = _draws(n_boot, seed, arrs[0].shape[1], *counts)
+    out = np.empty((n_boot, len(arrs)))
+    for r in range(n_boot):
+        for j, arr in enumerate(arrs):
+            per_seed = _per_seed(arr, spec, inputs[r])
+            out[r, j] = per_seed[seed_draws[arr.shape[0]][r]].mean() if resample_seeds else per_seed.mean()
+    return out
+
+
+def bootstrap(data, spec: MetricSpec, n_boot: int = N_BOOT, seed: int = BOOT_SEED, level: float = 0.95,
+              resample_seeds: bool = True) -> Interval:
+    """Percentile bootstrap interval of a metric over test inputs and training seeds (see the module docstring).
 
     Args:
         data: ``[seeds, inputs]`` or ``[seeds, inputs, K]`` array-like of finite numbers.
         spec: the metric. n_boot: replicates (>= 100). seed: generator seed. level: interval coverage.
+        resample_seeds: also draw the seeds with replacement (default); False keeps them fixed.
 
     Raises:
         ValueError: malformed data, too few replicates, ``level`` outside (0, 1).
@@ -97,15 +117,16 @@ def bootstrap(data, spec: MetricSpec, n_boot: int = N_BOOT, seed: int = BOOT_SEE
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     value, sd = estimate(arr, spec)
-    reps = np.array([_per_seed(arr, spec, idx).mean() for idx in _indices(arr.shape[1], n_boot, seed)])
+    reps = _replicates([arr], spec, n_boot, seed, resample_seeds)[:, 0]
     alpha = (1 - level) / 2
     return Interval(value, float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha)), sd)
 
 
 def paired_difference(a, b, spec: MetricSpec, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
-                      level: float = 0.95) -> Interval:
+                      level: float = 0.95, resample_seeds: bool = True) -> Interval:
     """Interval of ``metric(a) - metric(b)`` for two methods scored on the same inputs (same order): every
-    replicate resamples one set of input indices for both. The seed counts of ``a`` and ``b`` may differ.
+    replicate draws one set of input indices for both, and one set of seed indices when both have as many
+    seeds. The seed counts of ``a`` and ``b`` may differ (their seeds are then drawn independently).
 
     Raises:
         ValueError: different input counts, or malformed data (see :func:`bootstrap`).
@@ -115,20 +136,17 @@ def paired_difference(a, b, spec: MetricSpec, n_boot: int = N_BOOT, seed: int = 
         raise ValueError(f"paired data need the same inputs: {x.shape[1]} vs {y.shape[1]}")
     full = np.arange(x.shape[1])
     value = float(_per_seed(x, spec, full).mean() - _per_seed(y, spec, full).mean())
-    reps = np.array([_per_seed(x, spec, idx).mean() - _per_seed(y, spec, idx).mean()
-                     for idx in _indices(x.shape[1], n_boot, seed)])
+    both = _replicates([x, y], spec, n_boot, seed, resample_seeds)
+    reps = both[:, 0] - both[:, 1]
     alpha = (1 - level) / 2
     return Interval(value, float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha)))
 
 
-def _fmt(x: float) -> str:
-    return f"{x:+.2f}" if abs(x) >= 0.01 or x == 0 else f"{x:+.3g}"
-
-
-def verdict(a: str, b: str, spec: MetricSpec, diff: Interval) -> str:
+def verdict(a: str, b: str, spec: MetricSpec, diff: Interval, digits: int = 2) -> str:
     """One sentence on ``a - b`` for a metric, generated from the interval: "no significant difference" when it
-    includes zero, else which method is better, with the difference and its interval."""
-    text = f"{spec.label}: {a} − {b} = {_fmt(diff.value)} (95% CI [{_fmt(diff.lo)}, {_fmt(diff.hi)}])"
+    includes zero, else which method is better, with the difference and its interval (``digits`` decimals)."""
+    f = lambda x: f"{x:+.{digits}f}"  # noqa: E731
+    text = f"{spec.label}: {a} − {b} = {f(diff.value)} (95% CI [{f(diff.lo)}, {f(diff.hi)}])"
     if not diff.excludes_zero():
         return f"{text}: no significant difference."
     a_better = (diff.value > 0) == spec.higher_is_better
