@@ -187,6 +187,16 @@ def train(model, tokenizer, encoded: Sequence[Tuple[List[int], List[int]]], cfg:
     torch.manual_seed(cfg.seed)
     losses, times = [], []
     act_mb = 0.0
+    def optimizer_step(step: int) -> None:
+        """Clip, step the optimizer and the schedule, clear the gradients, run ``after_step``."""
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step(step)
+
     monitor = MemoryMonitor()
     t_start = time.perf_counter()
     with monitor:
@@ -201,13 +211,7 @@ def train(model, tokenizer, encoded: Sequence[Tuple[List[int], List[int]]], cfg:
             t0 = time.perf_counter()
             if sharded:
                 loss = _shard_step(model, collate(batch, pad), device, grad_accum, rank, world, extra_loss)
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                if after_step is not None:
-                    after_step(step)
+                optimizer_step(step)
                 times.append(time.perf_counter() - t0)
                 losses.append(float(loss))
                 continue
@@ -223,13 +227,7 @@ def train(model, tokenizer, encoded: Sequence[Tuple[List[int], List[int]]], cfg:
             if not torch.isfinite(total):
                 raise FloatingPointError(f"non-finite loss {total.item()} at step {step}")
             total.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            if after_step is not None:
-                after_step(step)
+            optimizer_step(step)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t0)

@@ -41,6 +41,13 @@ def _default_features(d_in: int) -> int:
     return max(1, (d_in - 1).bit_length())
 
 
+def _dims(base_layer: nn.Module) -> tuple:
+    dims = layer_dims(base_layer)
+    if dims is None:
+        raise TypeError(f"a control wraps nn.Linear or Conv1D, got {type(base_layer).__name__}")
+    return dims
+
+
 class BiasControlLinear(nn.Module):
     """``y = W x + b`` for a frozen linear layer ``W`` (``nn.Linear`` or ``Conv1D``).
 
@@ -50,11 +57,8 @@ class BiasControlLinear(nn.Module):
 
     def __init__(self, base_layer: nn.Module):
         super().__init__()
-        dims = layer_dims(base_layer)
-        if dims is None:
-            raise TypeError(f"a control wraps nn.Linear or Conv1D, got {type(base_layer).__name__}")
         self.base_layer = base_layer
-        self.d_in, self.d_out = dims
+        self.d_in, self.d_out = _dims(base_layer)
         self.control_bias = nn.Parameter(torch.zeros(self.d_out, device=base_layer.weight.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,11 +81,8 @@ class RandomFeatureLinear(nn.Module):
 
     def __init__(self, base_layer: nn.Module, R: torch.Tensor):
         super().__init__()
-        dims = layer_dims(base_layer)
-        if dims is None:
-            raise TypeError(f"a control wraps nn.Linear or Conv1D, got {type(base_layer).__name__}")
         self.base_layer = base_layer
-        self.d_in, self.d_out = dims
+        self.d_in, self.d_out = _dims(base_layer)
         if R.dim() != 2 or R.shape[1] != self.d_in or R.shape[0] < 1:
             raise ValueError(f"R must have shape [k >= 1, {self.d_in}], got {tuple(R.shape)}")
         device = base_layer.weight.device
