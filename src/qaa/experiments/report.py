@@ -213,6 +213,9 @@ def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
             chosen = g["lr"] == sel["lr"] and g.get("theta_lr_ratio", 1.0) == sel.get("theta_lr_ratio", 1.0)
             cells.append(f"**{text}: {val}**" if chosen else f"{text}: {val}")
         note = "" if sel.get("swept") else (" (given)" if sel.get("given") else " (default, no sweep)")
+        rates = [g["lr"] for g in sel.get("grid", [])]
+        if sel.get("swept") and rates and sel["lr"] in (min(rates), max(rates)):
+            note += " (on the widened grid's edge: a better rate may lie beyond)"
         lines.append(f"| {registry.label(method)} | {'; '.join(cells)} | {_rate(sel)}{note} |")
     return lines
 
