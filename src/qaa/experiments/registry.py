@@ -184,14 +184,21 @@ def _attach_qaa_std(model, ctx):
     return model
 
 
-def _attach_qaa_frozen_theta(model, ctx):
+def _freeze_angles(model):
     import qaa
 
-    model = _qaa(model, ctx)
     for _, layer in qaa.qaa_layers(model):
         for theta in layer.qaa_theta.values():
             theta.requires_grad_(False)
     return model
+
+
+def _attach_qaa_frozen_theta(model, ctx):
+    return _freeze_angles(_qaa(model, ctx))
+
+
+def _attach_qaa_std_frozen_theta(model, ctx):
+    return _freeze_angles(_attach_qaa_std(model, ctx))
 
 
 def _attach_qaa_no_entangler(model, ctx):
@@ -328,6 +335,9 @@ register(Method("qaa", _attach_qaa, _save_qaa, _reload_qaa, lr=3e-3, colour="#d6
                 lr_grid=_QAA_GRID, theta=True, lr_source=_QAA_SOURCE))
 register(Method("qaa_std", _attach_qaa_std, _save_qaa, _reload_qaa, lr=3e-3, colour="#ff7f0e", default=False,
                 label="QAA, standardised input", lr_grid=_QAA_GRID, theta=True, lr_source=_QAA_SOURCE))
+register(Method("qaa_std_frozen_theta", _attach_qaa_std_frozen_theta, _save_qaa, _reload_qaa, lr=3e-3,
+                colour="#ffbb78", default=False, label="QAA, standardised input, frozen angles (control)",
+                lr_grid=_QAA_GRID, lr_source=_QAA_SOURCE, linestyle=(0, (1, 1))))
 register(Method("qaa_frozen_theta", _attach_qaa_frozen_theta, _save_qaa, _reload_qaa, lr=3e-3, colour="#e377c2",
                 default=False, label="QAA, frozen angles (control)", lr_grid=_QAA_GRID, lr_source=_QAA_SOURCE))
 register(Method("qaa_no_entangler", _attach_qaa_no_entangler, _save_qaa, _reload_qaa, lr=3e-3, colour="#bcbd22",

@@ -302,6 +302,25 @@ def _verdicts(entries: dict, diffs: dict) -> List[str]:
     return lines
 
 
+#: Variants whose angles are tested against a frozen-angle control under the same input.
+ANGLE_CONTROLS = (("qaa_std", "qaa_std_frozen_theta"),)
+
+
+def _angle_control(entries: dict, settings: dict) -> List[str]:
+    """Do the circuit angles matter for a QAA variant? Its difference to its own frozen-angle control."""
+    n_seeds = len(settings.get("seeds", []))
+    lines = []
+    for variant, control in ANGLE_CONTROLS:
+        a, b = entries.get(variant), entries.get(control)
+        if not a or not b or len(a["evals"]) < n_seeds or len(b["evals"]) < n_seeds:
+            continue
+        sentences = [verdict(registry.label(variant), registry.label(control), METRICS[k],
+                             paired_difference(a["arrays"][k], b["arrays"][k], METRICS[k]), 3 if k == "nll" else 2)
+                     for k in DIFF_METRICS if k in a["arrays"] and k in b["arrays"]]
+        lines += ["", f"Do the angles matter for {registry.label(variant)}? " + " ".join(sentences)]
+    return lines
+
+
 def _seen_unseen(results: dict, task: str, entries: dict) -> List[str]:
     seen = results.get("tasks", {}).get(task, {}).get("test_seen")
     if not seen:
@@ -365,6 +384,7 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
                                  for k in DIFF_METRICS if k in ref["arrays"] and k in e["arrays"]}
         lines += _diff_table(task, entries, diffs)
         lines += _verdicts(entries, diffs)
+        lines += _angle_control(entries, settings)
         lines += _seen_unseen(results, task, entries)
         lines += _memory(entries)
         missing = [registry.label(m) for m, e in entries.items()

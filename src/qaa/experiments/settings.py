@@ -18,8 +18,8 @@ __all__ = ["PRESETS", "CompareSettings", "resolve_settings", "check_finetune_arg
 #: The methods of the full comparison on E2E (every method and control; SoRA is left out on the CPU, see
 #: :data:`EXCLUDED`), and the core subset on WebNLG, in the order they run (a partial run answers the main
 #: question first: QAA, LoRA, and the controls that test QAA's mechanism).
-E2E_METHODS = ("qaa", "lora", "bias", "qaa_frozen_theta", "lora_r4", "qaa_std", "qaa_no_entangler",
-               "random_features", "prefix", "full")
+E2E_METHODS = ("qaa", "lora", "bias", "qaa_frozen_theta", "lora_r4", "qaa_std", "qaa_std_frozen_theta",
+               "qaa_no_entangler", "random_features", "prefix", "full")
 CORE_METHODS = ("qaa", "lora", "bias", "qaa_frozen_theta", "lora_r4")
 
 #: Methods a preset leaves out on purpose, with the reason printed in its report.
