@@ -32,24 +32,6 @@ struct CudaTraits {
 INSTANTIATE_TYPED_TEST_SUITE_P(Cuda, BackendTest, BackendTypes<CudaTraits>);
 INSTANTIATE_TYPED_TEST_SUITE_P(Cuda, BackendVjpTest, BackendFloat64<CudaTraits>);
 
-/// Norm-wise relative comparison; infinite entries must match exactly, NaN is never accepted.
-template <typename T>
-void expect_close(const std::vector<T>& got, const std::vector<T>& want, double rtol, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    ASSERT_FALSE(std::isnan(got[i])) << what << " entry " << i;
-    if (std::isinf(want[i]) || std::isinf(got[i])) {
-      EXPECT_EQ(got[i], want[i]) << what << " entry " << i;
-      continue;
-    }
-    const double e = double(got[i]) - double(want[i]);
-    num += e * e;
-    den += double(want[i]) * double(want[i]);
-  }
-  EXPECT_LE(std::sqrt(num), rtol * std::max(std::sqrt(den), 1.0)) << what;
-}
-
 template <typename T>
 std::vector<T> flatten(const std::vector<std::complex<T>>& v) {
   std::vector<T> out;
@@ -122,10 +104,10 @@ class CudaBackendTest : public BackendTest<On<CudaTraits, T>> {
   }
 
   void expect_same(const Fused& got, const Fused& want, double tol, const std::string& what) {
-    expect_close(got.features, want.features, tol, what + " features");
-    expect_close(got.norms, want.norms, tol, what + " norms");
-    expect_close(got.grad_theta, want.grad_theta, tol, what + " grad_theta");
-    expect_close(got.grad_x, want.grad_x, tol, what + " grad_x");
+    expect_close_rel(got.features, want.features, tol, what + " features");
+    expect_close_rel(got.norms, want.norms, tol, what + " norms");
+    expect_close_rel(got.grad_theta, want.grad_theta, tol, what + " grad_theta");
+    expect_close_rel(got.grad_x, want.grad_x, tol, what + " grad_x");
   }
 };
 
@@ -166,15 +148,16 @@ TYPED_TEST(CudaBackendTest, StateLevelApiMatchesCpu) {
     std::vector<C> psi_cpu(B * N);
     std::vector<T> nr_cpu(B);
     this->cpu->embed(n, x.data(), B, d, psi_cpu.data(), nr_cpu.data(), {});
-    expect_close(flatten(this->host(psi, B * N)), flatten(psi_cpu), parity_tol<T>(), "embed psi0");
-    expect_close(this->host(nr, B), nr_cpu, parity_tol<T>(), "embed norms");
+    expect_close_rel(flatten(this->host(psi, B * N)), flatten(psi_cpu), parity_tol<T>(), "embed psi0");
+    expect_close_rel(this->host(nr, B), nr_cpu, parity_tol<T>(), "embed norms");
     // apply, forward and adjoint
     for (bool adjoint : {false, true}) {
       C* p = this->dev(psi_cpu);
       this->be->apply(c, dth, p, B, adjoint, ExecContext{});
       std::vector<C> q = psi_cpu;
       this->cpu->apply(c, theta.data(), q.data(), B, adjoint, {});
-      expect_close(flatten(this->host(p, B * N)), flatten(q), parity_tol<T>(), adjoint ? "apply adjoint" : "apply");
+      expect_close_rel(flatten(this->host(p, B * N)), flatten(q), parity_tol<T>(),
+                       adjoint ? "apply adjoint" : "apply");
     }
     // readouts and the state-level VJP on U psi0
     std::vector<C> fin = psi_cpu;
@@ -186,20 +169,20 @@ TYPED_TEST(CudaBackendTest, StateLevelApiMatchesCpu) {
       this->be->readout(n, dfin, B, r, f, ExecContext{});
       std::vector<T> f_cpu(B * F);
       this->cpu->readout(n, fin.data(), B, r, f_cpu.data(), {});
-      expect_close(this->host(f, B * F), f_cpu, parity_tol<T>(), "readout");
+      expect_close_rel(this->host(f, B * F), f_cpu, parity_tol<T>(), "readout");
       const auto g = this->randn(B * F);
       T* gt = this->template dev_zeros<T>(c.n_params());
       T* gp = this->template dev_zeros<T>(B * N);
       this->be->vjp(c, dth, dfin, this->dev(g), r, B, gt, gp, ExecContext{});
       std::vector<T> gt_cpu(c.n_params()), gp_cpu(B * N);
       this->cpu->vjp(c, theta.data(), fin.data(), g.data(), r, B, gt_cpu.data(), gp_cpu.data(), {});
-      expect_close(this->host(gt, c.n_params()), gt_cpu, parity_tol<T>(), "vjp grad_theta");
-      expect_close(this->host(gp, B * N), gp_cpu, parity_tol<T>(), "vjp grad_psi0");
+      expect_close_rel(this->host(gt, c.n_params()), gt_cpu, parity_tol<T>(), "vjp grad_theta");
+      expect_close_rel(this->host(gp, B * N), gp_cpu, parity_tol<T>(), "vjp grad_psi0");
     }
     // circuit matrix
     std::vector<C> u_cpu(N * N);
     this->cpu->circuit_matrix(c, theta.data(), u_cpu.data(), {});
-    expect_close(flatten(this->matrix(c, theta)), flatten(u_cpu), parity_tol<T>(), "circuit_matrix");
+    expect_close_rel(flatten(this->matrix(c, theta)), flatten(u_cpu), parity_tol<T>(), "circuit_matrix");
   }
 }
 

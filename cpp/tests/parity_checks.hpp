@@ -15,24 +15,6 @@
 
 namespace qaa::test {
 
-/// Norm-wise relative comparison; infinite entries must match exactly, NaN is never accepted.
-template <typename T>
-void expect_close_rel(const std::vector<T>& got, const std::vector<T>& want, double rtol, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    ASSERT_FALSE(std::isnan(got[i])) << what << " entry " << i;
-    if (std::isinf(want[i]) || std::isinf(got[i])) {
-      EXPECT_EQ(got[i], want[i]) << what << " entry " << i;
-      continue;
-    }
-    const double e = double(got[i]) - double(want[i]);
-    num += e * e;
-    den += double(want[i]) * double(want[i]);
-  }
-  EXPECT_LE(std::sqrt(num), rtol * std::max(std::sqrt(den), 1.0)) << what;
-}
-
 template <typename P>
 class ParityTest : public BackendTest<P> {
  public:
