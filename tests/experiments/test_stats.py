@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from qaa.experiments.metrics import bleu, bleu_from_stats, bleu_statistics
-from qaa.experiments.stats import Interval, MetricSpec, bootstrap, estimate, mean_reduce, paired_difference, verdict
+from qaa.experiments.stats import (Interval, MetricSpec, bootstrap, estimate, holm, mean_reduce, paired_difference,
+                                   verdict)
 
 MEAN = MetricSpec("m", "M", mean_reduce)
 
@@ -60,6 +61,51 @@ def test_verdicts_follow_the_interval_and_the_metric_direction():
     assert verdict("A", "B", higher, Interval(1.0, 0.5, 2.0)).endswith("A is better.")
     assert verdict("A", "B", lower, Interval(1.0, 0.5, 2.0)).endswith("B is better.")
     assert "[-0.500, +2.000]" in verdict("A", "B", lower, Interval(1.0, -0.5, 2.0), digits=3)
+
+
+def test_seed_level_interval_is_the_hand_computed_t_interval():
+    # Per-seed differences on all inputs: 1, 2, 4 (b is 0). Mean 7/3, sd sqrt(7/3). Student's t with 2 degrees
+    # of freedom has CDF 1/2 + t / (2 sqrt(2 + t^2)), so its 0.975 quantile solves t / sqrt(2 + t^2) = 0.95:
+    # t = sqrt(2 * 0.95^2 / (1 - 0.95^2)).
+    a = [[1.0, 1.0], [2.0, 2.0], [4.0, 4.0]]
+    d = paired_difference(a, np.zeros((3, 2)), MEAN)
+    t975 = np.sqrt(2 * 0.95 ** 2 / (1 - 0.95 ** 2))
+    half = t975 * np.sqrt(7 / 3) / np.sqrt(3)
+    assert d.value == pytest.approx(7 / 3)
+    assert (d.seed_lo, d.seed_hi) == (pytest.approx(7 / 3 - half), pytest.approx(7 / 3 + half))
+    # every replicate is positive: the bootstrap rejects 0 with p = 0, the seed level does not (lo < 0)
+    assert d.p == 0.0 and d.excludes_zero() and d.seeds_exclude_zero() is False and not d.significant()
+    # unequal seed counts: no pairing of seeds, no seed-level interval
+    assert paired_difference(a, np.zeros((2, 2)), MEAN).seed_lo is None
+
+
+def test_bootstrap_p_value_by_hand():
+    # One seed; differences 0 and 1 on two inputs: a replicate's mean difference is 0 with probability 1/4 and
+    # positive otherwise, so p = 2 * min(P(rep <= 0), P(rep >= 0)) = 2 * 1/4 = 1/2.
+    d = paired_difference([[0.0, 1.0]], [[0.0, 0.0]], MEAN)
+    assert d.p == pytest.approx(0.5, abs=0.05) and not d.excludes_zero()
+
+
+def test_holm_adjustment_by_hand():
+    # sorted: 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> running max 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm([]) == []
+    with pytest.raises(ValueError):
+        holm([0.1, float("nan")])
+    with pytest.raises(ValueError):
+        holm([1.5])
+
+
+def test_verdicts_need_every_check():
+    higher = MetricSpec("bleu", "BLEU", mean_reduce)
+    seeds_include_zero = Interval(1.0, 0.5, 2.0, seed_lo=-1.0, seed_hi=3.0, p=0.001, p_adjusted=0.01)
+    text = verdict("A", "B", higher, seeds_include_zero)
+    assert "seed-level [-1.00, +3.00]" in text and text.endswith(
+        "no significant difference (the bootstrap interval excludes 0, but the seed-level interval includes 0).")
+    holm_fails = Interval(1.0, 0.5, 2.0, seed_lo=0.2, seed_hi=1.8, p=0.01, p_adjusted=0.12)
+    assert verdict("A", "B", higher, holm_fails).endswith("but the Holm-adjusted p is 0.120).")
+    all_pass = Interval(1.0, 0.5, 2.0, seed_lo=0.2, seed_hi=1.8, p=0.001, p_adjusted=0.01)
+    assert all_pass.significant() and verdict("A", "B", higher, all_pass).endswith("A is better.")
 
 
 @pytest.mark.parametrize("bad", [[[1.0, float("nan")]], [[]], [1.0, 2.0]])

@@ -7,13 +7,14 @@ verdict sentence is computed here from the per-input records (:mod:`.stats`); no
 ``results.md`` holds, per task: the split and the fitted lengths; the learning-rate selection (every rate's
 validation NLL); the results table (mean ± standard deviation over seeds and the 95% paired-bootstrap interval
 over test inputs for test NLL, BLEU, ROUGE-L and BERTScore (MiniLM-L6), with trainable parameters, adapter
-size, peak memory and step time); QAA minus every other method with its interval; the verdicts; WebNLG's seen
-and unseen inputs separately; and the memory ratio to full fine-tuning. Plots (matplotlib's ``Figure`` with
+size, peak memory and step time); QAA minus every other method with its interval; the verdicts; the
+secondary comparisons declared in :data:`SECONDARY`; WebNLG's seen and unseen inputs separately; and the memory ratio to full fine-tuning. Plots (matplotlib's ``Figure`` with
 the Agg canvas, no display needed): ``loss_<task>.png`` (training loss per step, mean over seeds with the
 min-max band) and ``metrics_<task>.png`` (BLEU, ROUGE-L and test NLL with their intervals).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import numpy as np
 from ..tuners.save_load import atomic_write_text
 from . import registry
 from .metrics import BERTSCORE_LABEL, bleu_from_stats
-from .stats import Interval, MetricSpec, bootstrap, mean_reduce, paired_difference, verdict
+from .stats import Interval, MetricSpec, bootstrap, holm, mean_reduce, paired_difference, verdict
 
 __all__ = ["METRICS", "write_report", "write_markdown", "plot_losses", "plot_metrics", "collect", "main"]
 
@@ -136,15 +137,25 @@ def _ci(iv: Optional[Interval], digits: int = 2) -> str:
 def _diff(iv: Optional[Interval], digits: int = 2) -> str:
     if iv is None:
         return "-"
-    mark = "" if iv.excludes_zero() else " (n.s.)"
+    if iv.significant():
+        mark = ""
+    elif iv.excludes_zero():
+        mark = " (n.s.†)"
+    else:
+        mark = " (n.s.)"
     return f"{iv.value:+.{digits}f} [{iv.lo:+.{digits}f}, {iv.hi:+.{digits}f}]{mark}"
+
+
+def _lr(lr: float) -> str:
+    """A learning rate with two significant digits (a widened grid holds rates like 0.027)."""
+    return f"{lr:.2g}"
 
 
 def _rate(sel: Optional[dict]) -> str:
     if not sel or sel.get("status") != "ok":
         return "-"
     ratio = sel.get("theta_lr_ratio", 1.0)
-    return f"{sel['lr']:.0e}" + (f" (angles x{ratio:g})" if ratio != 1.0 else "")
+    return _lr(sel["lr"]) + (f" (angles x{ratio:g})" if ratio != 1.0 else "")
 
 
 def _mean(values) -> Optional[float]:
@@ -168,11 +179,15 @@ def _header(results: dict) -> List[str]:
              "",
              "Protocol: each method's peak learning rate (and, for methods with circuit angles, the angles' rate "
              "ratio) is chosen by the lowest teacher-forced **validation** NLL of training seed 0 "
-             "(grids below); no test score enters a choice. Each number is the mean over seeds ± the standard "
+             "(grids below); no test score enters this run's choices. Each number is the mean over seeds ± the standard "
              "deviation over seeds, with a 95% bootstrap interval in brackets (2000 replicates drawing both the "
              "test inputs and the training seeds with replacement). Differences with QAA are paired (the same "
-             "drawn inputs and seeds for both methods; only methods with every seed scored); *n.s.*: the interval "
-             "includes 0. Test NLL: per test "
+             "drawn inputs and seeds for both methods; only methods with every seed scored). A difference is called "
+             "significant only when three checks reject 0: its bootstrap interval; the seed-level paired t interval "
+             "(per-seed differences on all inputs, Student's t with seeds - 1 degrees of freedom: with 3 seeds the "
+             "bootstrap's seed level is coarse); and the bootstrap p-value after Holm's adjustment over the "
+             "comparisons of its table. *n.s.*: the bootstrap interval includes 0; *n.s.†*: it excludes 0 but "
+             "another check does not. Test NLL: per test "
              "input, nats per target token over all its references, averaged over inputs (lower is better); "
              "validation NLL: nats per target token over all validation pairs; BLEU (sacrebleu corpus BLEU), ROUGE-L (rouge-score F1, best "
              f"reference) and {BERTSCORE_LABEL} (F1 with all-MiniLM-L6-v2, not comparable with roberta-large "
@@ -209,7 +224,7 @@ def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
         cells = []
         for g in sel.get("grid", []):
             val = f"{g['val_nll']:.4f}" if _finite(g.get("val_nll")) else "failed"
-            text = f"{g['lr']:.0e}" + (f" (x{g['theta_lr_ratio']:g})" if g.get("theta_lr_ratio", 1.0) != 1.0 else "")
+            text = _lr(g["lr"]) + (f" (x{g['theta_lr_ratio']:g})" if g.get("theta_lr_ratio", 1.0) != 1.0 else "")
             chosen = g["lr"] == sel["lr"] and g.get("theta_lr_ratio", 1.0) == sel.get("theta_lr_ratio", 1.0)
             cells.append(f"**{text}: {val}**" if chosen else f"{text}: {val}")
         note = "" if sel.get("swept") else (" (given)" if sel.get("given") else " (default, no sweep)")
@@ -254,22 +269,58 @@ def _results_table(task: str, entries: dict, settings: dict, intervals: dict) ->
     return lines
 
 
+def _paired_diffs(entries: dict, pairs, n_seeds: int) -> Dict[tuple, Dict[str, Interval]]:
+    """Paired differences for ``(a, b)`` method pairs whose every planned seed is scored by both (the same seed
+    list, so seed ``s`` meets seed ``s``), Holm-adjusted over all of them and their metrics (one family)."""
+    diffs: Dict[tuple, Dict[str, Interval]] = {}
+    for a, b in pairs:
+        ea, eb = entries.get(a), entries.get(b)
+        if not ea or not eb or len(ea["evals"]) != n_seeds or len(eb["evals"]) != n_seeds:
+            continue
+        if [e["seed"] for e in ea["evals"]] != [e["seed"] for e in eb["evals"]]:
+            continue
+        diffs[(a, b)] = {k: paired_difference(ea["arrays"][k], eb["arrays"][k], METRICS[k])
+                         for k in DIFF_METRICS if k in ea["arrays"] and k in eb["arrays"]}
+    cells = [(pair, k) for pair, d in diffs.items() for k in d]
+    adjusted = holm([diffs[pair][k].p for pair, k in cells])
+    for (pair, k), p in zip(cells, adjusted):
+        diffs[pair][k] = dataclasses.replace(diffs[pair][k], p_adjusted=p)
+    return diffs
+
+
 def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
     if REFERENCE not in entries or not entries[REFERENCE]["evals"]:
         return ["", "QAA has no scored run on this task yet: no differences."]
-    lines = ["", "QAA minus each method (paired: the same drawn test inputs and seeds; 95% interval; *n.s.*: "
-                 "includes 0). "
+    if not diffs:
+        return ["", "QAA and the other methods do not yet have every seed scored: no differences."]
+    n_tests = sum(len(d) for d in diffs.values())
+    lines = ["", "QAA minus each method (paired: the same drawn test inputs and seeds; 95% bootstrap interval; "
+                 "*n.s.*: includes 0; *n.s.†*: excludes 0 but the seed-level interval or the Holm-adjusted p does "
+                 f"not, over the {n_tests} comparisons of this table). "
                  "Positive is better for QAA in BLEU and ROUGE-L, negative in NLL.", "",
              "| QAA − method | BLEU | ROUGE-L | test NLL |", "|---|---:|---:|---:|"]
     for method, d in diffs.items():
         lines.append(f"| {registry.label(method)} | {_diff(d.get('bleu_stats'))} | {_diff(d.get('rougeL'))} | "
                      f"{_diff(d.get('nll'), 3)} |")
+    lines += ["", "The three checks behind each cell (seed-level: per-seed differences, mean ± t(seeds - 1) sd / "
+                  "sqrt(seeds); p: bootstrap two-sided p-value, then Holm-adjusted):", "",
+              "| QAA − method | metric | bootstrap 95% | seed-level 95% | p | Holm p | significant |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for method, d in diffs.items():
+        for key in DIFF_METRICS:
+            iv = d.get(key)
+            if iv is None:
+                continue
+            digits = 3 if key == "nll" else 2
+            f = lambda x: f"{x:+.{digits}f}"  # noqa: E731
+            seed = f"[{f(iv.seed_lo)}, {f(iv.seed_hi)}]" if iv.seed_lo is not None else "-"
+            lines.append(f"| {registry.label(method)} | {METRICS[key].label} | [{f(iv.lo)}, {f(iv.hi)}] | {seed} | "
+                         f"{iv.p:.3f} | {iv.p_adjusted:.3f} | {'yes' if iv.significant() else 'no'} |")
     return lines
 
 
 def _verdicts(entries: dict, diffs: dict) -> List[str]:
-    lines = ["", "Verdicts (generated from the intervals above; 95% intervals, not corrected for the number of "
-                 "comparisons, so about 1 in 20 of them can exclude 0 by chance):", ""]
+    lines = ["", "Verdicts (generated from the checks above; \"significant\" needs all three at the 5% level):", ""]
     for method, d in diffs.items():
         sentences = [verdict("QAA", registry.label(method), METRICS[k], d[k], 3 if k == "nll" else 2)
                      for k in DIFF_METRICS if d.get(k)]
@@ -279,14 +330,14 @@ def _verdicts(entries: dict, diffs: dict) -> List[str]:
         return []
 
     def named(methods):
-        return ", ".join(registry.label(m) for m in methods)
+        return "; ".join(registry.label(m) for m in methods)
 
     lines += ["", "In short:", ""]
     for key in DIFF_METRICS:
         spec = METRICS[key]
         ivs = {m: d[key] for m, d in diffs.items() if d.get(key)}
-        better = [m for m, iv in ivs.items() if iv.excludes_zero() and (iv.value > 0) == spec.higher_is_better]
-        worse = [m for m, iv in ivs.items() if iv.excludes_zero() and (iv.value > 0) != spec.higher_is_better]
+        better = [m for m, iv in ivs.items() if iv.significant() and (iv.value > 0) == spec.higher_is_better]
+        worse = [m for m, iv in ivs.items() if iv.significant() and (iv.value > 0) != spec.higher_is_better]
         same = [m for m in ivs if m not in better and m not in worse]
         parts = []
         if better:
@@ -296,28 +347,36 @@ def _verdicts(entries: dict, diffs: dict) -> List[str]:
         if same:
             parts.append(f"not significantly different from {named(same)}")
         if parts:
-            lines.append(f"- On {spec.label}, QAA is " + "; ".join(parts) + ".")
+            lines.append(f"- On {spec.label}, QAA is " + "; and ".join(parts) + ".")
     lines += ["", "\"Not significantly different\" does not mean \"as good as\": the interval bounds how much worse "
-                  "(or better) QAA may be."]
+                  "(or better) QAA may be; with these few inputs and seeds, small differences cannot be detected."]
     return lines
 
 
-#: Variants whose angles are tested against a frozen-angle control under the same input.
-ANGLE_CONTROLS = (("qaa_std", "qaa_std_frozen_theta"),)
+#: Secondary comparisons (variant, other, the question it answers), outside the main table and in their own Holm
+#: family: whether the circuit angles matter under the standardised input (its own frozen-angle control,
+#: declared before its runs), and, post hoc (added after both had been scored), the standardised variant
+#: against LoRA at both ranks. The main table compares plain QAA only.
+SECONDARY = (
+    ("qaa_std", "qaa_std_frozen_theta", "Do the angles matter for {a}? (declared before its control ran)"),
+    ("qaa_std", "lora", "{a} against {b} (post hoc):"),
+    ("qaa_std", "lora_r4", "{a} against {b} (post hoc):"),
+)
 
 
-def _angle_control(entries: dict, settings: dict) -> List[str]:
-    """Do the circuit angles matter for a QAA variant? Its difference to its own frozen-angle control."""
-    n_seeds = len(settings.get("seeds", []))
+def _secondary(entries: dict, settings: dict) -> List[str]:
+    """Paired differences and verdicts for :data:`SECONDARY`, once both methods have every seed scored."""
+    diffs = _paired_diffs(entries, [(a, b) for a, b, _ in SECONDARY], len(settings.get("seeds", [])))
     lines = []
-    for variant, control in ANGLE_CONTROLS:
-        a, b = entries.get(variant), entries.get(control)
-        if not a or not b or len(a["evals"]) < n_seeds or len(b["evals"]) < n_seeds:
+    for variant, other, question in SECONDARY:
+        d = diffs.get((variant, other))
+        if not d:
             continue
-        sentences = [verdict(registry.label(variant), registry.label(control), METRICS[k],
-                             paired_difference(a["arrays"][k], b["arrays"][k], METRICS[k]), 3 if k == "nll" else 2)
-                     for k in DIFF_METRICS if k in a["arrays"] and k in b["arrays"]]
-        lines += ["", f"Do the angles matter for {registry.label(variant)}? " + " ".join(sentences)]
+        la, lb = registry.label(variant), registry.label(other)
+        sentences = [verdict(la, lb, METRICS[k], d[k], 3 if k == "nll" else 2) for k in DIFF_METRICS if k in d]
+        lines += ["", question.format(a=la, b=lb) + " " + " ".join(sentences)]
+    if lines:
+        lines = ["", "Secondary comparisons (the same checks; Holm's adjustment over these comparisons only):"] + lines
     return lines
 
 
@@ -374,17 +433,13 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         lines += _selection_table(results, task, entries)
         intervals = {m: _intervals(e) for m, e in entries.items() if e["evals"]}
         lines += _results_table(task, entries, settings, intervals)
-        diffs = {}
-        ref = entries.get(REFERENCE)
-        if ref and ref["evals"]:
-            for method, e in entries.items():
-                if method in (REFERENCE, registry.BASE) or len(e["evals"]) < len(settings.get("seeds", [])):
-                    continue  # differences and verdicts only for methods with every seed scored
-                diffs[method] = {k: paired_difference(ref["arrays"][k], e["arrays"][k], METRICS[k])
-                                 for k in DIFF_METRICS if k in ref["arrays"] and k in e["arrays"]}
+        # differences and verdicts only where QAA and the method have every planned seed scored
+        others = [m for m in entries if m not in (REFERENCE, registry.BASE)]
+        pairs = _paired_diffs(entries, [(REFERENCE, m) for m in others], len(settings.get("seeds", [])))
+        diffs = {b: d for (_, b), d in pairs.items()}
         lines += _diff_table(task, entries, diffs)
         lines += _verdicts(entries, diffs)
-        lines += _angle_control(entries, settings)
+        lines += _secondary(entries, settings)
         lines += _seen_unseen(results, task, entries)
         lines += _memory(entries)
         missing = [registry.label(m) for m, e in entries.items()

@@ -11,6 +11,15 @@ drawn inputs and, when both have the same seeds, the same drawn seeds (seed ``s`
 training data order), which removes the variance they share. Intervals are percentile intervals of ``n_boot``
 replicates from a fixed generator, so a report is reproducible.
 
+With few seeds the bootstrap's seed level is coarse (3 seeds give 10 distinct seed draws, and resampling them
+understates the seed variance by a factor (S - 1) / S), so a difference is called *significant* only when three
+checks agree (:meth:`Interval.significant`): its bootstrap interval excludes 0; the seed-level paired t
+interval excludes 0 (the per-seed differences on all inputs, mean ± t(S - 1, 0.975) sd / sqrt(S), Student's t
+with S - 1 degrees of freedom: the training-seed variance counted in full, inputs held fixed); and its bootstrap
+p-value (twice the smaller share of replicates on either side of 0), Holm-adjusted over the family of
+comparisons it is reported with (:func:`holm`; Holm 1979, "A simple sequentially rejective multiple test
+procedure"), is below 0.05.
+
 A metric is described by per-input values of shape ``[seeds, inputs]`` (averaged per input: ROUGE, BERTScore,
 NLL) or, for corpus BLEU, by per-input sacrebleu sufficient statistics of shape ``[seeds, inputs, K]`` summed
 before the score is computed (:func:`qaa.experiments.metrics.bleu_from_stats`).
@@ -22,28 +31,50 @@ from typing import Callable, Optional
 
 import numpy as np
 
-__all__ = ["Interval", "MetricSpec", "estimate", "bootstrap", "paired_difference", "verdict", "mean_reduce",
-           "N_BOOT", "BOOT_SEED"]
+__all__ = ["Interval", "MetricSpec", "estimate", "bootstrap", "paired_difference", "holm", "verdict",
+           "mean_reduce", "N_BOOT", "BOOT_SEED", "ALPHA"]
 
 #: Bootstrap replicates and generator seed used by the reports.
 N_BOOT = 2000
 BOOT_SEED = 12345
+#: Significance level of the verdicts (two-sided).
+ALPHA = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
-    """A point estimate with a 95% percentile-bootstrap interval ``[lo, hi]`` and the spread over seeds."""
+    """A point estimate with a 95% percentile-bootstrap interval ``[lo, hi]`` and the spread over seeds.
+
+    For a paired difference (:func:`paired_difference`) also: ``seed_lo``/``seed_hi``, the seed-level paired t
+    interval (None with fewer than 2 paired seeds); ``p``, the bootstrap two-sided p-value; ``p_adjusted``, ``p``
+    after Holm's adjustment over the family it is reported with (set by the caller with :func:`holm`).
+    """
 
     value: float
     lo: float
     hi: float
     seed_sd: Optional[float] = None
+    seed_lo: Optional[float] = None
+    seed_hi: Optional[float] = None
+    p: Optional[float] = None
+    p_adjusted: Optional[float] = None
 
     def excludes_zero(self) -> bool:
+        """The bootstrap interval excludes 0."""
         return self.lo > 0 or self.hi < 0
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def seeds_exclude_zero(self) -> Optional[bool]:
+        """The seed-level t interval excludes 0 (None when there is none)."""
+        if self.seed_lo is None or self.seed_hi is None:
+            return None
+        return self.seed_lo > 0 or self.seed_hi < 0
+
+    def significant(self, alpha: float = ALPHA) -> bool:
+        """Every available check rejects 0: bootstrap interval, seed-level interval, Holm-adjusted p-value."""
+        if not self.excludes_zero() or self.seeds_exclude_zero() is False:
+            return False
+        p = self.p_adjusted if self.p_adjusted is not None else self.p
+        return p is None or p < alpha
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,31 +157,80 @@ def paired_difference(a, b, spec: MetricSpec, n_boot: int = N_BOOT, seed: int = 
                       level: float = 0.95, resample_seeds: bool = True) -> Interval:
     """Interval of ``metric(a) - metric(b)`` for two methods scored on the same inputs (same order): every
     replicate draws one set of input indices for both, and one set of seed indices when both have as many
-    seeds. The seed counts of ``a`` and ``b`` may differ (their seeds are then drawn independently).
+    seeds. The seed counts of ``a`` and ``b`` may differ (their seeds are then drawn independently, and there is
+    no seed-level interval). With equal counts ``S >= 2``, row ``s`` of ``a`` is paired with row ``s`` of ``b``
+    for the seed-level t interval (the caller keeps the seeds in the same order).
+
+    Returns an :class:`Interval` with the bootstrap interval, ``seed_lo``/``seed_hi`` and the bootstrap ``p``.
 
     Raises:
         ValueError: different input counts, or malformed data (see :func:`bootstrap`).
     """
+    from scipy.stats import t as student_t
+
     x, y = _check(a), _check(b)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"paired data need the same inputs: {x.shape[1]} vs {y.shape[1]}")
     full = np.arange(x.shape[1])
-    value = float(_per_seed(x, spec, full).mean() - _per_seed(y, spec, full).mean())
+    per_x, per_y = _per_seed(x, spec, full), _per_seed(y, spec, full)
+    value = float(per_x.mean() - per_y.mean())
     both = _replicates([x, y], spec, n_boot, seed, resample_seeds)
     reps = both[:, 0] - both[:, 1]
     alpha = (1 - level) / 2
-    return Interval(value, float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha)))
+    p = float(min(1.0, 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))))
+    seed_lo = seed_hi = None
+    if len(per_x) == len(per_y) >= 2:
+        d = per_x - per_y
+        half = float(student_t.ppf(1 - alpha, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d)))
+        seed_lo, seed_hi = float(d.mean() - half), float(d.mean() + half)
+    return Interval(value, float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha)),
+                    seed_lo=seed_lo, seed_hi=seed_hi, p=p)
+
+
+def holm(pvalues) -> list:
+    """Holm's step-down adjusted p-values, in the input order: sort ascending, ``p_(i) * (m - i)`` for rank
+    ``i = 0..m-1``, made non-decreasing along the ranks, capped at 1 (Holm 1979). Rejecting where the adjusted
+    value is below ``alpha`` controls the family-wise error rate at ``alpha``.
+
+    Raises:
+        ValueError: a value outside [0, 1] or not finite.
+    """
+    ps = np.asarray(list(pvalues), dtype=np.float64)
+    if ps.size and (not np.all(np.isfinite(ps)) or ps.min() < 0 or ps.max() > 1):
+        raise ValueError(f"p-values must lie in [0, 1], got {ps.tolist()}")
+    m = ps.size
+    order = np.argsort(ps, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, float(ps[i]) * (m - rank)))
+        adjusted[i] = running
+    return adjusted.tolist()
 
 
 def verdict(a: str, b: str, spec: MetricSpec, diff: Interval, digits: int = 2) -> str:
-    """One sentence on ``a - b`` for a metric, generated from the interval: "no significant difference" when it
-    includes zero, else which method is better, with the difference and its interval (``digits`` decimals)."""
+    """One sentence on ``a - b`` for a metric, generated from the interval: which method is better when
+    :meth:`Interval.significant`, else "no significant difference" (naming the checks that include 0 when the
+    bootstrap interval alone would exclude it); with the difference and its intervals (``digits`` decimals)."""
     f = lambda x: f"{x:+.{digits}f}"  # noqa: E731
-    text = f"{spec.label}: {a} − {b} = {f(diff.value)} (95% CI [{f(diff.lo)}, {f(diff.hi)}])"
-    if not diff.excludes_zero():
-        return f"{text}: no significant difference."
-    a_better = (diff.value > 0) == spec.higher_is_better
-    return f"{text}: {a if a_better else b} is better."
+    text = f"{spec.label}: {a} − {b} = {f(diff.value)} (95% CI [{f(diff.lo)}, {f(diff.hi)}]"
+    if diff.seed_lo is not None:
+        text += f"; seed-level [{f(diff.seed_lo)}, {f(diff.seed_hi)}]"
+    if diff.p_adjusted is not None:
+        text += f"; Holm-adjusted p {diff.p_adjusted:.3f}"
+    text += ")"
+    if diff.significant():
+        a_better = (diff.value > 0) == spec.higher_is_better
+        return f"{text}: {a if a_better else b} is better."
+    if diff.excludes_zero():
+        reasons = []
+        if diff.seeds_exclude_zero() is False:
+            reasons.append("the seed-level interval includes 0")
+        if diff.p_adjusted is not None and not diff.p_adjusted < ALPHA:
+            reasons.append(f"the Holm-adjusted p is {diff.p_adjusted:.3f}")
+        return f"{text}: no significant difference (the bootstrap interval excludes 0, but " \
+               + " and ".join(reasons) + ")."
+    return f"{text}: no significant difference."
 
 
 def mean_reduce(values: np.ndarray) -> float:

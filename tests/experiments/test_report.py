@@ -1,0 +1,56 @@
+"""The report's pairing rules and significance marks, on constructed per-input records (no training)."""
+import numpy as np
+import pytest
+
+from qaa.experiments import report
+from qaa.experiments.stats import holm, paired_difference
+
+SEEDS = [0, 1, 2]
+
+
+def _entry(seeds, nll):
+    """A method entry as :func:`report.collect` builds it: evals in seed order and the per-input arrays."""
+    nll = np.asarray(nll, dtype=np.float64)
+    return {"evals": [{"seed": s} for s in seeds], "runs": [], "selection": None,
+            "arrays": {"nll": nll, "rougeL": 100 - 10 * nll}}
+
+
+def test_differences_need_every_planned_seed_of_both_methods_with_the_same_seed_list():
+    rng = np.random.default_rng(0)
+    entries = {
+        "qaa": _entry(SEEDS, rng.normal(1.5, 0.1, size=(3, 12))),
+        "lora": _entry(SEEDS, rng.normal(1.4, 0.1, size=(3, 12))),
+        "bias": _entry([0, 1, 3], rng.normal(1.6, 0.1, size=(3, 12))),   # another seed list
+        "lora_r4": _entry([0, 1], rng.normal(1.6, 0.1, size=(2, 12))),   # a seed still missing
+    }
+    pairs = report._paired_diffs(entries, [("qaa", m) for m in ("lora", "bias", "lora_r4")], len(SEEDS))
+    assert list(pairs) == [("qaa", "lora")]
+    # QAA itself missing a seed: no pair at all
+    entries["qaa"] = _entry([0], entries["qaa"]["arrays"]["nll"][:1])
+    assert report._paired_diffs(entries, [("qaa", "lora")], len(SEEDS)) == {}
+
+
+def test_holm_adjustment_runs_over_the_whole_family():
+    rng = np.random.default_rng(1)
+    base = rng.normal(1.5, 0.2, size=(3, 30))
+    entries = {"qaa": _entry(SEEDS, base)}
+    for i, m in enumerate(("lora", "bias", "lora_r4")):
+        entries[m] = _entry(SEEDS, base + 0.02 * (i + 1) + rng.normal(0, 0.05, size=base.shape))
+    pairs = report._paired_diffs(entries, [("qaa", m) for m in ("lora", "bias", "lora_r4")], len(SEEDS))
+    cells = [(pair, k) for pair, d in pairs.items() for k in d]
+    assert len(cells) == 6  # 3 pairs x (ROUGE-L, NLL): BLEU has no statistics in these records
+    raw = [paired_difference(entries[a]["arrays"][k], entries[b]["arrays"][k], report.METRICS[k]).p
+           for (a, b), k in cells]
+    assert [pairs[pair][k].p for pair, k in cells] == pytest.approx(raw)
+    assert [pairs[pair][k].p_adjusted for pair, k in cells] == pytest.approx(holm(raw))
+
+
+def test_a_difference_significant_only_by_the_bootstrap_is_marked():
+    from qaa.experiments.stats import Interval
+
+    assert report._diff(Interval(1.0, -0.5, 2.0)).endswith("(n.s.)")
+    assert report._diff(Interval(1.0, 0.5, 2.0, seed_lo=-1.0, seed_hi=3.0, p=0.01, p_adjusted=0.02)).endswith(
+        "(n.s.†)")
+    assert report._diff(Interval(1.0, 0.5, 2.0, seed_lo=0.1, seed_hi=1.9, p=0.001, p_adjusted=0.01)) == \
+        "+1.00 [+0.50, +2.00]"
+    assert report._lr(0.027) == "0.027" and report._lr(1e-3) == "0.001" and report._lr(3e-4) == "0.0003"
