@@ -127,6 +127,23 @@ def test_bad_settings_raise_clear_errors(kw, message):
         resolve_settings(_args(**kw))
 
 
+def test_rates_from_an_earlier_run_are_per_task_and_need_the_same_split(tmp_path):
+    earlier = tmp_path / "results.json"
+    earlier.write_text(json.dumps({
+        "settings": {"split_seed": 0, "val_fraction": 0.1, "test_fraction": 0.25},
+        "selection": {"e2e_nlg|qaa": {"status": "ok", "lr": 1e-2, "theta_lr_ratio": 10.0},
+                      "webnlg_en|qaa": {"status": "ok", "lr": 3e-3, "theta_lr_ratio": 1.0},
+                      "webnlg_en|lora": {"status": "ok", "lr": 1e-3, "theta_lr_ratio": 1.0},
+                      "e2e_nlg|bias": {"status": "error", "error": "diverged"}}}))
+    s = resolve_settings(_args(preset="cpu", tasks="e2e_nlg", methods="qaa,lora,bias", lr_from=str(earlier)))
+    # this task's own choice where there is one; another task's where there is none; failed ones are not rates
+    assert s.lr == {"qaa": 1e-2, "lora": 1e-3} and s.theta_lr_ratio == {"qaa": 10.0, "lora": 1.0}
+    with pytest.raises(ValueError, match="differ by task"):
+        resolve_settings(_args(preset="cpu", tasks="e2e_nlg,webnlg_en", methods="qaa", lr_from=str(earlier)))
+    with pytest.raises(ValueError, match="--lr-from .* split_seed 0, this run uses 3"):
+        resolve_settings(_args(preset="cpu", tasks="e2e_nlg", methods="qaa", split_seed=3, lr_from=str(earlier)))
+
+
 def test_cli_reports_bad_input_before_loading_anything(tmp_path, capsys):
     from qaa.experiments.cli import main
 

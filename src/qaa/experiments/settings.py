@@ -156,22 +156,44 @@ def _parse_lr(value: Optional[str]) -> Dict[str, float]:
     return out
 
 
-def _rates_from(path: str, methods) -> Tuple[Dict[str, float], Dict[str, float]]:
-    """Rates and angle ratios chosen by an earlier comparison (its ``selection``), for ``--lr-from``."""
+def _rates_from(path: str, methods, tasks, split: dict) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Rates and angle ratios chosen by an earlier comparison (its ``selection``), for ``--lr-from``.
+
+    A method's rate is read from the selections on this run's ``tasks`` when the file has any, else from all of
+    its tasks; rates that differ across those tasks are refused (run the tasks one at a time). The earlier
+    comparison must have split the data the same way (``split``: split seed and held-out fractions), or its
+    validation inputs, which chose the rates, could be this run's test inputs.
+
+    Raises:
+        ValueError: an unreadable file, another split, differing rates, or no rate for any of ``methods``.
+    """
     import json
 
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         selection = data["selection"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        earlier = data.get("settings", {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"--lr-from {path}: not a qaa compare results.json with a learning-rate selection ({e})"
                          ) from None
-    lrs, ratios = {}, {}
+    for key, value in split.items():
+        if key in earlier and earlier[key] != value:
+            raise ValueError(f"--lr-from {path}: chosen on a split with {key} {earlier[key]!r}, this run uses "
+                             f"{value!r} (its validation inputs could be this run's test inputs; pass the same "
+                             "--split-seed and fractions)")
+    found: Dict[str, Dict[str, tuple]] = {}
     for key, sel in selection.items():
         task, _, method = key.partition("|")
-        if method in methods and isinstance(sel, dict) and sel.get("status") == "ok" and method not in lrs:
-            lrs[method], ratios[method] = float(sel["lr"]), float(sel.get("theta_lr_ratio", 1.0))
+        if method in methods and isinstance(sel, dict) and sel.get("status") == "ok":
+            found.setdefault(method, {})[task] = (float(sel["lr"]), float(sel.get("theta_lr_ratio", 1.0)))
+    lrs, ratios = {}, {}
+    for method, by_task in found.items():
+        own = {t: v for t, v in by_task.items() if t in tasks} or by_task
+        if len(set(own.values())) > 1:
+            raise ValueError(f"--lr-from {path}: {method}'s chosen rates differ by task ({own}); run one task at a "
+                             "time with --tasks")
+        lrs[method], ratios[method] = next(iter(own.values()))
     if not lrs:
         raise ValueError(f"--lr-from {path}: no selected rate for any of {', '.join(methods)}")
     return lrs, ratios
@@ -254,12 +276,19 @@ def resolve_settings(args) -> CompareSettings:
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must be distinct integers >= 0, got {get('seeds')!r}")
     split_seed = int(get("split_seed", 0) or 0)
+    test_fraction = float(get("test_fraction", 0.2) or 0.2)
+    val_fraction = float(get("val_fraction", 0.1) or 0.1)
+    if not 0.0 < test_fraction < 1.0 or not 0.0 < val_fraction < 1.0 or test_fraction + val_fraction >= 1.0:
+        raise ValueError(f"--test-fraction and --val-fraction must be in (0, 1) with a sum below 1, got "
+                         f"{test_fraction} and {val_fraction}")
 
     every = sorted({m for ms in methods.values() for m in ms}, key=known.index)
     lr: Dict[str, float] = {}
     ratio: Dict[str, float] = {}
     if get("lr_from"):
-        lr, ratio = _rates_from(str(get("lr_from")), every)
+        lr, ratio = _rates_from(str(get("lr_from")), every, tasks,
+                                {"split_seed": split_seed, "val_fraction": val_fraction,
+                                 "test_fraction": test_fraction})
     lr.update({m: v for m, v in _parse_lr(get("lr")).items()})
     select = get("select_lr")
     select_lr = bool(preset["select_lr"] if select is None else select)
@@ -267,11 +296,6 @@ def resolve_settings(args) -> CompareSettings:
     xi = registry.SORA_XI if xi is None else float(xi)
     if not (math.isfinite(xi) and xi >= 0):
         raise ValueError(f"--sora-xi must be a finite number >= 0, got {xi}")
-    test_fraction = float(get("test_fraction", 0.2) or 0.2)
-    val_fraction = float(get("val_fraction", 0.1) or 0.1)
-    if not 0.0 < test_fraction < 1.0 or not 0.0 < val_fraction < 1.0 or test_fraction + val_fraction >= 1.0:
-        raise ValueError(f"--test-fraction and --val-fraction must be in (0, 1) with a sum below 1, got "
-                         f"{test_fraction} and {val_fraction}")
 
     threads = get("threads")
     threads = int(preset["threads"] if threads is None else threads)
