@@ -308,7 +308,7 @@ def test_outputs_report_and_plots(tiny_run, tmp_path):
     md = (out / "results.md").read_text()
     for text in ("## e2e_nlg", "## webnlg_en", "Learning-rate selection", "QAA minus each method", "Verdicts",
                  "validation", "seen", "unseen", "Peak training memory", "Model:", "Secondary comparisons", "Do the angles matter for",
-                 f"{registry.label('qaa_std')} against {registry.label('lora_r4')}:"):
+                 f"{registry.label('qaa_std')} against {registry.label('lora_r4')} (post hoc):"):
         assert text in md, text
     for method in ALL_METHODS:
         assert f"| {registry.label(method)} |" in md, method
