@@ -54,3 +54,14 @@ def test_a_difference_significant_only_by_the_bootstrap_is_marked():
     assert report._diff(Interval(1.0, 0.5, 2.0, seed_lo=0.1, seed_hi=1.9, p=0.001, p_adjusted=0.01)) == \
         "+1.00 [+0.50, +2.00]"
     assert report._lr(0.027) == "0.027" and report._lr(1e-3) == "0.001" and report._lr(3e-4) == "0.0003"
+
+
+def test_point_estimates_count_the_methods_ahead_of_qaa():
+    from qaa.experiments.stats import Interval
+
+    # QAA - method on NLL (lower is better): +0.1 means the method is ahead; -0.1 means QAA is
+    diffs = {"lora": {"nll": Interval(0.1, 0.05, 0.2)}, "bias": {"nll": Interval(-0.1, -0.2, 0.05)},
+             "prefix": {"nll": Interval(0.02, -0.01, 0.05)}}
+    lines = report._verdicts({}, diffs)
+    assert ("- Point estimates on test NLL: 2 of the 3 other methods score better than QAA (LoRA r=8; "
+            "prefix tuning (16 tokens)).") in lines

@@ -348,6 +348,13 @@ def _verdicts(entries: dict, diffs: dict) -> List[str]:
             parts.append(f"not significantly different from {named(same)}")
         if parts:
             lines.append(f"- On {spec.label}, QAA is " + "; and ".join(parts) + ".")
+    for key in DIFF_METRICS:  # where the point estimates put QAA, whatever the intervals say
+        spec = METRICS[key]
+        ivs = {m: d[key] for m, d in diffs.items() if d.get(key)}
+        ahead = [m for m, iv in ivs.items() if (iv.value < 0) == spec.higher_is_better and iv.value != 0]
+        if ivs:
+            lines.append(f"- Point estimates on {spec.label}: {len(ahead)} of the {len(ivs)} other methods score "
+                         f"better than QAA" + (f" ({named(ahead)})." if 0 < len(ahead) < len(ivs) else "."))
     lines += ["", "\"Not significantly different\" does not mean \"as good as\": the interval bounds how much worse "
                   "(or better) QAA may be; with these few inputs and seeds, small differences cannot be detected."]
     return lines
