@@ -626,8 +626,8 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
             ev.update(task=task, method=method, lr=best_lr, theta_lr_ratio=best_ratio, seed=seed)
             del model
             done += 1
-            log(f"{task}/{method} seed={seed}: test NLL {ev['metrics']['nll']:.4f}, BLEU {ev['metrics']['bleu']:.2f}, "
-                f"ROUGE-L {ev['metrics']['rougeL']:.2f}")
+            log(f"{task}/{method} seed={seed}: test NLL (token-weighted) {ev['metrics']['nll']:.4f}, "
+                f"BLEU {ev['metrics']['bleu']:.2f}, ROUGE-L {ev['metrics']['rougeL']:.2f}")
         except Exception as e:
             ev = {"task": task, "method": method, "seed": seed, "status": "error",
                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
