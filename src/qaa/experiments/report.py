@@ -8,7 +8,8 @@ verdict sentence is computed here from the per-input records (:mod:`.stats`); no
 validation NLL); the results table (mean ± standard deviation over seeds and the 95% paired-bootstrap interval
 over test inputs for test NLL, BLEU, ROUGE-L and BERTScore (MiniLM-L6), with trainable parameters, adapter
 size, peak memory and step time); QAA minus every other method with its interval; the verdicts; the
-secondary comparisons declared in :data:`SECONDARY`; WebNLG's seen and unseen inputs separately; and the memory ratio to full fine-tuning. Plots (matplotlib's ``Figure`` with
+secondary comparisons declared in :data:`SECONDARY`; WebNLG's seen and unseen inputs separately; and the
+memory ratio to full fine-tuning. Plots (matplotlib's ``Figure`` with
 the Agg canvas, no display needed): ``loss_<task>.png`` (training loss per step, mean over seeds with the
 min-max band) and ``metrics_<task>.png`` (BLEU, ROUGE-L and test NLL with their intervals).
 """
@@ -144,6 +145,11 @@ def _diff(iv: Optional[Interval], digits: int = 2) -> str:
     else:
         mark = " (n.s.)"
     return f"{iv.value:+.{digits}f} [{iv.lo:+.{digits}f}, {iv.hi:+.{digits}f}]{mark}"
+
+
+def _digits(key: str) -> int:
+    """Decimals a metric's differences are printed with (NLL differences are hundredths of a nat)."""
+    return 3 if key == "nll" else 2
 
 
 def _lr(lr: float) -> str:
@@ -300,8 +306,8 @@ def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
                  "Positive is better for QAA in BLEU and ROUGE-L, negative in NLL.", "",
              "| QAA − method | BLEU | ROUGE-L | test NLL |", "|---|---:|---:|---:|"]
     for method, d in diffs.items():
-        lines.append(f"| {registry.label(method)} | {_diff(d.get('bleu_stats'))} | {_diff(d.get('rougeL'))} | "
-                     f"{_diff(d.get('nll'), 3)} |")
+        lines.append(f"| {registry.label(method)} | " + " | ".join(_diff(d.get(k), _digits(k)) for k in DIFF_METRICS)
+                     + " |")
     lines += ["", "The three checks behind each cell (seed-level: per-seed differences, mean ± t(seeds - 1) sd / "
                   "sqrt(seeds); p: bootstrap two-sided p-value, then Holm-adjusted):", "",
               "| QAA − method | metric | bootstrap 95% | seed-level 95% | p | Holm p | significant |",
@@ -311,7 +317,7 @@ def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
             iv = d.get(key)
             if iv is None:
                 continue
-            digits = 3 if key == "nll" else 2
+            digits = _digits(key)
             f = lambda x: f"{x:+.{digits}f}"  # noqa: E731
             seed = f"[{f(iv.seed_lo)}, {f(iv.seed_hi)}]" if iv.seed_lo is not None else "-"
             lines.append(f"| {registry.label(method)} | {METRICS[key].label} | [{f(iv.lo)}, {f(iv.hi)}] | {seed} | "
@@ -322,7 +328,7 @@ def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
 def _verdicts(entries: dict, diffs: dict) -> List[str]:
     lines = ["", "Verdicts (generated from the checks above; \"significant\" needs all three at the 5% level):", ""]
     for method, d in diffs.items():
-        sentences = [verdict("QAA", registry.label(method), METRICS[k], d[k], 3 if k == "nll" else 2)
+        sentences = [verdict("QAA", registry.label(method), METRICS[k], d[k], _digits(k))
                      for k in DIFF_METRICS if d.get(k)]
         if sentences:
             lines.append(f"- vs {registry.label(method)}: " + " ".join(sentences))
@@ -380,7 +386,7 @@ def _secondary(entries: dict, settings: dict) -> List[str]:
         if not d:
             continue
         la, lb = registry.label(variant), registry.label(other)
-        sentences = [verdict(la, lb, METRICS[k], d[k], 3 if k == "nll" else 2) for k in DIFF_METRICS if k in d]
+        sentences = [verdict(la, lb, METRICS[k], d[k], _digits(k)) for k in DIFF_METRICS if k in d]
         lines += ["", question.format(a=la, b=lb) + " " + " ".join(sentences)]
     if lines:
         lines = ["", "Secondary comparisons (the same checks; Holm's adjustment over these comparisons only):"] + lines
