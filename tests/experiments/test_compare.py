@@ -94,13 +94,15 @@ def test_presets_resolve_to_their_values():
 def test_options_override_the_preset():
     s = resolve_settings(_args(preset="cpu", tasks="webnlg_en", methods="sora,qaa", full=True, steps=7,
                                batch_size=3, eval_size=5, max_length=64, max_new_tokens=9, seeds="4,2",
-                               lr="qaa=1e-2,full=1e-5", sora_xi=0.01, no_bertscore=True, split_seed=3))
+                               lr="qaa=1e-2,full=1e-5", sora_xi=0.01, no_bertscore=True, split_seed=3,
+                               max_widen=0))
     assert s.tasks == ("webnlg_en",)
     assert s.methods == {"webnlg_en": ("sora", "qaa", "full")}     # the order given, --full appended
     assert (s.steps, s.batch_size, s.eval_size, s.max_new_tokens) == (7, 3, {"webnlg_en": 5}, {"webnlg_en": 9})
     assert s.max_length == {"webnlg_en": 64} and s.eval_size_given
     assert s.lr == {"qaa": 1e-2, "full": 1e-5} and s.seeds == (4, 2) and s.split_seed == 3
-    assert s.sora_xi == 0.01 and not s.bertscore and s.warmup_steps == 1
+    assert s.sora_xi == 0.01 and not s.bertscore and s.warmup_steps == 1 and s.max_widen == 0
+    assert resolve_settings(_args(preset="cpu")).max_widen == 4
     assert resolve_settings(_args(preset="cpu", seed=5)).seeds == (5,)   # the common --seed: one training seed
 
 
@@ -121,10 +123,38 @@ def test_options_override_the_preset():
     (dict(seeds="0,x"), "--seeds"),
     (dict(seeds="1,1"), "--seeds must be distinct"),
     (dict(lr_from="/nonexistent/results.json"), "--lr-from"),
+    (dict(max_widen=-1), "--max-widen must be an integer >= 0"),
+    (dict(max_widen=11), "--max-widen must be <= 10"),
 ])
 def test_bad_settings_raise_clear_errors(kw, message):
     with pytest.raises(ValueError, match=message):
         resolve_settings(_args(**kw))
+
+
+@pytest.mark.parametrize("nll, max_widen, expected", [
+    # best inside the grid: nothing added
+    ({1e-3: 2.0, 3e-3: 1.0, 1e-2: 1.5}, 4, [1e-3, 3e-3, 1e-2]),
+    # falling with the rate: the high edge is followed 3x at a time until max_widen is spent
+    (lambda lr: -lr, 2, [1e-3, 3e-3, 1e-2, 3e-2, 9e-2]),
+    # falling, then rising past 0.27: widening stops at the first rate that is worse than the edge
+    (lambda lr: abs(math.log(lr / 0.09)), 4, [1e-3, 3e-3, 1e-2, 3e-2, 9e-2, 0.27]),
+    # best on the low edge: the low side is widened first; the high edge is no longer the best
+    (lambda lr: lr, 1, [1e-3, 3e-3, 1e-2, 1e-3 / 3]),
+    # every run failed: no edge to follow
+    (lambda lr: math.inf, 4, [1e-3, 3e-3, 1e-2]),
+    # max_widen 0: the registered grid only
+    (lambda lr: -lr, 0, [1e-3, 3e-3, 1e-2]),
+])
+def test_widen_sweep_follows_an_edge_best_by_factors_of_three(nll, max_widen, expected):
+    calls = []
+
+    def val_nll(lr):
+        calls.append(lr)
+        return nll(lr) if callable(nll) else nll[lr]
+
+    tried = compare.widen_sweep([1e-3, 3e-3, 1e-2], val_nll, max_widen)
+    assert tried == pytest.approx(expected, rel=1e-12)
+    assert calls == tried  # each rate trained once, in the order tried
 
 
 def test_rates_from_an_earlier_run_are_per_task_and_need_the_same_split(tmp_path):

