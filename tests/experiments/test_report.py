@@ -65,3 +65,17 @@ def test_point_estimates_count_the_methods_ahead_of_qaa():
     lines = report._verdicts({}, diffs)
     assert ("- Point estimates on test NLL: 2 of the 3 other methods score better than QAA (LoRA r=8; "
             "prefix tuning (16 tokens)).") in lines
+
+
+def test_the_checks_table_prints_each_seeds_difference_in_seed_order():
+    # QAA - LoRA on NLL is 0.1, 0.2, 0.4 for seeds 0, 1, 2 on every input (a hand computation); ROUGE-L is
+    # 100 - 10 NLL, so its differences are -1, -2, -4.
+    qaa = np.full((3, 5), 1.5)
+    lora = qaa - np.array([[0.1], [0.2], [0.4]])
+    entries = {"qaa": _entry(SEEDS, qaa), "lora": _entry(SEEDS, lora)}
+    pairs = report._paired_diffs(entries, [("qaa", "lora")], len(SEEDS))
+    lines = report._diff_table("e2e_nlg", entries, {b: d for (_, b), d in pairs.items()})
+    assert any("training seed (0, 1, 2;" in line for line in lines)
+    rows = {line.split(" | ")[1]: line.split(" | ")[2] for line in lines if line.startswith("| LoRA r=8 | ")
+            and line.count("|") == 9}
+    assert rows == {"test NLL": "+0.100; +0.200; +0.400", "ROUGE-L": "-1.00; -2.00; -4.00"}

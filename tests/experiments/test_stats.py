@@ -73,10 +73,12 @@ def test_seed_level_interval_is_the_hand_computed_t_interval():
     half = t975 * np.sqrt(7 / 3) / np.sqrt(3)
     assert d.value == pytest.approx(7 / 3)
     assert (d.seed_lo, d.seed_hi) == (pytest.approx(7 / 3 - half), pytest.approx(7 / 3 + half))
+    assert d.seed_diffs == (1.0, 2.0, 4.0)   # per seed, in the seeds' order
     # every replicate is positive: the bootstrap rejects 0 with p = 0, the seed level does not (lo < 0)
     assert d.p == 0.0 and d.excludes_zero() and d.seeds_exclude_zero() is False and not d.significant()
     # unequal seed counts: no pairing of seeds, no seed-level interval
     assert paired_difference(a, np.zeros((2, 2)), MEAN).seed_lo is None
+    assert paired_difference(a, np.zeros((2, 2)), MEAN).seed_diffs is None
 
 
 def test_bootstrap_p_value_by_hand():

@@ -308,10 +308,12 @@ def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
     for method, d in diffs.items():
         lines.append(f"| {registry.label(method)} | " + " | ".join(_diff(d.get(k), _digits(k)) for k in DIFF_METRICS)
                      + " |")
-    lines += ["", "The three checks behind each cell (seed-level: per-seed differences, mean ± t(seeds - 1) sd / "
-                  "sqrt(seeds); p: bootstrap two-sided p-value, then Holm-adjusted):", "",
-              "| QAA − method | metric | bootstrap 95% | seed-level 95% | p | Holm p | significant |",
-              "|---|---|---:|---:|---:|---:|---|"]
+    seeds = ", ".join(str(e["seed"]) for e in entries[REFERENCE]["evals"])
+    lines += ["", "The three checks behind each cell (per seed: the difference on all test inputs for each "
+                  f"training seed ({seeds}; training seed 0 is the sweep's winning run); seed-level: their mean ± "
+                  "t(seeds - 1) sd / sqrt(seeds); p: bootstrap two-sided p-value, then Holm-adjusted):", "",
+              "| QAA − method | metric | per seed | bootstrap 95% | seed-level 95% | p | Holm p | significant |",
+              "|---|---|---:|---:|---:|---:|---:|---|"]
     for method, d in diffs.items():
         for key in DIFF_METRICS:
             iv = d.get(key)
@@ -320,8 +322,9 @@ def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
             digits = _digits(key)
             f = lambda x: f"{x:+.{digits}f}"  # noqa: E731
             seed = f"[{f(iv.seed_lo)}, {f(iv.seed_hi)}]" if iv.seed_lo is not None else "-"
-            lines.append(f"| {registry.label(method)} | {METRICS[key].label} | [{f(iv.lo)}, {f(iv.hi)}] | {seed} | "
-                         f"{iv.p:.3f} | {iv.p_adjusted:.3f} | {'yes' if iv.significant() else 'no'} |")
+            per_seed = "; ".join(map(f, iv.seed_diffs)) if iv.seed_diffs else "-"
+            lines.append(f"| {registry.label(method)} | {METRICS[key].label} | {per_seed} | [{f(iv.lo)}, {f(iv.hi)}] | "
+                         f"{seed} | {iv.p:.3f} | {iv.p_adjusted:.3f} | {'yes' if iv.significant() else 'no'} |")
     return lines
 
 

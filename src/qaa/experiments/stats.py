@@ -27,7 +27,7 @@ before the score is computed (:func:`qaa.experiments.metrics.bleu_from_stats`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -45,8 +45,9 @@ ALPHA = 0.05
 class Interval:
     """A point estimate with a 95% percentile-bootstrap interval ``[lo, hi]`` and the spread over seeds.
 
-    For a paired difference (:func:`paired_difference`) also: ``seed_lo``/``seed_hi``, the seed-level paired t
-    interval (None with fewer than 2 paired seeds); ``p``, the bootstrap two-sided p-value; ``p_adjusted``, ``p``
+    For a paired difference (:func:`paired_difference`) also: ``seed_diffs``, the difference on all inputs per
+    paired seed (in the seeds' order), and ``seed_lo``/``seed_hi``, the seed-level paired t interval over them
+    (None with fewer than 2 paired seeds); ``p``, the bootstrap two-sided p-value; ``p_adjusted``, ``p``
     after Holm's adjustment over the family it is reported with (set by the caller with :func:`holm`).
     """
 
@@ -56,6 +57,7 @@ class Interval:
     seed_sd: Optional[float] = None
     seed_lo: Optional[float] = None
     seed_hi: Optional[float] = None
+    seed_diffs: Optional[Tuple[float, ...]] = None
     p: Optional[float] = None
     p_adjusted: Optional[float] = None
 
@@ -178,13 +180,13 @@ def paired_difference(a, b, spec: MetricSpec, n_boot: int = N_BOOT, seed: int = 
     reps = both[:, 0] - both[:, 1]
     alpha = (1 - level) / 2
     p = float(min(1.0, 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))))
-    seed_lo = seed_hi = None
+    seed_lo = seed_hi = seed_diffs = None
     if len(per_x) == len(per_y) >= 2:
         d = per_x - per_y
         half = float(student_t.ppf(1 - alpha, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d)))
-        seed_lo, seed_hi = float(d.mean() - half), float(d.mean() + half)
+        seed_lo, seed_hi, seed_diffs = float(d.mean() - half), float(d.mean() + half), tuple(map(float, d))
     return Interval(value, float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha)),
-                    seed_lo=seed_lo, seed_hi=seed_hi, p=p)
+                    seed_lo=seed_lo, seed_hi=seed_hi, seed_diffs=seed_diffs, p=p)
 
 
 def holm(pvalues) -> list:
