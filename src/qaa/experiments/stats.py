@@ -72,11 +72,10 @@ class Interval:
         return self.seed_lo > 0 or self.seed_hi < 0
 
     def significant(self, alpha: float = ALPHA) -> bool:
-        """Every available check rejects 0: bootstrap interval, seed-level interval, Holm-adjusted p-value."""
-        if not self.excludes_zero() or self.seeds_exclude_zero() is False:
-            return False
+        """All three checks exist and reject 0: the bootstrap interval, the seed-level interval (so one training
+        seed is never enough: a difference could be that seed's luck) and the p-value (Holm-adjusted when set)."""
         p = self.p_adjusted if self.p_adjusted is not None else self.p
-        return p is None or p < alpha
+        return self.excludes_zero() and self.seeds_exclude_zero() is True and p is not None and p < alpha
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,10 +225,14 @@ def verdict(a: str, b: str, spec: MetricSpec, diff: Interval, digits: int = 2) -
         return f"{text}: {a if a_better else b} is better."
     if diff.excludes_zero():
         reasons = []
-        if diff.seeds_exclude_zero() is False:
+        if diff.seeds_exclude_zero() is None:
+            reasons.append("there is no seed-level interval (it needs 2 or more seeds of both)")
+        elif not diff.seeds_exclude_zero():
             reasons.append("the seed-level interval includes 0")
         if diff.p_adjusted is not None and not diff.p_adjusted < ALPHA:
             reasons.append(f"the Holm-adjusted p is {diff.p_adjusted:.3f}")
+        elif diff.p_adjusted is None and (diff.p is None or not diff.p < ALPHA):
+            reasons.append("there is no p-value below 0.05" if diff.p is None else f"the p-value is {diff.p:.3f}")
         return f"{text}: no significant difference (the bootstrap interval excludes 0, but " \
                + " and ".join(reasons) + ")."
     return f"{text}: no significant difference."
