@@ -16,6 +16,7 @@ min-max band) and ``metrics_<task>.png`` (BLEU, ROUGE-L and test NLL with their 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -29,7 +30,7 @@ import numpy as np
 from ..tuners.save_load import atomic_write_text
 from . import registry
 from .metrics import BERTSCORE_LABEL, bleu_from_stats
-from .stats import Interval, MetricSpec, bootstrap, holm, mean_reduce, paired_difference, verdict
+from .stats import Interval, MetricSpec, bootstrap, holm, mean_reduce, paired_difference, signed, verdict
 
 __all__ = ["METRICS", "write_report", "write_markdown", "plot_losses", "plot_metrics", "collect", "main"]
 
@@ -144,7 +145,7 @@ def _diff(iv: Optional[Interval], digits: int = 2) -> str:
         mark = " (n.s.†)"
     else:
         mark = " (n.s.)"
-    return f"{iv.value:+.{digits}f} [{iv.lo:+.{digits}f}, {iv.hi:+.{digits}f}]{mark}"
+    return f"{signed(iv.value, digits)} [{signed(iv.lo, digits)}, {signed(iv.hi, digits)}]{mark}"
 
 
 def _digits(key: str) -> int:
@@ -319,8 +320,7 @@ def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
             iv = d.get(key)
             if iv is None:
                 continue
-            digits = _digits(key)
-            f = lambda x: f"{x:+.{digits}f}"  # noqa: E731
+            f = functools.partial(signed, digits=_digits(key))
             seed = f"[{f(iv.seed_lo)}, {f(iv.seed_hi)}]" if iv.seed_lo is not None else "-"
             per_seed = "; ".join(map(f, iv.seed_diffs)) if iv.seed_diffs else "-"
             lines.append(f"| {registry.label(method)} | {METRICS[key].label} | {per_seed} | [{f(iv.lo)}, {f(iv.hi)}] | "
@@ -342,9 +342,12 @@ def _verdicts(entries: dict, diffs: dict) -> List[str]:
         return "; ".join(registry.label(m) for m in methods)
 
     lines += ["", "In short:", ""]
+    estimates = []  # where the point estimates put QAA, whatever the checks say (listed after the verdicts)
     for key in DIFF_METRICS:
         spec = METRICS[key]
         ivs = {m: d[key] for m, d in diffs.items() if d.get(key)}
+        if not ivs:
+            continue
         better = [m for m, iv in ivs.items() if iv.significant() and (iv.value > 0) == spec.higher_is_better]
         worse = [m for m, iv in ivs.items() if iv.significant() and (iv.value > 0) != spec.higher_is_better]
         same = [m for m in ivs if m not in better and m not in worse]
@@ -355,15 +358,11 @@ def _verdicts(entries: dict, diffs: dict) -> List[str]:
             parts.append(f"significantly worse than {named(worse)}")
         if same:
             parts.append(f"not significantly different from {named(same)}")
-        if parts:
-            lines.append(f"- On {spec.label}, QAA is " + "; and ".join(parts) + ".")
-    for key in DIFF_METRICS:  # where the point estimates put QAA, whatever the intervals say
-        spec = METRICS[key]
-        ivs = {m: d[key] for m, d in diffs.items() if d.get(key)}
+        lines.append(f"- On {spec.label}, QAA is " + "; and ".join(parts) + ".")
         ahead = [m for m, iv in ivs.items() if (iv.value < 0) == spec.higher_is_better and iv.value != 0]
-        if ivs:
-            lines.append(f"- Point estimates on {spec.label}: {len(ahead)} of the {len(ivs)} other methods score "
+        estimates.append(f"- Point estimates on {spec.label}: {len(ahead)} of the {len(ivs)} other methods score "
                          f"better than QAA" + (f" ({named(ahead)})." if 0 < len(ahead) < len(ivs) else "."))
+    lines += estimates
     lines += ["", "\"Not significantly different\" does not mean \"as good as\": the interval bounds how much worse "
                   "(or better) QAA may be; with these few inputs and seeds, small differences cannot be detected."]
     return lines

@@ -27,11 +27,12 @@ before the score is computed (:func:`qaa.experiments.metrics.bleu_from_stats`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["Interval", "MetricSpec", "estimate", "bootstrap", "paired_difference", "holm", "verdict",
+__all__ = ["Interval", "MetricSpec", "estimate", "bootstrap", "paired_difference", "holm", "signed", "verdict",
            "mean_reduce", "N_BOOT", "BOOT_SEED", "ALPHA"]
 
 #: Bootstrap replicates and generator seed used by the reports.
@@ -209,11 +210,16 @@ def holm(pvalues) -> list:
     return adjusted.tolist()
 
 
+def signed(x: float, digits: int = 2) -> str:
+    """``x`` with an explicit sign and ``digits`` decimals (how differences and their bounds are printed)."""
+    return f"{x:+.{digits}f}"
+
+
 def verdict(a: str, b: str, spec: MetricSpec, diff: Interval, digits: int = 2) -> str:
     """One sentence on ``a - b`` for a metric, generated from the interval: which method is better when
     :meth:`Interval.significant`, else "no significant difference" (naming the checks that include 0 when the
     bootstrap interval alone would exclude it); with the difference and its intervals (``digits`` decimals)."""
-    f = lambda x: f"{x:+.{digits}f}"  # noqa: E731
+    f = functools.partial(signed, digits=digits)
     text = f"{spec.label}: {a} − {b} = {f(diff.value)} (95% CI [{f(diff.lo)}, {f(diff.hi)}]"
     if diff.seed_lo is not None:
         text += f"; seed-level [{f(diff.seed_lo)}, {f(diff.seed_hi)}]"
