@@ -103,19 +103,41 @@ _FOODS = ["Italian", "French", "Chinese", "Indian", "English"]
 
 
 def fake_examples(task: str) -> list:
-    """A small deterministic task in the shape of GEM E2E / WebNLG (several references per input)."""
+    """A small deterministic task in the shape of E2E or (for triple tasks) WebNLG, several references per
+    input, in the vendored files' input formats."""
     from qaa.experiments.data import Example
 
     out = []
     for i, name in enumerate(_NAMES):
         food = _FOODS[i % len(_FOODS)]
-        if task == "webnlg_en":
+        if task in FAKE_TRIPLE_TASKS:
             inp = f"({name.replace(' ', '_')} | cuisine | {food}), ({name.replace(' ', '_')} | area | riverside)"
         else:
-            inp = f"name: {name}, food: {food}, area: riverside"
+            inp = f"name[{name}], food[{food}], area[riverside]"
         refs = (f"{name} serves {food} food by the riverside.", f"{name} is a {food} place near the river.")
         out.append(Example(inp, refs))
     return out
+
+
+#: Task names whose fake data are triples.
+FAKE_TRIPLE_TASKS = ("webnlg", "webnlg_unseen", "dart", "webnlg_en")
+
+
+def fake_task_registry() -> dict:
+    """Registry entries for the test tasks: each registered task name (but ``jsonl``) replaced by a one-pool task
+    over :func:`fake_examples` with the real task's prompt and semantic check, split by the registry's own rule
+    for pools (``split_three``). Use with ``monkeypatch.setattr(qaa.experiments.tasks, "TASKS", ...)``."""
+    import dataclasses
+
+    from qaa.experiments import tasks
+
+    entries = dict(tasks.TASKS)
+    for name, task in tasks.TASKS.items():
+        if name == "jsonl":
+            continue
+        load = (lambda n: lambda data_dir: (fake_examples(n), [{"file": f"fake/{n}", "source": "test"}]))(name)
+        entries[name] = dataclasses.replace(task, build=tasks._build_pool(load, "fake pool split three ways"))
+    return entries
 
 
 def compare_args(**kw) -> argparse.Namespace:

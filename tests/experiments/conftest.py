@@ -3,14 +3,14 @@ from pathlib import Path
 
 import pytest
 
-import qaa.experiments.data
-from support import fake_examples, tiny_llama
+import qaa.experiments.tasks
+from support import fake_examples, fake_task_registry, tiny_llama
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    texts = [e.input for t in ("e2e_nlg", "webnlg_en") for e in fake_examples(t)]
-    texts += [r for t in ("e2e_nlg", "webnlg_en") for e in fake_examples(t) for r in e.references]
+    texts = [e.input for t in ("e2e", "webnlg") for e in fake_examples(t)]
+    texts += [r for t in ("e2e", "webnlg") for e in fake_examples(t) for r in e.references]
     model, tok = tiny_llama(seed=0, texts=texts)
     folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
     model.save_pretrained(folder)
@@ -21,6 +21,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def fake_tasks():
     mp = pytest.MonkeyPatch()
-    mp.setattr(qaa.experiments.data, "load_task", fake_examples)
+    mp.setattr(qaa.experiments.tasks, "TASKS", fake_task_registry())
     yield
     mp.undo()

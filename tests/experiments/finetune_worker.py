@@ -4,10 +4,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from support import fake_examples  # noqa: E402
+from support import fake_task_registry  # noqa: E402
 
-import qaa.experiments.data  # noqa: E402
+import qaa.experiments.tasks  # noqa: E402
 from qaa.experiments.cli import main  # noqa: E402
 
-qaa.experiments.data.load_task = fake_examples
+qaa.experiments.tasks.TASKS = fake_task_registry()
 sys.exit(main(["finetune", *sys.argv[1:]]))

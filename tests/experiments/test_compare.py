@@ -44,7 +44,7 @@ def _restore_threads():
 
 
 def _tiny_args(model_dir, out, **kw):
-    base = dict(model=str(model_dir), tasks="e2e_nlg", steps=STEPS, batch_size=BATCH, seeds="0,1", max_new_tokens=4,
+    base = dict(model=str(model_dir), tasks="e2e", steps=STEPS, batch_size=BATCH, seeds="0,1", max_new_tokens=4,
                 no_bertscore=True, out=str(out), select_lr=False)
     base.update(kw)
     return _args(**base)
@@ -54,7 +54,7 @@ def _tiny_args(model_dir, out, **kw):
 def tiny_run(tiny_model_dir, fake_tasks, tmp_path_factory):
     """Every registered method on two injected tasks, default rates, two seeds: the results and the folder."""
     out = tmp_path_factory.mktemp("compare")
-    args = _tiny_args(tiny_model_dir, out, tasks="e2e_nlg,webnlg_en", methods=",".join(ALL_METHODS),
+    args = _tiny_args(tiny_model_dir, out, tasks="e2e,webnlg", methods=",".join(ALL_METHODS),
                       no_bertscore=False)
     return run_compare(args), out
 
@@ -72,34 +72,35 @@ def swept_run(tiny_model_dir, fake_tasks, tmp_path_factory):
 
 def test_presets_resolve_to_their_values():
     cpu = resolve_settings(_args(preset="cpu"))
-    assert cpu.tasks == ("e2e_nlg", "webnlg_en")
-    assert cpu.methods == {"e2e_nlg": E2E_METHODS, "webnlg_en": CORE_METHODS}
+    assert cpu.tasks == ("e2e", "webnlg_unseen", "dart")
+    assert cpu.methods == {"e2e": E2E_METHODS, "webnlg_unseen": CORE_METHODS, "dart": CORE_METHODS}
     assert set(E2E_METHODS) >= {"qaa", "qaa_std", "qaa_frozen_theta", "qaa_no_entangler", "random_features", "bias",
                                 "lora", "lora_r4", "prefix", "full"}
     assert "sora" in cpu.excluded and "32 steps" in cpu.excluded["sora"]
     assert cpu.seeds == (0, 1, 2) and cpu.select_lr and cpu.split_seed == 0
     assert (cpu.steps, cpu.batch_size) == (PRESETS["cpu"]["steps"], PRESETS["cpu"]["batch_size"])
-    assert cpu.max_length == {"e2e_nlg": None, "webnlg_en": None}  # fitted to the training split
-    assert cpu.eval_size == {"e2e_nlg": None, "webnlg_en": 100} and not cpu.eval_size_given
+    assert cpu.max_length == {"e2e": None, "webnlg_unseen": None, "dart": None}  # fitted to the training split
+    assert cpu.eval_size == {"e2e": 50, "webnlg_unseen": 50, "dart": 50} and not cpu.eval_size_given
+    assert cpu.val_size == {"e2e": 40, "webnlg_unseen": 40, "dart": 40}
     assert cpu.lr == {} and cpu.warmup_steps == max(1, round(0.1 * cpu.steps)) and cpu.threads == 1
     label = resolve_settings(_args(preset="cpu", model="smollm2-135m-instruct")).model_label
     assert "de-quantised" in label and "Q4_1" in label
     gpu = resolve_settings(_args(preset="gpu"))
-    assert "xsum" in gpu.tasks and "sora" in gpu.methods["e2e_nlg"] and "full" in gpu.methods["e2e_nlg"]
-    assert gpu.steps > cpu.steps and gpu.batch_size > cpu.batch_size and gpu.eval_size["e2e_nlg"] is None
+    assert gpu.tasks == cpu.tasks and "sora" in gpu.methods["e2e"] and "full" in gpu.methods["e2e"]
+    assert gpu.steps > cpu.steps and gpu.batch_size > cpu.batch_size and gpu.eval_size["e2e"] is None
     smoke = resolve_settings(_args(preset="smoke"))
     assert smoke.steps < cpu.steps and smoke.seeds == (0,) and not smoke.select_lr
 
 
 def test_options_override_the_preset():
-    s = resolve_settings(_args(preset="cpu", tasks="webnlg_en", methods="sora,qaa", full=True, steps=7,
+    s = resolve_settings(_args(preset="cpu", tasks="webnlg", methods="sora,qaa", full=True, steps=7,
                                batch_size=3, eval_size=5, max_length=64, max_new_tokens=9, seeds="4,2",
                                lr="qaa=1e-2,full=1e-5", sora_xi=0.01, no_bertscore=True, split_seed=3,
                                max_widen=0))
-    assert s.tasks == ("webnlg_en",)
-    assert s.methods == {"webnlg_en": ("sora", "qaa", "full")}     # the order given, --full appended
-    assert (s.steps, s.batch_size, s.eval_size, s.max_new_tokens) == (7, 3, {"webnlg_en": 5}, {"webnlg_en": 9})
-    assert s.max_length == {"webnlg_en": 64} and s.eval_size_given
+    assert s.tasks == ("webnlg",)
+    assert s.methods == {"webnlg": ("sora", "qaa", "full")}     # the order given, --full appended
+    assert (s.steps, s.batch_size, s.eval_size, s.max_new_tokens) == (7, 3, {"webnlg": 5}, {"webnlg": 9})
+    assert s.max_length == {"webnlg": 64} and s.eval_size_given
     assert s.lr == {"qaa": 1e-2, "full": 1e-5} and s.seeds == (4, 2) and s.split_seed == 3
     assert s.sora_xi == 0.01 and not s.bertscore and s.warmup_steps == 1 and s.max_widen == 0
     assert resolve_settings(_args(preset="cpu")).max_widen == 4
@@ -108,7 +109,7 @@ def test_options_override_the_preset():
 
 @pytest.mark.parametrize("kw, message", [
     (dict(methods="qaa,dora"), "unknown method"),
-    (dict(tasks="e2e_nlg,squad"), "unknown task"),
+    (dict(tasks="e2e,squad"), "unknown task"),
     (dict(steps=0), "--steps must be an integer >= 1"),
     (dict(steps=10**9), "--steps must be <= 1000000"),
     (dict(batch_size=-2), "--batch-size must be an integer >= 1"),
@@ -161,17 +162,17 @@ def test_rates_from_an_earlier_run_are_per_task_and_need_the_same_split(tmp_path
     earlier = tmp_path / "results.json"
     earlier.write_text(json.dumps({
         "settings": {"split_seed": 0, "val_fraction": 0.1, "test_fraction": 0.25},
-        "selection": {"e2e_nlg|qaa": {"status": "ok", "lr": 1e-2, "theta_lr_ratio": 10.0},
-                      "webnlg_en|qaa": {"status": "ok", "lr": 3e-3, "theta_lr_ratio": 1.0},
-                      "webnlg_en|lora": {"status": "ok", "lr": 1e-3, "theta_lr_ratio": 1.0},
-                      "e2e_nlg|bias": {"status": "error", "error": "diverged"}}}))
-    s = resolve_settings(_args(preset="cpu", tasks="e2e_nlg", methods="qaa,lora,bias", lr_from=str(earlier)))
+        "selection": {"e2e|qaa": {"status": "ok", "lr": 1e-2, "theta_lr_ratio": 10.0},
+                      "webnlg|qaa": {"status": "ok", "lr": 3e-3, "theta_lr_ratio": 1.0},
+                      "webnlg|lora": {"status": "ok", "lr": 1e-3, "theta_lr_ratio": 1.0},
+                      "e2e|bias": {"status": "error", "error": "diverged"}}}))
+    s = resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa,lora,bias", lr_from=str(earlier)))
     # this task's own choice where there is one; another task's where there is none; failed ones are not rates
     assert s.lr == {"qaa": 1e-2, "lora": 1e-3} and s.theta_lr_ratio == {"qaa": 10.0, "lora": 1.0}
     with pytest.raises(ValueError, match="differ by task"):
-        resolve_settings(_args(preset="cpu", tasks="e2e_nlg,webnlg_en", methods="qaa", lr_from=str(earlier)))
+        resolve_settings(_args(preset="cpu", tasks="e2e,webnlg", methods="qaa", lr_from=str(earlier)))
     with pytest.raises(ValueError, match="--lr-from .* split_seed 0, this run uses 3"):
-        resolve_settings(_args(preset="cpu", tasks="e2e_nlg", methods="qaa", split_seed=3, lr_from=str(earlier)))
+        resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa", split_seed=3, lr_from=str(earlier)))
 
 
 def test_cli_reports_bad_input_before_loading_anything(tmp_path, capsys):
@@ -191,7 +192,7 @@ def test_cli_parser_leaves_preset_values_unset():
 
     parser = cli.build_parser()
     s = resolve_settings(parser.parse_args(["compare"]))
-    assert s.eval_size == {t: PRESETS["cpu"]["eval_size"][t] for t in s.tasks} and s.threads == 1
+    assert s.eval_size == {t: PRESETS["cpu"]["eval_size"]["*"] for t in s.tasks} and s.threads == 1
     assert s.seeds == (0, 1, 2) and s.select_lr
     s = resolve_settings(parser.parse_args(["compare", "--eval-size", "3", "--max-length", "80", "--lr", "qaa=2e-3",
                                             "--no-select-lr", "--seeds", "1"]))
@@ -215,7 +216,7 @@ def test_adapter_size_bytes(tmp_path):
 
 @pytest.mark.parametrize("split_seed", [0, 1, 7, 123])
 def test_split_is_disjoint_by_input_and_independent_of_training_seeds(split_seed):
-    examples = fake_examples("e2e_nlg") + fake_examples("webnlg_en")
+    examples = fake_examples("e2e") + fake_examples("webnlg")
     train, val, test = split_three(examples, split_seed=split_seed, val_fraction=0.2, test_fraction=0.25)
     inputs = [{e.input for e in part} for part in (train, val, test)]
     assert all(inputs) and not (inputs[0] & inputs[1]) and not (inputs[0] & inputs[2]) and not (inputs[1] & inputs[2])
@@ -227,9 +228,9 @@ def test_split_is_disjoint_by_input_and_independent_of_training_seeds(split_seed
 def test_test_inputs_do_not_move_with_the_training_seed(tiny_model_dir, fake_tasks, tmp_path):
     a = run_compare(_tiny_args(tiny_model_dir, tmp_path / "a", methods="bias", seeds="0"))
     b = run_compare(_tiny_args(tiny_model_dir, tmp_path / "b", methods="bias", seeds="5"))
-    assert a["tasks"]["e2e_nlg"]["test_input_texts"] == b["tasks"]["e2e_nlg"]["test_input_texts"]
+    assert a["tasks"]["e2e"]["test_input_texts"] == b["tasks"]["e2e"]["test_input_texts"]
     c = run_compare(_tiny_args(tiny_model_dir, tmp_path / "c", methods="bias", seeds="0", split_seed=3))
-    assert c["tasks"]["e2e_nlg"]["test_input_texts"] != a["tasks"]["e2e_nlg"]["test_input_texts"]
+    assert c["tasks"]["e2e"]["test_input_texts"] != a["tasks"]["e2e"]["test_input_texts"]
 
 
 def test_selection_reads_validation_only(swept_run, tiny_model_dir, fake_tasks, tmp_path, monkeypatch):
@@ -260,7 +261,7 @@ def test_selection_reads_validation_only(swept_run, tiny_model_dir, fake_tasks, 
     monkeypatch.setattr(compare, "prepare_task", poisoned_prepare)
     monkeypatch.setattr(compare, "_evaluate", poisoned_eval)
     again = run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="qaa,lora", select_lr=True))
-    for key in ("e2e_nlg|qaa", "e2e_nlg|lora"):
+    for key in ("e2e|qaa", "e2e|lora"):
         first, second = results["selection"][key], again["selection"][key]
         assert (first["lr"], first["theta_lr_ratio"]) == (second["lr"], second["theta_lr_ratio"])
         assert first["grid"] == second["grid"]
@@ -269,7 +270,7 @@ def test_selection_reads_validation_only(swept_run, tiny_model_dir, fake_tasks, 
 def test_sweep_covers_the_grid_widens_edges_and_picks_the_lowest_validation_nll(swept_run):
     results, _ = swept_run
     for method in ("qaa", "lora"):
-        sel = results["selection"][f"e2e_nlg|{method}"]
+        sel = results["selection"][f"e2e|{method}"]
         assert sel["status"] == "ok" and sel["swept"] and sel["criterion"].startswith("validation NLL")
         rates = sorted({g["lr"] for g in sel["grid"]})
         assert set(registry.get(method).lr_grid) <= set(rates)
@@ -283,13 +284,13 @@ def test_sweep_covers_the_grid_widens_edges_and_picks_the_lowest_validation_nll(
         assert ratios == ({1.0, 10.0, 100.0} if method == "qaa" else {1.0})
         # every final seed uses the chosen configuration; seed 0 is the sweep's own run
         for seed in (0, 1):
-            key = run_key("e2e_nlg", method, sel["lr"], sel["theta_lr_ratio"], seed)
+            key = run_key("e2e", method, sel["lr"], sel["theta_lr_ratio"], seed)
             assert results["evals"][key]["status"] == "ok" and results["runs"][key]["status"] == "ok"
 
 
 def test_every_method_trains_saves_and_reloads_identically(tiny_run):
     results, out = tiny_run
-    for task in ("e2e_nlg", "webnlg_en"):
+    for task in ("e2e", "webnlg"):
         for method in ALL_METHODS:
             for seed in (0, 1):
                 sel = results["selection"][f"{task}|{method}"]
@@ -310,8 +311,8 @@ def test_frozen_theta_stays_bit_identical_and_bias_counts(tiny_run, tiny_model_d
     from transformers import AutoConfig, AutoModelForCausalLM
 
     results, out = tiny_run
-    sel = results["selection"]["e2e_nlg|qaa_frozen_theta"]
-    run = results["runs"][run_key("e2e_nlg", "qaa_frozen_theta", sel["lr"], sel["theta_lr_ratio"], 0)]
+    sel = results["selection"]["e2e|qaa_frozen_theta"]
+    run = results["runs"][run_key("e2e", "qaa_frozen_theta", sel["lr"], sel["theta_lr_ratio"], 0)]
     saved = load_file(str(out / run["adapter_dir"] / "adapter_model.safetensors"))
     cfg = AutoConfig.from_pretrained(tiny_model_dir)
     base = qaa.attach(AutoModelForCausalLM.from_config(cfg),
@@ -320,11 +321,11 @@ def test_frozen_theta_stays_bit_identical_and_bias_counts(tiny_run, tiny_model_d
     assert initial and all(torch.equal(saved[k], v) for k, v in initial.items())
     # bias: one d_out vector per adapted layer
     kv = cfg.num_key_value_heads * cfg.hidden_size // cfg.num_attention_heads
-    sel = results["selection"]["e2e_nlg|bias"]
-    run = results["runs"][run_key("e2e_nlg", "bias", sel["lr"], sel["theta_lr_ratio"], 0)]
+    sel = results["selection"]["e2e|bias"]
+    run = results["runs"][run_key("e2e", "bias", sel["lr"], sel["theta_lr_ratio"], 0)]
     assert run["trainable_params"] == cfg.num_hidden_layers * (cfg.hidden_size + kv)
-    sel = results["selection"]["e2e_nlg|lora_r4"]
-    run = results["runs"][run_key("e2e_nlg", "lora_r4", sel["lr"], sel["theta_lr_ratio"], 0)]
+    sel = results["selection"]["e2e|lora_r4"]
+    run = results["runs"][run_key("e2e", "lora_r4", sel["lr"], sel["theta_lr_ratio"], 0)]
     assert run["trainable_params"] == cfg.num_hidden_layers * 4 * ((cfg.hidden_size * 2) + (cfg.hidden_size + kv))
 
 
@@ -336,13 +337,13 @@ def test_outputs_report_and_plots(tiny_run, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == STEPS * len(results["runs"]) and all(math.isfinite(float(r["loss"])) for r in rows)
     md = (out / "results.md").read_text()
-    for text in ("## e2e_nlg", "## webnlg_en", "Learning-rate selection", "QAA minus each method", "Verdicts",
+    for text in ("## e2e", "## webnlg", "Learning-rate selection", "QAA minus each method", "Verdicts",
                  "validation", "seen", "unseen", "Peak training memory", "Model:", "Secondary comparisons", "Do the angles matter for",
                  f"{registry.label('qaa_std')} against {registry.label('lora_r4')} (post hoc):"):
         assert text in md, text
     for method in ALL_METHODS:
         assert f"| {registry.label(method)} |" in md, method
-    for name in ("loss_e2e_nlg.png", "metrics_e2e_nlg.png", "loss_webnlg_en.png", "metrics_webnlg_en.png"):
+    for name in ("loss_e2e.png", "metrics_e2e.png", "loss_webnlg.png", "metrics_webnlg.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     # the report is a function of results.json alone
     from qaa.experiments.report import main
@@ -395,7 +396,7 @@ def test_resume_refuses_an_incompatible_folder_and_keeps_it(tiny_model_dir, fake
         run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="bias", seeds="0", steps=STEPS + 1))
     from qaa.experiments.cli import main
 
-    assert main(["compare", "--model", str(tiny_model_dir), "--tasks", "e2e_nlg", "--methods", "bias", "--steps", "3",
+    assert main(["compare", "--model", str(tiny_model_dir), "--tasks", "e2e", "--methods", "bias", "--steps", "3",
                  "--no-progress", "--out", str(tmp_path)]) == 2
     assert "--out" in capsys.readouterr().err
     assert (tmp_path / "results.json").read_bytes() == before
@@ -417,7 +418,7 @@ def test_a_failing_method_is_recorded_and_the_others_run(tiny_model_dir, fake_ta
     assert status == {"lora": "ok", "prefix": "error"}
     failed = next(r for r in results["runs"].values() if r["method"] == "prefix")
     assert failed["error"] == "RuntimeError: injected failure" and "flaky" in failed["traceback"]
-    assert results["selection"]["e2e_nlg|prefix"]["status"] == "error"
+    assert results["selection"]["e2e|prefix"]["status"] == "error"
     assert "injected failure" in (tmp_path / "results.md").read_text()
 
 

@@ -16,7 +16,7 @@ def test_finetune_uses_the_three_way_split_and_keeps_every_generation(tiny_model
                  "--max-new-tokens", "4", "--threads", "1", "--no-progress", "--split-seed", "3", "--seed", "1",
                  "--out", str(out)]) == 0
     summary = json.loads((out / "results.json").read_text())
-    train, val, test = split_three(fake_examples("e2e_nlg"), split_seed=3, val_fraction=0.1, test_fraction=0.2)
+    train, val, test = split_three(fake_examples("e2e"), split_seed=3, val_fraction=0.1, test_fraction=0.2)
     assert [g["input"] for g in summary["generations"]] == [e.input for e in test[:2]]
     assert summary["train_inputs"] == len(train) and summary["test_inputs"] == 2
     assert summary["split_seed"] == 3 and summary["training_seed"] == 1 and summary["config"]["seed"] == 1

@@ -41,7 +41,7 @@ def toy_method():
 
 def test_a_registered_method_runs_through_the_comparison(toy_method, tiny_model_dir, fake_tasks, tmp_path):
     assert "toy" in registry.names() and "toy" not in registry.default_names()
-    args = _args(model=str(tiny_model_dir), tasks="e2e_nlg", methods="toy", steps=2, batch_size=2, eval_size=2,
+    args = _args(model=str(tiny_model_dir), tasks="e2e", methods="toy", steps=2, batch_size=2, eval_size=2,
                  max_new_tokens=4, no_bertscore=True, out=str(tmp_path), seeds="0", select_lr=False)
     results = run_compare(args)
     (run,) = [r for r in results["runs"].values() if r["method"] == "toy"]
@@ -51,7 +51,7 @@ def test_a_registered_method_runs_through_the_comparison(toy_method, tiny_model_
     assert (tmp_path / run["adapter_dir"] / "toy.safetensors").is_file()
     assert [e["status"] for e in results["evals"].values() if e["method"] == "toy"] == ["ok"]
     assert "| toy |" in (tmp_path / "results.md").read_text()
-    assert json.loads((tmp_path / "results.json").read_text())["settings"]["methods"] == {"e2e_nlg": ["toy"]}
+    assert json.loads((tmp_path / "results.json").read_text())["settings"]["methods"] == {"e2e": ["toy"]}
 
 
 def test_registry_refuses_taken_and_malformed_names():

@@ -74,7 +74,7 @@ def test_the_checks_table_prints_each_seeds_difference_in_seed_order():
     lora = qaa - np.array([[0.1], [0.2], [0.4]])
     entries = {"qaa": _entry(SEEDS, qaa), "lora": _entry(SEEDS, lora)}
     pairs = report._paired_diffs(entries, [("qaa", "lora")], len(SEEDS))
-    lines = report._diff_table("e2e_nlg", entries, {b: d for (_, b), d in pairs.items()})
+    lines = report._diff_table("e2e", entries, {b: d for (_, b), d in pairs.items()})
     assert any("training seed (0, 1, 2;" in line for line in lines)
     rows = {line.split(" | ")[1]: line.split(" | ")[2] for line in lines if line.startswith("| LoRA r=8 | ")
             and line.count("|") == 9}

@@ -29,7 +29,7 @@ import torch
 from filelock import FileLock
 
 from ..tuners.save_load import atomic_write_text
-from .data import cache_dir
+from .cache import cache_dir
 
 __all__ = ["DEFAULT_MODEL", "SMOLLM2_GGUF_FILE", "smollm2_package_dir", "load_base_model"]
 

