@@ -189,8 +189,9 @@ def _json(blob: bytes, name: str):
         raise DataError(f"{name}: not valid JSON ({e})") from None
 
 
-def read_webnlg_json(blob: bytes, name: str) -> Tuple[List[Example], Dict[str, str]]:
-    """WebNLG 2017 JSON -> ``(examples, category of each input)``.
+def read_webnlg_json(blob: bytes, name: str) -> Tuple[List[Example], Dict[str, Tuple[str, ...]]]:
+    """WebNLG 2017 JSON -> ``(examples, categories of each input)`` (a triple set can occur in several categories:
+    one does in the 2017 development set, under Food and Building).
 
     Raises:
         DataError: the layout is not ``{"entries": [{"<k>": {"category", "modifiedtripleset",
@@ -206,7 +207,8 @@ def read_webnlg_json(blob: bytes, name: str) -> Tuple[List[Example], Dict[str, s
             (entry,) = wrapped.values()
             triples = [(t["subject"], t["property"], t["object"]) for t in entry["modifiedtripleset"]]
             inp = triples_text(triples)
-            category.setdefault(inp, entry["category"])
+            if entry["category"] not in category.setdefault(inp, ()):
+                category[inp] += (entry["category"],)
             pairs.extend((inp, lex["lex"]) for lex in entry["lexicalisations"])
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise DataError(f"{name}: entry {i} lacks a WebNLG field ({e!r}); expected category, modifiedtripleset "
