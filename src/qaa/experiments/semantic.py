@@ -48,11 +48,17 @@ __all__ = ["ATTRIBUTES", "SlotErrors", "parse_mr", "slot_errors", "slot_error_ra
 #: The 8 E2E attributes, in the data's order, under their canonical names.
 ATTRIBUTES = ("name", "eatType", "food", "priceRange", "customerRating", "area", "familyFriendly", "near")
 
-#: Precision and recall of the slot matcher's error detection against the hand-labelled set (filled in from
-#: the measurement in tests/experiments/test_semantic.py; see that test for how they are counted).
-SLOT_MATCHER_ACCURACY: Dict[str, float] = {}
-#: Precision and recall of entity coverage's "not found" decisions against the hand-labelled WebNLG set.
-ENTITY_COVERAGE_ACCURACY: Dict[str, float] = {}
+#: The slot matcher's error detection against the hand-labelled set (74 E2E outputs of 11 methods and the base
+#: model, 329 MR slots and 11 added slots, of which 90 errors: 67 missing, 8 wrong, 4 negated, 11 added), as
+#: measured in tests/experiments/test_semantic.py: an error counts as found when the matcher reports the same
+#: attribute with the same kind (missing / added / wrong, a negation being wrong). Precision 87 / 88, recall
+#: 87 / 90. Its misses: a wrong name given as missing, an added "in the heart of the city" area, a near venue
+#: named as a place ("in the Sorrento area").
+SLOT_MATCHER_ACCURACY: Dict[str, float] = {"precision": 87 / 88, "recall": 87 / 90, "outputs": 74, "errors": 90}
+#: Entity coverage's "not found" decisions against the hand-labelled WebNLG set (32 outputs, 159 entities, 62
+#: not expressed): precision 62 / 80, recall 62 / 62. Its false "not found": paraphrases (dates written out,
+#: "mathematician" for Mathematics, disambiguation suffixes such as "(album)" left out, "Robert A. Stern").
+ENTITY_COVERAGE_ACCURACY: Dict[str, float] = {"precision": 62 / 80, "recall": 1.0, "outputs": 32, "entities": 159}
 
 _ALIASES = {
     "name": "name", "eattype": "eatType", "food": "food", "pricerange": "priceRange",
@@ -178,7 +184,7 @@ def _fold(text: str) -> str:
     """Case-folded, accent-stripped, apostrophes unified, whitespace collapsed (one character per character kept
     where possible, so spans stay meaningful)."""
     text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch) or ch == "\u0303")
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
     text = text.replace("’", "'").replace("‘", "'").replace("–", "-").replace("—", "-")
     return " ".join(text.split()).casefold()
 
@@ -191,7 +197,8 @@ def _venue_regex(value: str) -> re.Pattern:
 
 
 def parse_mr(text: str) -> Dict[str, str]:
-    """Parse an E2E meaning representation into ``{attribute: value}``.
+    """Parse an E2E meaning representation into ``{attribute: value}`` (an attribute given twice keeps its first
+    value here; :func:`slot_errors` checks every pair, :func:`mr_pairs`).
 
     Accepts the official CSV form ``name[The Eagle], eatType[coffee shop], customer rating[low], ...`` and the
     ``name: The Eagle, eatType: coffee shop, ...`` form. Attribute names are matched case-, space- and
@@ -200,7 +207,19 @@ def parse_mr(text: str) -> Dict[str, str]:
 
     Raises:
         TypeError: ``text`` is not a str.
-        ValueError: no ``attribute[value]`` or ``attribute: value`` pair in ``text``, or an attribute twice.
+        ValueError: no ``attribute[value]`` or ``attribute: value`` pair in ``text``.
+    """
+    out: Dict[str, str] = {}
+    for key, value in mr_pairs(text):
+        out.setdefault(key, value)
+    return out
+
+
+def mr_pairs(text: str) -> List[Tuple[str, str]]:
+    """The ``(attribute, value)`` pairs of an E2E MR in order, repeats kept (the forms of :func:`parse_mr`).
+
+    Raises:
+        TypeError / ValueError: as :func:`parse_mr`.
     """
     if not isinstance(text, str):
         raise TypeError(f"an MR must be a str, got {type(text).__name__}")
@@ -210,13 +229,8 @@ def parse_mr(text: str) -> Dict[str, str]:
                            text.strip())
     if not pairs:
         raise ValueError(f"no 'attribute[value]' or 'attribute: value' pair in the MR {text[:200]!r}")
-    out: Dict[str, str] = {}
-    for key, value in pairs:
-        canon = _ALIASES.get(re.sub(r"[\s_]+", "", key).casefold(), key.strip())
-        if canon in out:
-            raise ValueError(f"attribute {canon!r} appears twice in the MR {text[:200]!r}")
-        out[canon] = value.strip()
-    return out
+    return [(_ALIASES.get(re.sub(r"[\s_]+", "", key).casefold(), key.strip()), value.strip())
+            for key, value in pairs]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,9 +307,10 @@ def slot_errors(mr, hypothesis: str) -> SlotErrors:
     """
     if not isinstance(hypothesis, str):
         raise TypeError(f"hypothesis must be a str, got {type(hypothesis).__name__}")
-    fields = parse_mr(mr) if isinstance(mr, str) else dict(mr)
-    unknown = tuple(k for k in fields if k not in ATTRIBUTES)
-    known = {k: v for k, v in fields.items() if k in ATTRIBUTES}
+    pairs = mr_pairs(mr) if isinstance(mr, str) else [(str(k), str(v)) for k, v in dict(mr).items()]
+    unknown = tuple(dict.fromkeys(k for k, _ in pairs if k not in ATTRIBUTES))
+    known = [(k, v) for k, v in pairs if k in ATTRIBUTES]
+    attrs = {k for k, _ in known}
     raw = " ".join(hypothesis.split())
     folded = _fold(raw)
     missing: List[str] = []
@@ -303,22 +318,19 @@ def slot_errors(mr, hypothesis: str) -> SlotErrors:
     wrong: List[Tuple[str, str, str]] = []
 
     # venue names: the MR's own first, then the other known venues
-    mr_venues = [known[k] for k in ("name", "near") if k in known]
-    venues = _find_venues(folded, mr_venues + [v for v in _VENUES if _fold(v) not in map(_fold, mr_venues)])
-    found_values = [_fold(v) for v, _, _ in venues]
-    others = [v for v, _, _ in venues if _fold(v) not in map(_fold, mr_venues)]
-    for key in ("name", "near"):
-        if key not in known:
+    mr_venues = [_fold(v) for k, v in known if k in ("name", "near")]
+    venues = _find_venues(folded, [v for k, v in known if k in ("name", "near")]
+                          + [v for v in _VENUES if _fold(v) not in mr_venues])
+    found_values = {_fold(v) for v, _, _ in venues}
+    others = [v for v, _, _ in venues if _fold(v) not in mr_venues]
+    for key, value in known:
+        if key not in ("name", "near") or _fold(value) in found_values:
             continue
-        if _fold(known[key]) in found_values:
-            continue
-        if key == "name" and others:
-            wrong.append(("name", known[key], others.pop(0)))
-        elif key == "near" and others:
-            wrong.append(("near", known[key], others.pop(0)))
+        if others:
+            wrong.append((key, value, others.pop(0)))
         else:
             missing.append(key)
-    if "near" not in known:
+    if "near" not in attrs:
         near_phrase = [m.group(1) for m in _NEAR_PHRASE.finditer(raw)
                        if not re.match(r"(?i)(?:river|city|town|centre|center)\b", m.group(1))]
         if others or near_phrase:
@@ -330,22 +342,24 @@ def slot_errors(mr, hypothesis: str) -> SlotErrors:
     found = _matches(masked)
     for attribute in ATTRIBUTES[1:-1]:
         classes = found.get(attribute, [])
-        if attribute not in known:
-            if classes and any(c != frozenset({"other"}) or attribute in ("food", "customerRating")
-                               for c in classes):
+        if attribute not in attrs:
+            if classes:
                 added.append(attribute)
             continue
-        expected = _VALUE_CLASS[attribute].get(_fold(known[attribute]))
-        if expected is None:        # a value outside the E2E value set: the literal value, else missing
-            if re.search(r"(?<!\w)" + re.escape(_fold(known[attribute])) + r"(?!\w)", masked):
+        values = [v for k, v in known if k == attribute]
+        expected_all = {_VALUE_CLASS[attribute].get(_fold(v)) for v in values}
+        said = set().union(*classes) if classes else set()
+        for value in values:
+            expected = _VALUE_CLASS[attribute].get(_fold(value))
+            if expected is None:        # a value outside the E2E value set: its literal form, else missing
+                if not re.search(r"(?<!\w)" + re.escape(_fold(value)) + r"(?!\w)", masked):
+                    missing.append(attribute)
+            elif any(expected in c for c in classes):
                 continue
-            missing.append(attribute)
-            continue
-        if not classes:
-            missing.append(attribute)
-        elif not any(expected in c for c in classes):
-            said = "/".join(sorted(set().union(*classes)))
-            wrong.append((attribute, known[attribute], said))
+            elif any(not (c & expected_all) for c in classes):
+                wrong.append((attribute, value, "/".join(sorted(said - expected_all))))
+            else:
+                missing.append(attribute)
     return SlotErrors(slots=len(known), missing=tuple(missing), added=tuple(added), wrong=tuple(wrong),
                       unknown_attributes=unknown)
 
