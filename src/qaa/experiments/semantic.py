@@ -150,7 +150,7 @@ _add("priceRange", "high", r"(?:more than|over|above|upwards of|at least) £ ?30
 _add("priceRange", "low", r"(?:inexpensive|cheap)(?:ly|er|est)?", r"low[- ]+(?:price[ds]?|cost)",
      r"affordabl[ey]", r"budget[- ]friendly", r"on a budget",
      r"(?:prices?|price range|pricing)(?: \w+){0,3} (?:low|cheap)")
-_add("priceRange", "mid", r"(?:moderate|reasonable|average|fair)(?:ly)?[- ]+pric(?:e[ds]?|ing)",
+_add("priceRange", "mid", r"(?:moderate(?:ly)?|reasonabl[ey]|average|fair(?:ly)?)[- ]+pric(?:e[ds]?|ing)",
      r"mid[- ]+(?:range|priced)", r"(?:prices?|price range|pricing)(?: \w+){0,3} (?:moderate|average|reasonable)",
      r"moderate price range")
 _add("priceRange", "high", r"expensive", r"pricey", r"costly", r"high[- ]+(?:price[ds]?|cost|end)",
