@@ -162,5 +162,109 @@ def test_evaluate_generations_combines_all():
         assert scores[key] == pytest.approx(value)
     for key, value in bertscore(hyps, refs).items():
         assert scores[f"bertscore_{key}"] == pytest.approx(value)
-    assert set(evaluate_generations(hyps, refs, bertscore=False)) == {"bleu", "rouge1", "rouge2", "rougeL"}
+    assert set(evaluate_generations(hyps, refs, bertscore=False, extended=False)) == {"bleu", "rouge1", "rouge2",
+                                                                                       "rougeL"}
     assert BERTSCORE_LABEL == "BERTScore (MiniLM-L6)"
+
+
+# ------------------------------------------------------------------------------------------------ length, chrF++, TER, NIST, CIDEr, METEOR
+
+import shutil
+
+import numpy as np
+
+HYPS = ["the cat sat on the mat", "a dog barks", "green apples are sour today", ""]
+REFS = [["the cat is on the mat", "a cat sat on a mat"], ["a dog barks loudly"], ["green apples are sour"],
+        ["nothing"]]
+
+
+def test_brevity_penalty_and_length_ratio_by_hand():
+    stats = metrics.bleu_statistics([CAT], [[CAT + " today"]])          # 6 tokens against 7
+    assert metrics.brevity_penalty_from_stats(stats) == pytest.approx(math.exp(1 - 7 / 6))
+    assert metrics.length_ratio_from_stats([row[:2] for row in stats]) == pytest.approx(6 / 7)
+    scores = evaluate_generations([CAT, "a dog"], [[CAT + " today"], ["a dog barks"]], bertscore=False,
+                                  meteor=False)
+    assert scores["bleu_length_ratio"] == pytest.approx(8 / 10)          # (6 + 2) / (7 + 3)
+    assert scores["bleu_brevity_penalty"] == pytest.approx(math.exp(1 - 10 / 8))
+
+
+def test_chrf_ter_match_sacrebleu_and_their_statistics():
+    from sacrebleu.metrics import CHRF, TER
+
+    streams = [[r[0] for r in REFS], [r[1] if len(r) > 1 else None for r in REFS]]
+    assert metrics.chrf(HYPS, REFS) == pytest.approx(CHRF(word_order=2).corpus_score(HYPS, streams).score)
+    assert metrics.ter(HYPS, REFS) == pytest.approx(TER().corpus_score(HYPS, streams).score)
+    assert metrics.chrf_from_stats(metrics.chrf_statistics(HYPS, REFS)) == pytest.approx(metrics.chrf(HYPS, REFS))
+    assert metrics.ter_from_stats(metrics.ter_statistics(HYPS, REFS)) == pytest.approx(metrics.ter(HYPS, REFS))
+    # TER by hand: one substitution ("sat" -> "is") against the closest 6-word reference: 1 / 6
+    assert metrics.ter([CAT], [["the cat is on the mat"]]) == pytest.approx(100 / 6)
+    assert metrics.chrf([CAT], [[CAT]]) == pytest.approx(100.0)
+
+
+def test_nist_equals_nltk_corpus_nist():
+    from nltk.translate.nist_score import corpus_nist
+
+    hyps, refs = HYPS[:3], REFS[:3]
+    tok = metrics._tokens
+    expected = corpus_nist([[tok(r) for r in group] for group in refs], [tok(h) for h in hyps], n=5)
+    assert metrics.nist(hyps, refs) == pytest.approx(expected)
+    # an empty hypothesis scores 0 where NLTK would divide by zero
+    assert metrics.nist([""], [[CAT]]) == 0.0
+
+
+def test_cider_matches_pycocoevalcap():
+    from pycocoevalcap.cider.cider import Cider
+
+    gts = {i: [" ".join(metrics._tokens(r)) for r in g] for i, g in enumerate(REFS)}
+    res = {i: [" ".join(metrics._tokens(h))] for i, h in enumerate(HYPS)}
+    mean, per = Cider().compute_score(gts, res)
+    assert metrics.cider_scores(HYPS, REFS) == pytest.approx(list(per))
+    assert metrics.cider(HYPS, REFS) == pytest.approx(mean)
+    assert metrics.cider_scores(HYPS, REFS)[3] == 0.0
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR 1.5 needs Java")
+def test_meteor_identical_is_100_and_empty_is_0():
+    corpus, per = metrics.meteor_scores([CAT, ""], [[CAT], [CAT]])
+    assert per[0] == pytest.approx(100.0, abs=0.01) and per[1] == 0.0
+    assert 0 < corpus < 100
+
+
+def test_per_input_statistics_sum_to_run_scores():
+    per = metrics.per_input_scores(HYPS, REFS, bertscore=False, meteor=False)
+    run = evaluate_generations(HYPS, REFS, bertscore=False, meteor=False)
+    assert metrics.bleu_from_stats(per["bleu_stats"]) == pytest.approx(run["bleu"])
+    assert metrics.length_ratio_from_stats(per["length_stats"]) == pytest.approx(run["bleu_length_ratio"])
+    assert metrics.chrf_from_stats(per["chrf_stats"]) == pytest.approx(run["chrfpp"])
+    assert metrics.ter_from_stats(per["ter_stats"]) == pytest.approx(run["ter"])
+    assert metrics.nist_from_stats(per["nist_stats"]) == pytest.approx(run["nist"])
+    assert np.mean(per["cider"]) == pytest.approx(run["cider"])
+    assert per["bleu_length_ratio"][3] == 0.0 and per["bleu_brevity_penalty"][3] == 0.0
+    assert "meteor" not in per and "meteor" not in run
+
+
+def test_semantic_checks_through_evaluate_generations():
+    mrs = ["name[Aromi], eatType[pub], area[riverside]", "name: Zizzi, food: French"]
+    hyps = ["Aromi is a pub by the river.", "Zizzi serves Italian food."]
+    refs = [["Aromi is a riverside pub."], ["Zizzi serves French food."]]
+    run = evaluate_generations(hyps, refs, bertscore=False, extended=False, inputs=mrs, semantic="slots")
+    assert run["ser"] == pytest.approx(100 * 1 / 5)                  # one wrong food over 5 slots
+    per = metrics.per_input_scores(hyps, refs, bertscore=False, extended=False, inputs=mrs, semantic="slots")
+    assert per["ser_stats"] == [[0, 3], [1, 2]] and per["ser"] == pytest.approx([0.0, 50.0])
+    assert per["slot_errors"][1]["wrong"] == [["food", "French", "italian"]]
+    triples = ["(A_b | r | C)", "(D | r | E_f)"]
+    run = evaluate_generations(["A b and C", "D only"], [["x"], ["y"]], bertscore=False, extended=False,
+                               inputs=triples, semantic="entities")
+    assert run["entity_coverage"] == pytest.approx(100 * (1.0 + 0.5) / 2)
+    with pytest.raises(ValueError, match="needs inputs"):
+        evaluate_generations(hyps, refs, bertscore=False, extended=False, semantic="slots")
+    with pytest.raises(ValueError, match="semantic must be"):
+        evaluate_generations(hyps, refs, bertscore=False, extended=False, inputs=mrs, semantic="ser")
+    with pytest.raises(ValueError, match="2 hypotheses but 1 inputs"):
+        evaluate_generations(hyps, refs, bertscore=False, extended=False, inputs=mrs[:1], semantic="slots")
+
+
+def test_unavailable_metrics_say_why():
+    out = metrics.unavailable_metrics()
+    assert {"bleurt", "moverscore"} <= set(out) and all(isinstance(v, str) and v for v in out.values())
+    assert ("meteor" in out) == (shutil.which("java") is None)

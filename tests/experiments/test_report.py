@@ -79,3 +79,40 @@ def test_the_checks_table_prints_each_seeds_difference_in_seed_order():
     rows = {line.split(" | ")[1]: line.split(" | ")[2] for line in lines if line.startswith("| LoRA r=8 | ")
             and line.count("|") == 9}
     assert rows == {"test NLL": "+0.100; +0.200; +0.400", "ROUGE-L": "-1.00; -2.00; -4.00"}
+
+
+def _lengths(ratio_per_seed, n=6, ref_len=10):
+    """``length_stats`` [S, N, 2] whose sys/ref ratio is exactly the given value per seed."""
+    return np.array([[[r * ref_len, ref_len]] * n for r in ratio_per_seed], dtype=np.float64)
+
+
+def test_length_flag_only_where_ratios_differ_by_more_than_a_tenth():
+    from qaa.experiments.stats import Interval
+
+    entries = {m: _entry(SEEDS, np.full((3, 6), 1.5)) for m in ("qaa", "lora", "bias")}
+    entries["qaa"]["arrays"]["length_stats"] = _lengths([1.0, 1.0, 1.0])
+    entries["lora"]["arrays"]["length_stats"] = _lengths([0.8, 0.8, 0.8])       # 0.2 shorter: flagged
+    entries["bias"]["arrays"]["length_stats"] = _lengths([0.95, 0.95, 0.95])    # 0.05: not flagged
+    intervals = {m: report._intervals(e) for m, e in entries.items()}
+    assert intervals["lora"]["length_stats"].value == pytest.approx(0.8)
+    diffs = {m: {"bleu_stats": Interval(5.0, 1.0, 9.0)} for m in ("lora", "bias")}
+    lines = report._length_flags(entries, diffs, intervals)
+    flagged = [line for line in lines if line.startswith("- BLEU")]
+    assert len(flagged) == 1 and "LoRA r=8" in flagged[0] and "QAA 1.00" in flagged[0] and "0.80" in flagged[0]
+
+
+def test_further_metrics_table_orients_ser_and_names_what_is_not_computed():
+    rng = np.random.default_rng(3)
+    entries = {m: _entry(SEEDS, rng.normal(1.5, 0.1, size=(3, 20))) for m in ("qaa", "lora")}
+    # SER statistics (errors, slots): QAA makes 2 errors in 5 slots per input, LoRA 1 in 5
+    entries["qaa"]["arrays"]["ser_stats"] = np.tile([2.0, 5.0], (3, 20, 1))
+    entries["lora"]["arrays"]["ser_stats"] = np.tile([1.0, 5.0], (3, 20, 1))
+    intervals = {m: report._intervals(e) for m, e in entries.items()}
+    assert intervals["qaa"]["ser_stats"].value == pytest.approx(40.0)
+    lines = report._extra_metrics(entries, {"seeds": SEEDS}, intervals, ["lora"])
+    text = "\n".join(lines)
+    assert "| SER (%) |" in text and "+20.00 [+20.00, +20.00]" in text
+    assert report.METRICS["ser_stats"].higher_is_better is False and report.METRICS["ter_stats"].higher_is_better \
+        is False
+    assert "BLEURT" in text and "METEOR: not in this run's records" in text
+    assert "SER's slot matcher" in text

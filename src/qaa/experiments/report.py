@@ -7,7 +7,11 @@ verdict sentence is computed here from the per-input records (:mod:`.stats`); no
 ``results.md`` holds, per task: the split and the fitted lengths; the learning-rate selection (every rate's
 validation NLL); the results table (mean ± standard deviation over seeds and the 95% paired-bootstrap interval
 over test inputs for test NLL, BLEU, ROUGE-L and BERTScore (MiniLM-L6), with trainable parameters, adapter
-size, peak memory and step time); QAA minus every other method with its interval; the verdicts; the
+size, peak memory and step time); QAA minus every other method with its interval; where the runs recorded them,
+a length check (a BLEU difference flagged when the methods' length ratios differ by more than
+:data:`LENGTH_RATIO_FLAG`) and the further metrics of :data:`EXTRA_METRICS` (length ratio, chrF++, TER, NIST,
+METEOR, CIDEr, SER, entity coverage) with intervals and paired differences in their own Holm family, the
+semantic matchers' measured accuracy and the metrics not computed; the verdicts; the
 secondary comparisons declared in :data:`SECONDARY`; WebNLG's seen and unseen inputs separately; and the
 memory ratio to full fine-tuning. Plots (matplotlib's ``Figure`` with
 the Agg canvas, no display needed): ``loss_<task>.png`` (training loss per step, mean over seeds with the
@@ -29,7 +33,9 @@ import numpy as np
 
 from ..tuners.save_load import atomic_write_text
 from . import registry
-from .metrics import BERTSCORE_LABEL, bleu_from_stats
+from .metrics import (BERTSCORE_LABEL, bleu_from_stats, chrf_from_stats, length_ratio_from_stats, nist_from_stats,
+                      ratio_from_stats, ter_from_stats, UNAVAILABLE_METRICS)
+from .semantic import ENTITY_COVERAGE_ACCURACY, SLOT_MATCHER_ACCURACY
 from .stats import Interval, MetricSpec, bootstrap, holm, mean_reduce, paired_difference, signed, verdict
 
 __all__ = ["METRICS", "write_report", "write_markdown", "plot_losses", "plot_metrics", "collect", "main"]
@@ -42,9 +48,23 @@ METRICS: Dict[str, MetricSpec] = {
     "bleu_stats": MetricSpec("bleu", "BLEU", bleu_from_stats),
     "rougeL": MetricSpec("rougeL", "ROUGE-L", mean_reduce),
     "bertscore_f1": MetricSpec("bertscore_f1", BERTSCORE_LABEL, mean_reduce),
+    "length_stats": MetricSpec("bleu_length_ratio", "length ratio", length_ratio_from_stats),
+    "chrf_stats": MetricSpec("chrfpp", "chrF++", chrf_from_stats),
+    "ter_stats": MetricSpec("ter", "TER", ter_from_stats, higher_is_better=False),
+    "nist_stats": MetricSpec("nist", "NIST", nist_from_stats),
+    "meteor": MetricSpec("meteor", "METEOR", mean_reduce),
+    "cider": MetricSpec("cider", "CIDEr", mean_reduce),
+    "ser_stats": MetricSpec("ser", "SER (%)", ratio_from_stats, higher_is_better=False),
+    "entity_coverage": MetricSpec("entity_coverage", "entity coverage (%)", mean_reduce),
 }
 #: The metrics compared in the QAA-minus-method table and the verdicts.
 DIFF_METRICS = ("bleu_stats", "rougeL", "nll")
+#: Further metrics, each with its interval per method and its paired difference with QAA (their own Holm family,
+#: outside the verdicts): shown where the runs recorded them.
+EXTRA_METRICS = ("length_stats", "chrf_stats", "ter_stats", "nist_stats", "meteor", "cider", "ser_stats",
+                 "entity_coverage")
+#: A BLEU difference is flagged when the two methods' length ratios differ by more than this.
+LENGTH_RATIO_FLAG = 0.1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,7 +119,7 @@ def collect(results: dict, task: str) -> Dict[str, dict]:
         arrays = {}
         if evs:
             arrays["nll"] = np.array([e["nll"] for e in evs], dtype=np.float64)
-            for key in ("bleu_stats", "rougeL", "bertscore_f1"):
+            for key in (k for k in METRICS if k != "nll"):
                 if all(key in e.get("scores", {}) for e in evs):
                     arrays[key] = np.array([e["scores"][key] for e in evs], dtype=np.float64)
         entry["arrays"] = arrays
@@ -328,6 +348,82 @@ def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
     return lines
 
 
+def _length_flags(entries: dict, diffs: dict, intervals: dict) -> List[str]:
+    """One line per QAA-minus-method BLEU difference whose two length ratios (sacrebleu's sys_len / ref_len on
+    all inputs, averaged over seeds) differ by more than :data:`LENGTH_RATIO_FLAG`: BLEU's brevity penalty may
+    then carry the difference."""
+    ref = intervals.get(REFERENCE, {}).get("length_stats")
+    if ref is None:
+        return []
+    lines = []
+    for method, d in diffs.items():
+        other = intervals.get(method, {}).get("length_stats")
+        if other is None or "bleu_stats" not in d or abs(ref.value - other.value) <= LENGTH_RATIO_FLAG:
+            continue
+        lines.append(f"- BLEU, QAA − {registry.label(method)} = {signed(d['bleu_stats'].value)}: the length ratios "
+                     f"differ by more than {LENGTH_RATIO_FLAG} (QAA {ref.value:.2f}, {registry.label(method)} "
+                     f"{other.value:.2f}); the brevity penalty may carry part of this difference (see chrF++, "
+                     "which length moves far less).")
+    if lines:
+        lines = ["", "Length check (output length over the closest references' length):", ""] + lines
+    return lines
+
+
+def _extra_metrics(entries: dict, settings: dict, intervals: dict, others: Sequence[str]) -> List[str]:
+    """Per method the further metrics of :data:`EXTRA_METRICS` with their intervals, and QAA minus each method
+    (paired, Holm-adjusted over this table's comparisons only; outside the verdicts); the metrics not computed
+    and why."""
+    keys = [k for k in EXTRA_METRICS if any(iv.get(k) is not None for iv in intervals.values())]
+    lines: List[str] = []
+    if keys:
+        labels = [METRICS[k].label for k in keys]
+        lines += ["", "Further metrics (mean over seeds ± sd [95% bootstrap interval]; length ratio: output tokens over "
+                      "the closest reference's, 1 = as long; TER and SER: lower is better; SER is E2E's slot error "
+                      "rate, entity coverage the share of the input triples' entities named in the output):", "",
+                  "| method | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(keys)]
+        for method, iv in intervals.items():
+            lines.append(f"| {registry.label(method)} | "
+                         + " | ".join(_ci(iv.get(k), 3 if k == "length_stats" else 2) for k in keys) + " |")
+        pairs = [(REFERENCE, m) for m in others]
+        diffs = {}
+        for a, b in pairs:
+            ea, eb = entries.get(a), entries.get(b)
+            n = len(settings.get("seeds", []))
+            if not ea or not eb or len(ea["evals"]) != n or len(eb["evals"]) != n:
+                continue
+            if [e["seed"] for e in ea["evals"]] != [e["seed"] for e in eb["evals"]]:
+                continue
+            diffs[b] = {k: paired_difference(ea["arrays"][k], eb["arrays"][k], METRICS[k])
+                        for k in keys if k != "length_stats" and k in ea["arrays"] and k in eb["arrays"]}
+        cells = [(m, k) for m, d in diffs.items() for k in d]
+        for (m, k), p in zip(cells, holm([diffs[m][k].p for m, k in cells])):
+            diffs[m][k] = dataclasses.replace(diffs[m][k], p_adjusted=p)
+        shown = [k for k in keys if k != "length_stats"]
+        if cells and shown:
+            lines += ["", f"QAA minus each method on these metrics (paired; Holm's adjustment over the {len(cells)} "
+                          "comparisons of this table):", "",
+                      "| QAA − method | " + " | ".join(METRICS[k].label for k in shown) + " |",
+                      "|---|" + "---:|" * len(shown)]
+            for method, d in diffs.items():
+                lines.append(f"| {registry.label(method)} | " + " | ".join(_diff(d.get(k)) for k in shown) + " |")
+    if "ser_stats" in keys:
+        acc = SLOT_MATCHER_ACCURACY
+        lines += ["", f"SER's slot matcher, against {acc['outputs']} hand-labelled E2E outputs ({acc['errors']} slot "
+                      f"errors): precision {acc['precision']:.3f}, recall {acc['recall']:.3f} (qaa.experiments.semantic)."]
+    if "entity_coverage" in keys:
+        acc = ENTITY_COVERAGE_ACCURACY
+        lines += ["", f"Entity coverage's \"not found\", against {acc['entities']} hand-labelled entities of "
+                      f"{acc['outputs']} WebNLG outputs: precision {acc['precision']:.3f}, recall {acc['recall']:.3f} "
+                      "(paraphrases and reformatted dates count as not found)."]
+    missing = dict(UNAVAILABLE_METRICS)
+    if keys and "meteor" not in keys:
+        missing["meteor"] = "not in this run's records (METEOR 1.5 needs Java and the pycocoevalcap package)"
+    if keys:
+        lines += ["", "Not computed: " + "; ".join(f"{k.upper()}: {why}" for k, why in sorted(missing.items()))
+                  + "."]
+    return lines
+
+
 def _verdicts(entries: dict, diffs: dict) -> List[str]:
     lines = ["", "Verdicts (generated from the checks above; \"significant\" needs all three at the 5% level):", ""]
     for method, d in diffs.items():
@@ -459,6 +555,8 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         pairs = _paired_diffs(entries, [(REFERENCE, m) for m in others], len(settings.get("seeds", [])))
         diffs = {b: d for (_, b), d in pairs.items()}
         lines += _diff_table(task, entries, diffs)
+        lines += _length_flags(entries, diffs, intervals)
+        lines += _extra_metrics(entries, settings, intervals, others)
         lines += _verdicts(entries, diffs)
         lines += _secondary(entries, settings)
         lines += _seen_unseen(results, task, entries)
