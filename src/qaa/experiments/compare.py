@@ -56,6 +56,7 @@ from .base_model import load_base_model
 from .metrics import evaluate_generations, per_input_scores
 from .pipeline import TaskData, load_splits, prepare_task, set_threads
 from .tasks import format_prompt
+from .tasks import get as get_task
 from .registry import BASE, RunContext
 from .report import write_report
 from .settings import PRESETS, CompareSettings, resolve_settings
@@ -345,8 +346,11 @@ def _evaluate(model, data: TaskData, tokenizer, settings: CompareSettings, pad: 
                     desc=desc)
     refs = [list(e.references) for e in data.test_ex]
     device = "cuda" if settings.device == "cuda" else "cpu"
-    scores = per_input_scores(hyps, refs, bertscore=settings.bertscore, device=device)
-    metrics = evaluate_generations(hyps, refs, bertscore=settings.bertscore, device=device)
+    inputs, semantic = [e.input for e in data.test_ex], get_task(data.task).semantic
+    scores = per_input_scores(hyps, refs, bertscore=settings.bertscore, device=device, inputs=inputs,
+                              semantic=semantic)
+    metrics = evaluate_generations(hyps, refs, bertscore=settings.bertscore, device=device, inputs=inputs,
+                                   semantic=semantic)
     metrics["nll"] = sum(sums) / max(sum(counts), 1)
     return {"status": "ok", "hypotheses": hyps, "nll": nll, "scores": scores, "metrics": metrics,
             "eval_seconds": time.perf_counter() - t0, "eval_cpu_seconds": time.process_time() - cpu0}

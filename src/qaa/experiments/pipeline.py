@@ -141,7 +141,8 @@ def generate_and_score(model, tokenizer, task: str, examples: Sequence, max_new_
     prompts = [format_prompt(task, e.input) for e in examples]
     hyps = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, progress=progress, desc=desc)
     metrics = evaluate_generations(hyps, [list(e.references) for e in examples], bertscore=bertscore,
-                                   device=device)
+                                   device=device, inputs=[e.input for e in examples],
+                                   semantic=tasks.get(task).semantic)
     return hyps, metrics
 
 
