@@ -104,7 +104,12 @@ def _compare_parser(sub, presets, tasks) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step")
     p.add_argument("--seeds", default=None, help="training seeds of the final runs, e.g. '0,1,2'")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation/test split")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the train/validation/test split and of the test inputs' order (default: the "
+                        "preset's; 1 for cpu and gpu)")
+    p.add_argument("--selection-seed", type=int, default=None,
+                   help="training seed of the learning-rate sweeps (default: the preset's; 100 for cpu and gpu, "
+                        "apart from the final seeds)")
     p.add_argument("--val-size", type=int, default=None, help="validation inputs used per task (default: all)")
     p.add_argument("--lr", default=None,
                    help="fixed peak learning rates, e.g. 'lora=5e-4,prefix=3e-2' (those methods are not swept)")

@@ -301,10 +301,23 @@ def _train_run(data: TaskData, method: str, lr: float, ratio: float, seed: int, 
     rec.update(trainable_params=trainable, all_params=total, trainable_pct=pct,
                trainable_line=trainable_parameters_line(model))
     hooks = spec.hooks(model, ctx) if spec.hooks else registry.TrainHooks()
+    curve_steps = checkpoint_steps(settings.steps, settings.curve_points)
+    curve: List[List[float]] = []
+    if curve_steps:
+        curve.append([0, _nll(model, data.curve_pairs, pad)[0]])
+        model.train()
+
+    def after_step(step: int, model=model) -> None:
+        if hooks.after_step is not None:
+            hooks.after_step(step)
+        if step + 1 in curve_steps:
+            curve.append([step + 1, _nll(model, data.curve_pairs, pad)[0]])
+            model.train()  # the NLL ran in eval mode; training goes on in train mode
+
     cfg = TrainConfig(steps=settings.steps, batch_size=settings.batch_size, lr=lr, warmup_steps=settings.warmup_steps,
                       max_length=data.max_length, seed=seed, theta_lr_ratio=ratio)
     cpu0 = time.process_time()
-    result = train(model, tokenizer, data.encoded_train, cfg, after_step=hooks.after_step,
+    result = train(model, tokenizer, data.encoded_train, cfg, after_step=after_step,
                    extra_loss=hooks.extra_loss, progress=settings.progress,
                    desc=f"train {data.task}/{method} lr={lr:.0e} s{seed}")
     cuda = settings.device == "cuda"
@@ -314,6 +327,9 @@ def _train_run(data: TaskData, method: str, lr: float, ratio: float, seed: int, 
                peak_memory_kind="cuda_max_allocated_delta" if cuda else "rss_delta",
                activation_mb=result.activation_mb, mean_step_seconds=statistics.fmean(result.step_times),
                median_step_seconds=statistics.median(result.step_times))
+    if curve_steps:
+        rec["val_curve"] = curve  # [[optimizer steps taken, NLL of the curve pairs (token-weighted)], ...]
+        rec["val_curve_pairs"] = len(data.curve_pairs)
     if spec.finish:
         rec.update(spec.finish(model, ctx))
     folder = out / "adapters" / data.task / method / f"lr{lr:.6g}_r{ratio:.6g}_s{seed}"
@@ -329,6 +345,19 @@ def _train_run(data: TaskData, method: str, lr: float, ratio: float, seed: int, 
     rec["val_nll"], _ = _nll(reloaded, data.val_pairs, pad)
     rec.update(status="ok", run_seconds=time.perf_counter() - t_run, run_cpu_seconds=time.process_time() - cpu_run)
     return rec
+
+
+def checkpoint_steps(steps: int, points: int) -> List[int]:
+    """The optimizer-step counts after which a run's validation curve is recorded: ``points`` counts spread evenly
+    over ``1..steps`` (``round(k * steps / points)``, k = 1..points, duplicates removed, the last = ``steps``),
+    plus step 0 (the untrained start) recorded before training. ``points`` 0: none.
+
+    Raises:
+        ValueError: ``steps`` < 1 or ``points`` < 0.
+    """
+    if steps < 1 or points < 0:
+        raise ValueError(f"steps must be >= 1 and points >= 0, got {steps} and {points}")
+    return sorted({max(1, round(k * steps / points)) for k in range(1, points + 1)}) if points else []
 
 
 def _evaluate(model, data: TaskData, tokenizer, settings: CompareSettings, pad: int, desc: str) -> dict:
@@ -436,6 +465,8 @@ def run_compare(args) -> dict:
             data = prepare_task(task, tokenizer, splits[task], settings.max_length.get(task),
                                 settings.max_new_tokens.get(task))
             data.info["budget_sequences"] = settings.steps * settings.batch_size
+            data.curve_pairs = data.val_pairs[:settings.curve_pairs]  # fixed: the first pairs of the split
+            data.info["curve_pairs"] = len(data.curve_pairs)
             store.set_meta("tasks", task, data.info)
             probe = {k: v for k, v in collate(data.encoded_train[:2], pad).items() if k != "labels"}
             log(f"{task}: {data.info['train_inputs']} train / {data.info['val_inputs']} validation / "
@@ -532,7 +563,7 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
 
     def val(lr: float, ratio: float) -> Optional[dict]:
         if (lr, ratio) not in cache:
-            cache[(lr, ratio)] = train_one(lr, ratio, 0)
+            cache[(lr, ratio)] = train_one(lr, ratio, settings.selection_seed)
         return cache[(lr, ratio)]
 
     fixed = settings.lr.get(method)
@@ -552,12 +583,13 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
     best_lr, best_ratio = _select(cache)
     store.set_meta("selection", f"{task}|{method}", {
         "status": "ok", "lr": best_lr, "theta_lr_ratio": best_ratio, "criterion": "validation NLL (nats/token)",
-        "seed": 0, "given": fixed is not None, "swept": bool(settings.select_lr and fixed is None),
+        "seed": settings.selection_seed, "given": fixed is not None,
+        "swept": bool(settings.select_lr and fixed is None),
         "grid": [{"lr": k[0], "theta_lr_ratio": k[1], "val_nll": (v or {}).get("val_nll"),
                   "status": "ok" if v else "error"} for k, v in sorted(cache.items())]})
 
     for seed in settings.seeds:
-        rec = val(best_lr, best_ratio) if seed == 0 else train_one(best_lr, best_ratio, seed)
+        rec = val(best_lr, best_ratio) if seed == settings.selection_seed else train_one(best_lr, best_ratio, seed)
         if rec is None:
             continue
         key = run_key(task, method, best_lr, best_ratio, seed)

@@ -50,6 +50,7 @@ class TaskData:
     max_length: int
     max_new_tokens: int
     info: dict
+    curve_pairs: list = dataclasses.field(default_factory=list)  # validation pairs of the convergence curves
 
 
 def load_splits(task: str, split_seed: int, val_fraction: float, test_fraction: float, data_dir=None,

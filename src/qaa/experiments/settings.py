@@ -30,7 +30,12 @@ EXCLUDED = {
                     "gate; it runs in the gpu preset's 400-step budget."},
 }
 
-#: Presets: what each runs. Per-task values are dicts; ``None`` lengths are fitted to the training split
+#: Presets: what each runs. The learning-rate sweeps train with ``selection_seed``, which the cpu and gpu presets
+#: keep apart from the final ``seeds`` (so no final run is a sweep's winner, chosen for being lucky); their
+#: ``split_seed`` (1) is one no earlier choice of the project was tuned on (QAA's defaults came from runs on
+#: split seed 0 of other data). ``curve_points`` checkpoints per run record the teacher-forced NLL of the first
+#: ``curve_pairs`` validation pairs (the convergence curves); the whole validation split stays the selection
+#: criterion. Per-task values are dicts; ``None`` lengths are fitted to the training split
 #: (the longest pair, so nothing is cut or dropped); ``None`` sizes use the whole split. Test inputs are a
 #: prefix of each task's test split in its seeded order (:mod:`.tasks`), so a size is a recorded subset with
 #: every reference of each input; for ``webnlg_unseen`` the size applies to the seen-category and the
@@ -38,7 +43,8 @@ EXCLUDED = {
 PRESETS: Dict[str, dict] = {
     # Seconds on any machine: a plumbing check, not a result (one seed, default rates, no sweep).
     "smoke": {"tasks": ("e2e",), "methods": {"*": ("qaa", "lora", "prefix", "sora")}, "full": False,
-              "steps": 3, "batch_size": 2, "seeds": (0,), "select_lr": False, "eval_size": {"*": 4},
+              "steps": 3, "batch_size": 2, "seeds": (0,), "selection_seed": 0, "split_seed": 0,
+              "curve_points": 2, "curve_pairs": 4, "select_lr": False, "eval_size": {"*": 4},
               "val_size": {"*": 4}, "max_new_tokens": {"*": 16}, "max_length": {"*": 96}, "threads": 1},
     # The fair protocol on 2 CPU cores (one torch thread: with shared cores, two threads made SmolLM2's steps
     # 4-7 times slower). 32 steps x 4 sequences per run; 50 test inputs per task (E2E: every one of each
@@ -46,12 +52,14 @@ PRESETS: Dict[str, dict] = {
     # process).
     "cpu": {"tasks": ("e2e", "webnlg_unseen", "dart"),
             "methods": {"e2e": E2E_METHODS, "*": CORE_METHODS},
-            "full": False, "steps": 32, "batch_size": 4, "seeds": (0, 1, 2), "select_lr": True,
+            "full": False, "steps": 32, "batch_size": 4, "seeds": (0, 1, 2), "selection_seed": 100,
+            "split_seed": 1, "curve_points": 8, "curve_pairs": 48, "select_lr": True,
             "eval_size": {"*": 50}, "val_size": {"*": 40},
             "max_new_tokens": {"*": None}, "max_length": {"*": None}, "threads": 1},
     # One GPU: the same protocol at a larger budget, the whole test sets, every method (SoRA too).
     "gpu": {"tasks": ("e2e", "webnlg_unseen", "dart"), "methods": {"*": E2E_METHODS + ("sora",)}, "full": False,
-            "steps": 400, "batch_size": 16, "seeds": (0, 1, 2), "select_lr": True, "eval_size": {"*": None},
+            "steps": 400, "batch_size": 16, "seeds": (0, 1, 2), "selection_seed": 100, "split_seed": 1,
+            "curve_points": 16, "curve_pairs": 256, "select_lr": True, "eval_size": {"*": None},
             "val_size": {"*": None}, "max_new_tokens": {"*": None}, "max_length": {"*": None}, "threads": 0},
 }
 #: Model label in results: what the default base model really is.
@@ -91,7 +99,9 @@ class CompareSettings:
         bertscore: compute BERTScore (MiniLM-L6). device: ``"cpu"`` or ``"cuda"``. threads: torch/engine
         threads (0: library default). progress: show progress bars. out: output folder. lr_from: the results
         file the given rates were read from. data: a user's copy of the task's files (``--data``; None: the
-        vendored releases).
+        vendored releases). selection_seed: the training seed of the learning-rate sweeps (when it is one of
+        ``seeds``, that final run is the sweep's own). curve_points / curve_pairs: validation-NLL checkpoints per
+        run and the validation pairs they score (0: none).
     """
 
     preset: str
@@ -125,6 +135,9 @@ class CompareSettings:
     lr_from: Optional[str] = None
     eval_size_given: bool = False
     data: Optional[str] = None
+    selection_seed: int = 0
+    curve_points: int = 0
+    curve_pairs: int = 0
 
     def methods_for(self, task: str) -> Tuple[str, ...]:
         return self.methods[task]
@@ -296,7 +309,14 @@ def resolve_settings(args) -> CompareSettings:
         raise ValueError(f"--seeds takes comma-separated integers, got {get('seeds')!r}") from None
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must be distinct integers >= 0, got {get('seeds')!r}")
-    split_seed = int(get("split_seed", 0) or 0)
+    split_seed = get("split_seed")
+    split_seed = int(preset.get("split_seed", 0) if split_seed is None else split_seed)
+    if not 0 <= split_seed < 2**63:
+        raise ValueError(f"--split-seed must be in [0, 2**63), got {split_seed}")
+    selection_seed = get("selection_seed")
+    selection_seed = int(preset.get("selection_seed", seeds[0]) if selection_seed is None else selection_seed)
+    if not 0 <= selection_seed < 2**63:
+        raise ValueError(f"--selection-seed must be in [0, 2**63), got {selection_seed}")
     test_fraction = float(get("test_fraction", 0.2) or 0.2)
     val_fraction = float(get("val_fraction", 0.1) or 0.1)
     if not 0.0 < test_fraction < 1.0 or not 0.0 < val_fraction < 1.0 or test_fraction + val_fraction >= 1.0:
@@ -346,7 +366,8 @@ def resolve_settings(args) -> CompareSettings:
         bertscore=not get("no_bertscore", False), device=device, threads=threads,
         progress=not get("no_progress", False), out=str(get("out") or "runs/compare"),
         lr_from=str(get("lr_from")) if get("lr_from") else None, eval_size_given=get("eval_size") is not None,
-        data=data_dir)
+        data=data_dir, selection_seed=selection_seed, curve_points=int(preset.get("curve_points", 0)),
+        curve_pairs=int(preset.get("curve_pairs", 0)))
 
 
 def check_finetune_args(args) -> None:
