@@ -131,19 +131,20 @@ class CompareSettings:
         return d
 
 
-def split_list(value: Optional[str]) -> Optional[List[str]]:
+def split_list(value: Optional[str], option: str = "the option") -> Optional[List[str]]:
+    """``"a, b"`` -> ``["a", "b"]``; None stays None. Raises ValueError naming ``option`` for an empty list."""
     if value is None:
         return None
     items = [v.strip() for v in str(value).split(",") if v.strip()]
     if not items:
-        raise ValueError(f"empty list {value!r}")
+        raise ValueError(f"{option} takes a comma-separated list, got the empty list {value!r}")
     return items
 
 
 def _parse_lr(value: Optional[str]) -> Dict[str, float]:
     """``"qaa=3e-3,lora=1e-3"`` -> ``{"qaa": 0.003, "lora": 0.001}``."""
     out: Dict[str, float] = {}
-    for item in split_list(value) or []:
+    for item in split_list(value, "--lr") or []:
         name, sep, number = item.partition("=")
         name = name.strip()
         if not sep or name not in registry.names():
@@ -155,6 +156,8 @@ def _parse_lr(value: Optional[str]) -> Dict[str, float]:
             raise ValueError(f"--lr {item!r}: {number!r} is not a number") from None
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"--lr {item!r}: the learning rate must be a positive finite number")
+        if name in out:
+            raise ValueError(f"--lr gives {name}'s rate twice ({out[name]:g} and {lr:g}); give each method once")
         out[name] = lr
     return out
 
@@ -233,14 +236,14 @@ def resolve_settings(args) -> CompareSettings:
         raise ValueError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
 
-    tasks = split_list(get("tasks")) or list(preset["tasks"])
+    tasks = split_list(get("tasks"), "--tasks") or list(preset["tasks"])
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; known tasks: {', '.join(TASKS)}")
     tasks = list(dict.fromkeys(tasks))
 
     known = registry.names()
-    chosen = split_list(get("methods"))
+    chosen = split_list(get("methods"), "--methods")
     if chosen is not None:
         unknown = [m for m in chosen if m not in known]
         if unknown:
@@ -269,7 +272,7 @@ def resolve_settings(args) -> CompareSettings:
     max_new = per_task("max_new_tokens", "max_new_tokens", 1)
     max_length = per_task("max_length", "max_length", 8)
 
-    seeds_arg = split_list(get("seeds"))
+    seeds_arg = split_list(get("seeds"), "--seeds")
     if seeds_arg is None and get("seed") is not None:  # the common --seed option: one training seed
         seeds_arg = [str(get("seed"))]
     try:
@@ -279,8 +282,9 @@ def resolve_settings(args) -> CompareSettings:
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must be distinct integers >= 0, got {get('seeds')!r}")
     split_seed = int(get("split_seed", 0) or 0)
-    test_fraction = float(get("test_fraction", 0.2) or 0.2)
-    val_fraction = float(get("val_fraction", 0.1) or 0.1)
+    # None (unset) takes the default; an explicit 0 is a value (refused below), never replaced.
+    test_fraction = float(0.2 if get("test_fraction") is None else get("test_fraction"))
+    val_fraction = float(0.1 if get("val_fraction") is None else get("val_fraction"))
     if not 0.0 < test_fraction < 1.0 or not 0.0 < val_fraction < 1.0 or test_fraction + val_fraction >= 1.0:
         raise ValueError(f"--test-fraction and --val-fraction must be in (0, 1) with a sum below 1, got "
                          f"{test_fraction} and {val_fraction}")
@@ -330,6 +334,16 @@ def resolve_settings(args) -> CompareSettings:
         lr_from=str(get("lr_from")) if get("lr_from") else None, eval_size_given=get("eval_size") is not None)
 
 
+#: Validation share ``qaa finetune`` holds out (:func:`qaa.experiments.pipeline.prepare_task`'s default).
+FINETUNE_VAL_FRACTION = 0.1
+#: Largest ``--n-layers`` of ``qaa finetune`` (deeper circuits cost time linearly and never fit 2 cores).
+MAX_CLI_LAYERS = 1000
+#: Largest ``|--scaling|`` of ``qaa finetune``.
+MAX_CLI_SCALING = 1e4
+#: Largest seed (torch seeds are signed 64-bit integers).
+MAX_SEED = 2**63 - 1
+
+
 def check_finetune_args(args) -> None:
     """Reject bad ``finetune`` option values before anything is loaded (a model load and a base-model evaluation
     take minutes; a bad value must not fail only after them). Raises ValueError naming the option.
@@ -353,9 +367,20 @@ def check_finetune_args(args) -> None:
     for name, hi in (("steps", 10**7), ("batch_size", 10**5), ("max_length", 10**6), ("max_new_tokens", 10**6)):
         if getattr(args, name) > hi:
             raise ValueError(f"--{name.replace('_', '-')} must be <= {hi}, got {getattr(args, name)}")
-    if not 0 < args.test_fraction < 1:
-        raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    # finetune holds out FINETUNE_VAL_FRACTION of the inputs for validation as well (prepare_task's default)
+    if not 0 < args.test_fraction < 1 - FINETUNE_VAL_FRACTION:
+        raise ValueError(f"--test-fraction must be in (0, {1 - FINETUNE_VAL_FRACTION:g}) (finetune also holds out "
+                         f"{FINETUNE_VAL_FRACTION:g} of the inputs for validation), got {args.test_fraction}")
+    if args.n_layers > MAX_CLI_LAYERS:
+        raise ValueError(f"--n-layers must be <= {MAX_CLI_LAYERS}, got {args.n_layers}")
+    for name in ("seed", "split_seed"):
+        value = getattr(args, name)
+        if not 0 <= value <= MAX_SEED:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer in [0, 2**63 - 1], got {value}")
     finite("lr", positive=True)
     finite("scaling")
+    if abs(args.scaling) > MAX_CLI_SCALING:
+        raise ValueError(f"--scaling must be in [-{MAX_CLI_SCALING:g}, {MAX_CLI_SCALING:g}] (the branch is "
+                         f"multiplied by it; beyond that it overflows float32 training), got {args.scaling}")
     if not all(t.strip() for t in args.target_modules.split(",")):
         raise ValueError(f"--target-modules must be comma-separated module names, got {args.target_modules!r}")
