@@ -144,6 +144,19 @@ FORWARD_MODE_MESSAGE = (
     "reverse mode: loss.backward(), torch.autograd.grad, or torch.func.vjp / jacrev.")
 
 
+FUNC_GRAD_MESSAGE = (
+    "torch.func's differentiating transforms (grad, vjp, jacrev, hessian) are not supported through qaa::features "
+    "(a custom operator whose gradient is the engine's adjoint sweep); use torch.autograd: loss.backward() or "
+    "torch.autograd.grad (torch.func.vmap and functional_call work).")
+
+
+def _func_grad_active() -> bool:
+    """Whether a ``torch.func.grad`` / ``vjp`` / ``jacrev`` transform is on functorch's stack."""
+    from torch._C import _functorch
+
+    return any(i.key() == _functorch.TransformType.Grad for i in _functorch.get_interpreter_stack() or ())
+
+
 def _forward_mode_active(x: Tensor, theta: Tensor) -> bool:
     """Whether ``x`` or ``theta`` carries a forward-mode tangent: a ``torch.func.jvp`` / ``jacfwd`` transform is
     on functorch's stack, or a ``torch.autograd.forward_ad`` dual level is open and one of them is dual."""
@@ -166,10 +179,14 @@ def qaa_features_op(x: Tensor, theta: Tensor, ansatz: str, n_qubits: int, n_laye
 
     Raises:
         NotImplementedError: under forward-mode AD (``torch.func.jvp`` / ``jacfwd``, ``torch.autograd.forward_ad``
-            dual tensors): :data:`FORWARD_MODE_MESSAGE`.
+            dual tensors): :data:`FORWARD_MODE_MESSAGE`; under ``torch.func.grad`` / ``vjp`` / ``jacrev``:
+            :data:`FUNC_GRAD_MESSAGE`.
         as ``qaa::features`` otherwise.
     """
-    if not torch.compiler.is_compiling() and _forward_mode_active(x, theta):
-        raise NotImplementedError(FORWARD_MODE_MESSAGE)
+    if not torch.compiler.is_compiling():
+        if _forward_mode_active(x, theta):
+            raise NotImplementedError(FORWARD_MODE_MESSAGE)
+        if _func_grad_active():
+            raise NotImplementedError(FUNC_GRAD_MESSAGE)
     dense_ok = not (torch.is_grad_enabled() and (x.requires_grad or theta.requires_grad))
     return torch.ops.qaa.features(x, theta, ansatz, n_qubits, n_layers, kind, dense_ok)
