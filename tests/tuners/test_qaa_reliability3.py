@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 import qaa
-from qaa.tuners.qaa.config import reserved_adapter_names
 from qaa.tuners.qaa.trainer import adapter_folders, extract_adapter
 from fixture_model import fixture_input, fixture_model, set_fixture_adapter
 
@@ -312,6 +311,8 @@ def test_11_reserved_names_refused_with_the_list(name):
     with pytest.raises(ValueError, match=r"reserved.*Reserved names: .*\btrain\b"):
         qaa.attach(m, qaa.QAAConfig(target_modules=["0"], n_layers=1), name)
     assert not list(qaa.qaa_layers(m))
+    from qaa.tuners.qaa.config import reserved_adapter_names
+
     assert {"train", "training", "to", "forward", "state_dict"} <= reserved_adapter_names()
 
 
