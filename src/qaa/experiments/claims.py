@@ -1,0 +1,153 @@
+"""Numbers behind the QAA paper's claims that a comparison's records already hold: convergence (validation
+curves) and stability (learning-rate sensitivity, seed spread, loss spikes, divergences).
+
+Every function reads plain values (lists of numbers, the records of ``results.json``) and states its rule in its
+docstring; the report prints the rule beside the number.
+
+Convergence, per run: the validation curve ``[[step, nll], ...]`` (teacher-forced NLL of a fixed validation
+subset at fixed optimizer-step counts, step 0 = before training; :func:`qaa.experiments.compare.checkpoint_steps`).
+
+* **Area under the curve** (:func:`curve_area`): the trapezoidal area under NLL over steps, divided by the last
+  step, i.e. the mean validation NLL over training (nats/token; lower = faster and/or lower).
+* **Steps to target** (:func:`steps_to_target`): the first checkpoint step at which the curve is at or below the
+  target, linearly interpolated between the checkpoints around the crossing; ``None`` if never reached.
+* **Common target** (:func:`common_target`): the worst (highest) mean final curve NLL among the methods compared,
+  so that every method reaches it on average.
+* QAA against a method: the per-seed difference (runs paired by training seed), mean and a Student-t interval
+  over seeds (:func:`seed_paired_interval`); with 3 seeds, t(2) = 4.30, so only large effects are resolved.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["curve_area", "steps_to_target", "common_target", "seed_paired_interval", "loss_spikes",
+           "rate_sensitivity", "SPIKE_FACTOR", "SPIKE_WINDOW", "RATE_TOLERANCE"]
+
+#: A loss spike is a step whose loss exceeds SPIKE_FACTOR x the median of the SPIKE_WINDOW steps before it.
+SPIKE_FACTOR = 1.5
+SPIKE_WINDOW = 8
+#: Swept rates whose validation NLL is within RATE_TOLERANCE nats/token of the best count as "good" rates.
+RATE_TOLERANCE = 0.02
+
+
+def _check_curve(curve: Sequence[Sequence[float]]) -> Tuple[List[float], List[float]]:
+    if len(curve) < 2:
+        raise ValueError(f"a validation curve needs at least 2 points, got {len(curve)}")
+    steps = [float(p[0]) for p in curve]
+    values = [float(p[1]) for p in curve]
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"curve steps must increase strictly, got {steps}")
+    return steps, values
+
+
+def curve_area(curve: Sequence[Sequence[float]]) -> float:
+    """Trapezoidal area under ``curve`` (``[[step, nll], ...]``, steps increasing) divided by the step span:
+    the mean NLL over training, nats/token. A non-finite point makes the result ``inf`` (a diverged run).
+
+    Raises:
+        ValueError: fewer than 2 points or steps not strictly increasing.
+    """
+    steps, values = _check_curve(curve)
+    if not all(math.isfinite(v) for v in values):
+        return math.inf
+    area = sum((s1 - s0) * (v0 + v1) / 2 for s0, s1, v0, v1 in zip(steps, steps[1:], values, values[1:]))
+    return area / (steps[-1] - steps[0])
+
+
+def steps_to_target(curve: Sequence[Sequence[float]], target: float) -> Optional[float]:
+    """The first step at which ``curve`` reaches ``target`` (NLL <= target), linearly interpolated between the two
+    checkpoints around the first crossing; the first step itself if it already is at or below. ``None`` if the
+    curve never reaches it.
+
+    Raises:
+        ValueError: as :func:`curve_area`; a non-finite ``target``.
+    """
+    if not math.isfinite(target):
+        raise ValueError(f"target must be finite, got {target}")
+    steps, values = _check_curve(curve)
+    if values[0] <= target:
+        return steps[0]
+    for s0, s1, v0, v1 in zip(steps, steps[1:], values, values[1:]):
+        if math.isfinite(v1) and v1 <= target:
+            if not math.isfinite(v0) or v0 == v1:
+                return s1
+            return s0 + (s1 - s0) * (v0 - target) / (v0 - v1)
+    return None
+
+
+def common_target(final_nll_by_method: Dict[str, Sequence[float]]) -> float:
+    """The convergence target: the highest, over methods, of the mean final curve NLL across that method's seeds
+    (so every method reaches it on average).
+
+    Raises:
+        ValueError: no method, or a method without a finite final value.
+    """
+    means = []
+    for method, values in final_nll_by_method.items():
+        finite = [float(v) for v in values if math.isfinite(v)]
+        if not finite:
+            raise ValueError(f"method {method} has no finite final validation NLL")
+        means.append(statistics.fmean(finite))
+    if not means:
+        raise ValueError("no method to take a target from")
+    return max(means)
+
+
+def seed_paired_interval(a: Dict[int, float], b: Dict[int, float], level: float = 0.95
+                         ) -> Optional[Tuple[float, float, float, int]]:
+    """Mean and Student-t interval of ``a[seed] - b[seed]`` over the seeds both have (runs paired by training
+    seed): ``(mean, low, high, n)``; ``None`` with fewer than 2 common seeds (no spread to estimate) or a
+    non-finite difference.
+
+    The interval is ``mean +- t_{n-1} * sd / sqrt(n)`` (scipy's Student t quantile).
+    """
+    from scipy import stats as st
+
+    seeds = sorted(set(a) & set(b))
+    diffs = [float(a[s]) - float(b[s]) for s in seeds]
+    if len(diffs) < 2 or not all(math.isfinite(d) for d in diffs):
+        return None
+    mean = statistics.fmean(diffs)
+    half = float(st.t.ppf(0.5 + level / 2, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half, len(diffs)
+
+
+def loss_spikes(losses: Sequence[float], factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> List[int]:
+    """Steps whose training loss exceeds ``factor`` x the median of the ``window`` steps before it (steps with
+    fewer than ``window`` predecessors are not judged), plus every non-finite loss.
+
+    Raises:
+        ValueError: ``factor`` <= 1 or ``window`` < 1.
+    """
+    if not factor > 1 or window < 1:
+        raise ValueError(f"factor must be > 1 and window >= 1, got {factor} and {window}")
+    out = []
+    for i, loss in enumerate(losses):
+        if not math.isfinite(loss):
+            out.append(i)
+        elif i >= window:
+            ref = statistics.median(losses[i - window:i])
+            if math.isfinite(ref) and loss > factor * ref:
+                out.append(i)
+    return out
+
+
+def rate_sensitivity(grid: Sequence[dict], tolerance: float = RATE_TOLERANCE) -> Optional[dict]:
+    """How forgiving a method is of its learning rate, from its sweep (``selection.grid`` records
+    ``{"lr", "theta_lr_ratio", "val_nll"}``; only angle ratio 1 rows, the rate sweep proper, are used).
+
+    Returns ``{"best_lr", "good": [rates within tolerance of the best validation NLL], "span": max/min of the
+    good rates (1 = only the best), "tried": number of rates, "failed": rates without a finite NLL}``, or
+    ``None`` when no rate trained.
+    """
+    rows = [g for g in grid if float(g.get("theta_lr_ratio", 1.0)) == 1.0]
+    finite = [(float(g["lr"]), float(g["val_nll"])) for g in rows
+              if g.get("val_nll") is not None and math.isfinite(float(g["val_nll"]))]
+    if not finite:
+        return None
+    best_lr, best = min(finite, key=lambda x: (x[1], x[0]))
+    good = sorted(lr for lr, v in finite if v <= best + tolerance)
+    return {"best_lr": best_lr, "good": good, "span": good[-1] / good[0], "tried": len(rows),
+            "failed": len(rows) - len(finite)}
