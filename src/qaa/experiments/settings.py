@@ -413,8 +413,8 @@ def check_finetune_args(args) -> None:
         if not 0 < value < 1:
             raise ValueError(f"{name} must be in (0, 1), got {value}")
     if args.test_fraction + val_fraction >= 1:
-        raise ValueError(f"--test-fraction + --val-fraction must be < 1 (finetune holds out both), got "
-                         f"{args.test_fraction} + {val_fraction}")
+        raise ValueError(f"--test-fraction must leave room for --val-fraction (finetune holds out both; their sum "
+                         f"must be < 1), got {args.test_fraction} + {val_fraction}")
     if args.n_layers > MAX_CLI_LAYERS:
         raise ValueError(f"--n-layers must be <= {MAX_CLI_LAYERS}, got {args.n_layers}")
     for name in ("seed", "split_seed"):
