@@ -75,7 +75,11 @@ def test_the_checks_table_prints_each_seeds_difference_in_seed_order():
     entries = {"qaa": _entry(SEEDS, qaa), "lora": _entry(SEEDS, lora)}
     pairs = report._paired_diffs(entries, [("qaa", "lora")], len(SEEDS))
     lines = report._diff_table("e2e", entries, {b: d for (_, b), d in pairs.items()})
-    assert any("training seed (0, 1, 2;" in line for line in lines)
+    assert any("training seed (0, 1, 2);" in line for line in lines)  # no final run won a sweep: nothing said
+    assert not any("sweep-winning" in line for line in lines)
+    won = report._diff_table("e2e", entries, {b: d for (_, b), d in pairs.items()}, winner_seed=0)
+    assert any("training seed (0, 1, 2; training seed 0 is the swept methods' sweep-winning run);" in line
+               for line in won)
     rows = {line.split(" | ")[1]: line.split(" | ")[2] for line in lines if line.startswith("| LoRA r=8 | ")
             and line.count("|") == 9}
     assert rows == {"test NLL": "+0.100; +0.200; +0.400", "ROUGE-L": "-1.00; -2.00; -4.00"}

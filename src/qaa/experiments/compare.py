@@ -58,7 +58,8 @@ from .pipeline import TaskData, load_splits, prepare_task, set_threads
 from .tasks import format_prompt
 from .tasks import get as get_task
 from .registry import BASE, RunContext
-from .report import write_report
+from .provenance import QAA_DEFAULTS
+from .report import seed_notice, write_report
 from .settings import PRESETS, CompareSettings, resolve_settings
 from .train import TrainConfig, collate, generate, pair_nll, train
 
@@ -76,7 +77,7 @@ RESULTS_FILE = "results.json"
 RESULTS_VERSION = 2
 #: Settings that do not change what a record means: they may differ between a run and its resumption.
 _RESUMABLE_DIFFERENCES = {"tasks", "methods", "progress", "threads", "out", "bertscore", "lr", "lr_from",
-                          "preset", "full", "max_widen", "eval_size_given"}
+                          "preset", "full", "max_widen", "eval_size_given", "lr_given_by"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,7 +105,9 @@ def _load_average() -> Optional[List[float]]:
         return None
 
 
-def _machine(device: str) -> dict:
+def _machine(device: str, load_average_start: Optional[List[float]] = None) -> dict:
+    """The machine record; ``load_average_start``: the load averages sampled before the run's work (the report
+    compares the first with the run's threads), else sampled here."""
     info = {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device}
     try:
@@ -125,7 +128,7 @@ def _machine(device: str) -> dict:
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         pass
-    info["load_average_start"] = _load_average()
+    info["load_average_start"] = load_average_start if load_average_start is not None else _load_average()
     if device == "cuda":
         info["cuda_device"] = torch.cuda.get_device_name(0)
         info["cuda_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
@@ -380,7 +383,10 @@ def _evaluate(model, data: TaskData, tokenizer, settings: CompareSettings, pad: 
                               semantic=semantic)
     metrics = evaluate_generations(hyps, refs, bertscore=settings.bertscore, device=device, inputs=inputs,
                                    semantic=semantic)
-    metrics["nll"] = sum(sums) / max(sum(counts), 1)
+    # The headline test NLL is the mean of the per-input NLLs (what the bootstrap resamples and the report
+    # shows); the token-weighted one carries its own name.
+    metrics["nll"] = statistics.fmean(nll)
+    metrics["nll_token_weighted"] = sum(sums) / max(sum(counts), 1)
     return {"status": "ok", "hypotheses": hyps, "nll": nll, "scores": scores, "metrics": metrics,
             "eval_seconds": time.perf_counter() - t0, "eval_cpu_seconds": time.process_time() - cpu0}
 
@@ -437,18 +443,22 @@ def run_compare(args) -> dict:
         task's data cannot be loaded (before any run). RuntimeError: every run failed. A failing run does not
         raise: it is recorded and the comparison goes on.
     """
+    load_start = _load_average()  # before any work of this run: the report compares it with the run's threads
     settings = resolve_settings(args)  # bad input fails here, before the heavy imports
+    notice = seed_notice(len(settings.seeds))
+    if notice:
+        print(f"qaa compare: warning: {notice}", file=sys.stderr, flush=True)
     splits = {task: _split_task(task, settings) for task in settings.tasks}  # eval-size checked before the model
     set_threads(settings.threads)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start, cpu_start = time.perf_counter(), time.process_time()
-    store = Store(out, settings, {"machine": _machine(settings.device), "versions": _versions(),
-                                  "model_label": settings.model_label,
+    store = Store(out, settings, {"machine": _machine(settings.device, load_start), "versions": _versions(),
+                                  "model_label": settings.model_label, "qaa_defaults": QAA_DEFAULTS,
                                   "started": datetime.datetime.now().isoformat(timespec="seconds")})
     log = lambda msg: tqdm.write(msg, file=sys.stdout)  # noqa: E731
 
-    base_model, tokenizer = load_base_model(settings.model)
+    base_model, tokenizer = load_base_model(settings.model, progress=settings.progress)
     base_model.requires_grad_(False)
     base_model.to(settings.device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -584,6 +594,7 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
     store.set_meta("selection", f"{task}|{method}", {
         "status": "ok", "lr": best_lr, "theta_lr_ratio": best_ratio, "criterion": "validation NLL (nats/token)",
         "seed": settings.selection_seed, "given": fixed is not None,
+        "given_by": settings.lr_given_by.get(method, "--lr") if fixed is not None else None,
         "swept": bool(settings.select_lr and fixed is None),
         "grid": [{"lr": k[0], "theta_lr_ratio": k[1], "val_nll": (v or {}).get("val_nll"),
                   "status": "ok" if v else "error"} for k, v in sorted(cache.items())]})
@@ -601,7 +612,7 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
             ev.update(task=task, method=method, lr=best_lr, theta_lr_ratio=best_ratio, seed=seed)
             del model
             done += 1
-            log(f"{task}/{method} seed={seed}: test NLL (token-weighted) {ev['metrics']['nll']:.4f}, "
+            log(f"{task}/{method} seed={seed}: test NLL (mean over inputs) {ev['metrics']['nll']:.4f}, "
                 f"BLEU {ev['metrics']['bleu']:.2f}, ROUGE-L {ev['metrics']['rougeL']:.2f}")
         except Exception as e:
             ev = {"task": task, "method": method, "seed": seed, "status": "error",

@@ -119,7 +119,7 @@ def _run(args, device, rank: int, world: int) -> dict:
     set_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    model, tokenizer = load_base_model(args.model)
+    model, tokenizer = load_base_model(args.model, progress=progress)
     if device.type != "cpu":
         model.to(device)
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s")

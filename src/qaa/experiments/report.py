@@ -36,7 +36,9 @@ from . import registry
 from .metrics import (BERTSCORE_LABEL, bleu_from_stats, chrf_from_stats, length_ratio_from_stats, nist_from_stats,
                       ratio_from_stats, ter_from_stats, UNAVAILABLE_METRICS)
 from .semantic import ENTITY_COVERAGE_ACCURACY, SLOT_MATCHER_ACCURACY
-from .stats import Interval, MetricSpec, bootstrap, holm, mean_reduce, paired_difference, signed, verdict
+from .provenance import QAA_DEFAULTS, defaults_overlap
+from .stats import (Interval, MetricSpec, bootstrap, format_p, holm, mean_reduce, paired_difference,
+                    seed_level_factor, signed, verdict)
 
 __all__ = ["METRICS", "write_report", "write_markdown", "plot_losses", "plot_metrics", "collect", "main"]
 
@@ -63,6 +65,11 @@ DIFF_METRICS = ("bleu_stats", "rougeL", "nll")
 #: outside the verdicts): shown where the runs recorded them.
 EXTRA_METRICS = ("length_stats", "chrf_stats", "ter_stats", "nist_stats", "meteor", "cider", "ser_stats",
                  "entity_coverage")
+#: The line that says which test NLL the report, the log and results.json's ``metrics.nll`` give.
+NLL_LINE = ("Test NLL, everywhere (this report, the log, results.json's `metrics.nll`): the mean over test inputs of "
+            "each input's NLL (nats per target token over all its references), the quantity the bootstrap "
+            "resamples; `metrics.nll_token_weighted` is the other one (every target token of every input weighted "
+            "equally).")
 #: A BLEU difference is flagged when the two methods' length ratios differ by more than this.
 LENGTH_RATIO_FLAG = 0.1
 
@@ -194,25 +201,197 @@ def _mean(values) -> Optional[float]:
 # Markdown
 # --------------------------------------------------------------------------------------------------
 
+#: How a method's rate was set, as the selection records say (``swept``, ``given_by``), and how the protocol
+#: paragraph words it.
+RATE_SOURCES = {
+    "swept": "chosen by the lowest teacher-forced **validation** NLL of runs with training seed {seed} (grids below)",
+    "--lr": "given on the command line (`--lr`), not chosen by this run",
+    "--lr-from": "read from the validation selection of an earlier comparison (`--lr-from {path}`, checked to "
+                 "share this run's split seed and fractions), not chosen by this run",
+    "given": "given (`--lr` or `--lr-from`), not chosen by this run",
+    "default": "the registry's default rate, with no sweep (learning-rate selection was off in this run)",
+}
+
+
+def rate_sources(results: dict) -> Dict[str, List[str]]:
+    """How each method's rate was set, from the run's selection records: ``{source: [methods in registry
+    order]}`` with source one of :data:`RATE_SOURCES` (``"swept"``; ``"--lr"`` / ``"--lr-from"`` from the record's
+    ``given_by``, ``"given"`` for a record without it; ``"default"``). A method whose tasks differ is listed under
+    each of its sources."""
+    found: Dict[str, set] = {}
+    for key, sel in results.get("selection", {}).items():
+        if not isinstance(sel, dict) or sel.get("status") != "ok":
+            continue
+        method = key.split("|", 1)[1]
+        if sel.get("swept"):
+            source = "swept"
+        elif sel.get("given"):
+            source = sel.get("given_by") if sel.get("given_by") in ("--lr", "--lr-from") else "given"
+        else:
+            source = "default"
+        found.setdefault(source, set()).add(method)
+    return {src: _order(found[src]) for src in RATE_SOURCES if src in found}
+
+
+def selection_seed(results: dict) -> int:
+    """The training seed the validation runs used: the selection records' ``seed``, else the settings'
+    ``selection_seed``, else 0 (runs recorded before the selection seed was a setting used seed 0)."""
+    for sel in results.get("selection", {}).values():
+        if isinstance(sel, dict) and sel.get("status") == "ok" and isinstance(sel.get("seed"), int):
+            return sel["seed"]
+    return int(results.get("settings", {}).get("selection_seed", 0))
+
+
+def _threads(results: dict) -> Optional[int]:
+    """The run's torch threads: the setting, or (for 0, the library default) what the machine record says."""
+    threads = results.get("settings", {}).get("threads")
+    if not threads:
+        threads = results.get("machine", {}).get("torch_threads")
+    return threads if isinstance(threads, int) and threads > 0 else None
+
+
+def shared_cores(results: dict) -> Optional[bool]:
+    """Whether load beyond this run's own threads was measured: the 1-minute load average recorded at the start,
+    before any work (``machine.load_average_start[0]``), above the run's thread count. None when either was not
+    recorded."""
+    load, threads = results.get("machine", {}).get("load_average_start"), _threads(results)
+    if not load or not _finite(load[0]) or threads is None:
+        return None
+    return load[0] > threads
+
+
+def _names(methods: Sequence[str]) -> str:
+    labels = [registry.label(m) for m in methods]
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def _protocol(results: dict) -> str:
+    s = results.get("settings", {})
+    sources, seed = rate_sources(results), selection_seed(results)
+    parts = []
+    for src, methods in sources.items():
+        how = RATE_SOURCES[src].format(seed=seed, path=s.get("lr_from"))
+        who = "every method" if len(sources) == 1 else _names(methods)
+        parts.append(f"{who}: {how}")
+    rates = ("Protocol: the peak learning rate (and, for methods with circuit angles, the angles' rate ratio) of "
+             + "; ".join(parts) + "." if parts else "Protocol: no method has a recorded rate yet.")
+    return rates + " No test score enters this run's choices."
+
+
+def _seed_sentence(n_seeds: int) -> str:
+    """The seed-level check, worded for ``n_seeds``."""
+    if n_seeds < 2:
+        return ("the seed-level paired t interval (per-seed differences on all inputs, Student's t with seeds - 1 "
+                f"degrees of freedom), which needs 2 or more seeds: with {n_seeds} seed there is none, so no "
+                "difference can be called significant")
+    t = seed_level_factor(n_seeds) * math.sqrt(n_seeds)
+    return ("the seed-level paired t interval (per-seed differences on all inputs, Student's t with seeds - 1 "
+            f"degrees of freedom: with {n_seeds} seeds its half-width is t({n_seeds - 1}) = {t:.2f} / "
+            f"sqrt({n_seeds}) = {seed_level_factor(n_seeds):.2f} standard deviations of the per-seed differences, "
+            f"and the bootstrap's seed level draws only {math.comb(2 * n_seeds - 1, n_seeds)} distinct seed sets)")
+
+
+def seed_notice(n_seeds: int) -> Optional[str]:
+    """With fewer than 3 training seeds: which of the three checks can pass at that seed count (None from 3 on).
+    The same text ``qaa compare`` prints at its start."""
+    if n_seeds >= 3:
+        return None
+    if n_seeds < 2:
+        return (f"Only {n_seeds} training seed: there is no seed-level t interval, so the seed-level check cannot "
+                "pass and no difference can be called significant; the bootstrap interval and the p-value can "
+                "exclude 0, but they draw test inputs only (one seed has no seed variance to resample). Use 3 or "
+                "more seeds (the default) for verdicts.")
+    t = seed_level_factor(2) * math.sqrt(2)
+    return (f"Only 2 training seeds: the seed-level t interval is the mean of the two per-seed differences ± "
+            f"t(1) = {t:.2f} x sd / sqrt(2), i.e. ± {seed_level_factor(2):.2f} standard deviations of the per-seed "
+            f"differences: it excludes 0 only when the two per-seed differences have the same sign and differ by "
+            f"less than {200 / t:.1f}% of their mean, so the seed-level check passes only for a large, very "
+            "consistent effect; the bootstrap interval and the Holm-adjusted p can pass (the bootstrap draws "
+            "3 distinct seed sets). Use 3 or more seeds (the cpu and gpu presets' default) for verdicts.")
+
+
+def _budget(results: dict) -> str:
+    s = results.get("settings", {})
+    n = (s.get("steps") or 0) * (s.get("batch_size") or 0)
+    epochs = {t: n / i["train_pairs"] for t, i in results.get("tasks", {}).items()
+              if isinstance(i, dict) and i.get("train_pairs")}
+    text = f"the budget is {s.get('steps')} steps x {s.get('batch_size')} sequences = {n} sequences per run"
+    if epochs:
+        text += " (" + ", ".join(f"{e:.2f} epochs of {t}'s training pairs" for t, e in epochs.items()) + ")"
+        if all(e < 1 for e in epochs.values()):
+            text += ", so this measures early adaptation, not capacity"
+    return text
+
+
+def _defaults_caveat(results: dict) -> Optional[str]:
+    """The sentence on QAA's defaults: where they were set (the recorded provenance) and how many of this run's
+    test inputs, per task, are among the inputs they were judged on. None when QAA is not in the run."""
+    if not any(k.endswith(f"|{REFERENCE}") for k in results.get("selection", {})):
+        return None
+    prov = results.get("qaa_defaults") or QAA_DEFAULTS
+    judged = prov.get("judged_on") or []
+    where = (f"QAA's own defaults ({prov.get('what')}) were set in earlier runs on {prov.get('task')} (split seed "
+             f"{prov.get('split_seed')}; " + ", ".join(f"`{r['run']}`, {r['results']}" for r in prov.get("set_in", []))
+             + f"), judged on {len(judged)} held-out inputs")
+    counts, unknown = {}, []
+    for task, info in results.get("tasks", {}).items():
+        texts = info.get("test_input_texts") if isinstance(info, dict) else None
+        if texts is None:
+            unknown.append(task)
+        else:
+            counts[task] = (len(defaults_overlap(texts, prov)), len(texts))
+    overlapping = {t: c for t, c in counts.items() if c[0]}
+    if overlapping:
+        text = where + ": " + "; ".join(f"{k} of this run's {n} test inputs on {t} are among them" for t, (k, n)
+                                         in overlapping.items()) + " (their scores may favour QAA's defaults)"
+    elif counts:
+        text = where + f"; none of this run's test inputs ({', '.join(f'{n} on {t}' for t, (_, n) in counts.items())}) " \
+                       "is among them"
+    else:
+        text = where
+    if unknown:
+        text += f"; this run did not record its test inputs on {', '.join(unknown)}, so their overlap is unknown"
+    return text
+
+
+def _machine_line(results: dict) -> str:
+    s, m = results.get("settings", {}), results.get("machine", {})
+    threads, start, end = _threads(results), m.get("load_average_start"), m.get("load_average_end")
+    text = (f"Machine: {m.get('cpu_model', m.get('processor', '?'))}, {m.get('cpu_affinity', m.get('cpu_count'))} "
+            f"cores, device {m.get('device')}, torch threads {s.get('threads')}")
+    shared = shared_cores(results)
+    if shared is None:
+        text += "; no load average before the run's work was recorded, so other load on the cores is unknown"
+    elif shared:
+        text += (f"; the 1-minute load average at the start, before any work, was {start[0]:g}, above this run's "
+                 f"{threads} thread(s): other processes shared the cores, so step times and memory are "
+                 "indicative, not a benchmark (benchmarks/ has those)")
+    else:
+        text += (f"; the 1-minute load average at the start, before any work, was {start[0]:g}, not above this "
+                 f"run's {threads} thread(s): no other load was measured at the start")
+    if end:
+        text += f"; at the end {end[0]:g} (this run's own threads included)"
+    versions = ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items() if v)
+    return text + (f". Versions: {versions}." if versions else ".")
+
+
 def _header(results: dict) -> List[str]:
     s = results.get("settings", {})
-    m = results.get("machine", {})
-    seeds = ", ".join(str(x) for x in s.get("seeds", []))
+    seeds_list = list(s.get("seeds", []))
+    seeds = ", ".join(str(x) for x in seeds_list)
+    n_seeds = len(seeds_list)
     lines = ["# qaa compare: results", "",
              f"Model: {results.get('model_label', s.get('model'))}. Preset `{s.get('preset')}`: {s.get('steps')} "
              f"optimizer steps x {s.get('batch_size')} sequences per run (AdamW, 10% warm-up, linear decay to 10%, "
-             f"clipping 1.0); training seeds {seeds}; split seed {s.get('split_seed')} (train / validation / test "
-             f"disjoint by input).",
+             f"clipping 1.0); {n_seeds} training seed{'s' if n_seeds != 1 else ''} ({seeds}); split seed "
+             f"{s.get('split_seed')} (train / validation / test disjoint by input).",
              "",
-             "Protocol: each method's peak learning rate (and, for methods with circuit angles, the angles' rate "
-             "ratio) is chosen by the lowest teacher-forced **validation** NLL of training seed 0 "
-             "(grids below); no test score enters this run's choices. Each number is the mean over seeds ± the standard "
+             _protocol(results) + " Each number is the mean over seeds ± the standard "
              "deviation over seeds, with a 95% bootstrap interval in brackets (2000 replicates drawing both the "
              "test inputs and the training seeds with replacement). Differences with QAA are paired (the same "
              "drawn inputs and seeds for both methods; only methods with every seed scored). A difference is called "
-             "significant only when three checks reject 0: its bootstrap interval; the seed-level paired t interval "
-             "(per-seed differences on all inputs, Student's t with seeds - 1 degrees of freedom: with 3 seeds the "
-             "bootstrap's seed level is coarse); and the bootstrap p-value after Holm's adjustment over the "
+             "significant only when three checks reject 0: its bootstrap interval; " + _seed_sentence(n_seeds)
+             + "; and the bootstrap p-value after Holm's adjustment over the "
              "comparisons of its table. *n.s.*: the bootstrap interval includes 0; *n.s.†*: it excludes 0 but "
              "another check does not. Test NLL: per test "
              "input, nats per target token over all its references, averaged over inputs (lower is better); "
@@ -220,18 +399,27 @@ def _header(results: dict) -> List[str]:
              f"reference) and {BERTSCORE_LABEL} (F1 with all-MiniLM-L6-v2, not comparable with roberta-large "
              "BERTScore) are 0-100, higher is better.",
              "",
-             "Read with care: training seed 0 of every method is the run that won its validation sweep (a mild "
-             "selection effect in its favour, larger for methods whose sweep tried more configurations: QAA's "
-             "includes the angle-rate ratio); the budget is short (the preset's steps x sequences, a fraction of "
-             "an epoch), so this measures early adaptation, not capacity; QAA's own defaults (ansatz, layers, "
-             "init, the centre of its rate grid) were set in earlier `qaa finetune` runs on split seed 0, whose "
-             "test inputs are these (a fresh `--split-seed` avoids that).",
-             "",
-             f"Machine: {m.get('cpu_model', m.get('processor', '?'))}, {m.get('cpu_affinity', m.get('cpu_count'))} "
-             f"cores, device {m.get('device')}, torch threads {s.get('threads')}; load average at the start "
-             f"{m.get('load_average_start')}, at the end {m.get('load_average_end')} (other processes shared the "
-             "cores: step times and memory are indicative, not a benchmark; benchmarks/ has those). Versions: "
-             + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items() if v) + "."]
+             NLL_LINE]
+    notice = seed_notice(n_seeds)
+    if notice:
+        lines += ["", "**Seeds.** " + notice]
+    caveats = []
+    sources, sel_seed = rate_sources(results), selection_seed(results)
+    swept = sources.get("swept", [])
+    if swept and sel_seed in seeds_list:
+        angles = ": QAA's includes the angle-rate ratio" if REFERENCE in swept else ""
+        who = "every method" if len(sources) == 1 else _names(swept)
+        caveats.append(f"training seed {sel_seed} of {who} is the run that won its validation sweep (a mild "
+                       "selection effect in its favour, larger for methods whose sweep tried more configurations"
+                       f"{angles})")
+    elif swept:
+        caveats.append(f"the sweeps trained with selection seed {sel_seed}, which is not one of the final seeds, so "
+                       "no final run was kept for having won its sweep")
+    caveats.append(_budget(results))
+    defaults = _defaults_caveat(results)
+    if defaults:
+        caveats.append(defaults)
+    lines += ["", "Read with care: " + "; ".join(caveats) + ".", "", _machine_line(results)]
     excluded = s.get("excluded") or {}
     for method, why in excluded.items():
         lines += ["", f"Not run in this preset: **{registry.label(method)}**. {why}"]
@@ -239,7 +427,8 @@ def _header(results: dict) -> List[str]:
 
 
 def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
-    lines = ["", "Learning-rate selection (validation NLL of training seed 0; chosen in bold):", "",
+    lines = ["", f"Learning-rate selection (validation NLL of training seed {selection_seed(results)}; chosen in bold):",
+             "",
              "| method | rate (angle ratio): validation NLL | chosen |", "|---|---|---|"]
     for method, e in entries.items():
         sel = e.get("selection")
@@ -254,7 +443,12 @@ def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
             text = _lr(g["lr"]) + (f" (x{g['theta_lr_ratio']:g})" if g.get("theta_lr_ratio", 1.0) != 1.0 else "")
             chosen = g["lr"] == sel["lr"] and g.get("theta_lr_ratio", 1.0) == sel.get("theta_lr_ratio", 1.0)
             cells.append(f"**{text}: {val}**" if chosen else f"{text}: {val}")
-        note = "" if sel.get("swept") else (" (given)" if sel.get("given") else " (default, no sweep)")
+        if sel.get("swept"):
+            note = ""
+        elif sel.get("given"):
+            note = f" (given by `{sel['given_by']}`)" if sel.get("given_by") else " (given)"
+        else:
+            note = " (default, no sweep)"
         rates = [g["lr"] for g in sel.get("grid", [])]
         if sel.get("swept") and rates and sel["lr"] in (min(rates), max(rates)):
             note += " (on the widened grid's edge: a better rate may lie beyond)"
@@ -315,7 +509,9 @@ def _paired_diffs(entries: dict, pairs, n_seeds: int) -> Dict[tuple, Dict[str, I
     return diffs
 
 
-def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
+def _diff_table(task: str, entries: dict, diffs: dict, winner_seed: Optional[int] = None) -> List[str]:
+    """QAA minus each method and the three checks behind each cell. ``winner_seed``: the final seed that is the
+    swept methods' validation-sweep run (None when no final run is one; then nothing is said of it)."""
     if REFERENCE not in entries or not entries[REFERENCE]["evals"]:
         return ["", "QAA has no scored run on this task yet: no differences."]
     if not diffs:
@@ -330,8 +526,10 @@ def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
         lines.append(f"| {registry.label(method)} | " + " | ".join(_diff(d.get(k), _digits(k)) for k in DIFF_METRICS)
                      + " |")
     seeds = ", ".join(str(e["seed"]) for e in entries[REFERENCE]["evals"])
+    winner = (f"; training seed {winner_seed} is the swept methods' sweep-winning run" if winner_seed is not None
+              else "")
     lines += ["", "The three checks behind each cell (per seed: the difference on all test inputs for each "
-                  f"training seed ({seeds}; training seed 0 is the sweep's winning run); seed-level: their mean ± "
+                  f"training seed ({seeds}{winner}); seed-level: their mean ± "
                   "t(seeds - 1) sd / sqrt(seeds); p: bootstrap two-sided p-value, then Holm-adjusted):", "",
               "| QAA − method | metric | per seed | bootstrap 95% | seed-level 95% | p | Holm p | significant |",
               "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -344,7 +542,7 @@ def _diff_table(task: str, entries: dict, diffs: dict) -> List[str]:
             seed = f"[{f(iv.seed_lo)}, {f(iv.seed_hi)}]" if iv.seed_lo is not None else "-"
             per_seed = "; ".join(map(f, iv.seed_diffs)) if iv.seed_diffs else "-"
             lines.append(f"| {registry.label(method)} | {METRICS[key].label} | {per_seed} | [{f(iv.lo)}, {f(iv.hi)}] | "
-                         f"{seed} | {iv.p:.3f} | {iv.p_adjusted:.3f} | {'yes' if iv.significant() else 'no'} |")
+                         f"{seed} | {format_p(iv.p)} | {format_p(iv.p_adjusted)} | {'yes' if iv.significant() else 'no'} |")
     return lines
 
 
@@ -554,7 +752,9 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         others = [m for m in entries if m not in (REFERENCE, registry.BASE)]
         pairs = _paired_diffs(entries, [(REFERENCE, m) for m in others], len(settings.get("seeds", [])))
         diffs = {b: d for (_, b), d in pairs.items()}
-        lines += _diff_table(task, entries, diffs)
+        sel_seed = selection_seed(results)
+        winner = sel_seed if rate_sources(results).get("swept") and sel_seed in settings.get("seeds", []) else None
+        lines += _diff_table(task, entries, diffs, winner)
         lines += _length_flags(entries, diffs, intervals)
         lines += _extra_metrics(entries, settings, intervals, others)
         lines += _verdicts(entries, diffs)

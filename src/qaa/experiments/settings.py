@@ -101,7 +101,8 @@ class CompareSettings:
         file the given rates were read from. data: a user's copy of the task's files (``--data``; None: the
         vendored releases). selection_seed: the training seed of the learning-rate sweeps (when it is one of
         ``seeds``, that final run is the sweep's own). curve_points / curve_pairs: validation-NLL checkpoints per
-        run and the validation pairs they score (0: none).
+        run and the validation pairs they score (0: none). lr_given_by: per method in ``lr``, the option that
+        gave its rate (``"--lr"`` or ``"--lr-from"``; ``--lr`` wins where both name a method).
     """
 
     preset: str
@@ -138,6 +139,7 @@ class CompareSettings:
     selection_seed: int = 0
     curve_points: int = 0
     curve_pairs: int = 0
+    lr_given_by: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def methods_for(self, task: str) -> Tuple[str, ...]:
         return self.methods[task]
@@ -334,7 +336,10 @@ def resolve_settings(args) -> CompareSettings:
         lr, ratio = _rates_from(str(get("lr_from")), every, tasks,
                                 {"split_seed": split_seed, "val_fraction": val_fraction,
                                  "test_fraction": test_fraction})
-    lr.update({m: v for m, v in _parse_lr(get("lr")).items()})
+    given_by = {m: "--lr-from" for m in lr}
+    from_command_line = _parse_lr(get("lr"))
+    lr.update(from_command_line)
+    given_by.update({m: "--lr" for m in from_command_line})
     select = get("select_lr")
     select_lr = bool(preset["select_lr"] if select is None else select)
     max_widen = get("max_widen")
@@ -371,7 +376,7 @@ def resolve_settings(args) -> CompareSettings:
         progress=not get("no_progress", False), out=str(get("out") or "runs/compare"),
         lr_from=str(get("lr_from")) if get("lr_from") else None, eval_size_given=get("eval_size") is not None,
         data=data_dir, selection_seed=selection_seed, curve_points=int(preset.get("curve_points", 0)),
-        curve_pairs=int(preset.get("curve_pairs", 0)))
+        curve_pairs=int(preset.get("curve_pairs", 0)), lr_given_by=given_by)
 
 
 #: Validation share ``qaa finetune`` holds out by default (``--val-fraction``).

@@ -33,7 +33,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 __all__ = ["Interval", "MetricSpec", "estimate", "bootstrap", "paired_difference", "holm", "signed", "verdict",
-           "mean_reduce", "N_BOOT", "BOOT_SEED", "ALPHA"]
+           "mean_reduce", "format_p", "seed_level_factor", "N_BOOT", "BOOT_SEED", "ALPHA"]
 
 #: Bootstrap replicates and generator seed used by the reports.
 N_BOOT = 2000
@@ -215,6 +215,35 @@ def signed(x: float, digits: int = 2) -> str:
     return f"{x:+.{digits}f}"
 
 
+def format_p(p: float) -> str:
+    """A p-value as printed: three decimals, and ``"< 0.001"`` below 0.001 (a bootstrap of :data:`N_BOOT`
+    replicates resolves no finer; ``"0.000"`` would claim a p of zero).
+
+    Raises:
+        ValueError: ``p`` outside [0, 1] or not a number.
+    """
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"a p-value must be a number in [0, 1], got {p!r}")
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def seed_level_factor(n_seeds: int, level: float = 0.95) -> float:
+    """Half-width of the seed-level paired t interval with ``n_seeds`` seeds, in units of the standard deviation
+    of the per-seed differences: ``t(n_seeds - 1, (1 + level) / 2) / sqrt(n_seeds)`` (12.71 / sqrt(2) = 8.98 for
+    2 seeds, 4.30 / sqrt(3) = 2.48 for 3).
+
+    Raises:
+        ValueError: ``n_seeds`` < 2 (there is no interval) or ``level`` outside (0, 1).
+    """
+    from scipy.stats import t as student_t
+
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 2:
+        raise ValueError(f"a seed-level interval needs 2 or more seeds, got {n_seeds!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return float(student_t.ppf((1 + level) / 2, n_seeds - 1) / np.sqrt(n_seeds))
+
+
 def verdict(a: str, b: str, spec: MetricSpec, diff: Interval, digits: int = 2) -> str:
     """One sentence on ``a - b`` for a metric, generated from the interval: which method is better when
     :meth:`Interval.significant`, else "no significant difference" (naming the checks that include 0 when the
@@ -224,7 +253,7 @@ def verdict(a: str, b: str, spec: MetricSpec, diff: Interval, digits: int = 2) -
     if diff.seed_lo is not None:
         text += f"; seed-level [{f(diff.seed_lo)}, {f(diff.seed_hi)}]"
     if diff.p_adjusted is not None:
-        text += f"; Holm-adjusted p {diff.p_adjusted:.3f}"
+        text += f"; Holm-adjusted p {format_p(diff.p_adjusted)}"
     text += ")"
     if diff.significant():
         a_better = (diff.value > 0) == spec.higher_is_better
@@ -236,9 +265,9 @@ def verdict(a: str, b: str, spec: MetricSpec, diff: Interval, digits: int = 2) -
         elif not diff.seeds_exclude_zero():
             reasons.append("the seed-level interval includes 0")
         if diff.p_adjusted is not None and not diff.p_adjusted < ALPHA:
-            reasons.append(f"the Holm-adjusted p is {diff.p_adjusted:.3f}")
+            reasons.append(f"the Holm-adjusted p is {format_p(diff.p_adjusted)}")
         elif diff.p_adjusted is None and (diff.p is None or not diff.p < ALPHA):
-            reasons.append("there is no p-value below 0.05" if diff.p is None else f"the p-value is {diff.p:.3f}")
+            reasons.append("there is no p-value below 0.05" if diff.p is None else f"the p-value is {format_p(diff.p)}")
         return f"{text}: no significant difference (the bootstrap interval excludes 0, but " \
                + " and ".join(reasons) + ")."
     return f"{text}: no significant difference."

@@ -170,6 +170,23 @@ def _config_digest(meta: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+def _safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """safetensors bytes of ``tensors`` whose header lists ``metadata`` with its keys sorted and the tensors in
+    data order, so identical inputs give identical bytes (safetensors 0.8's writer emits the metadata from a
+    hash map, in an order that changes from process to process). The header is padded with spaces to a multiple
+    of 8 bytes, as safetensors' writer does; the tensor data are safetensors' own."""
+    from safetensors.torch import save
+
+    blob = save(dict(tensors), metadata=dict(metadata))
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__", {}).items()))}
+    ordered.update(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"][0], kv[0])))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
+
+
 def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, torch.Tensor]) -> None:
     """Write an adapter folder (layout in the module docstring).
 
@@ -183,8 +200,6 @@ def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, to
     ``meta`` must hold ``peft_type``; ``format_version`` and the digests are added. Tensors are saved as given
     (moved to the CPU, made contiguous). Raises ValueError for a ``meta`` without ``peft_type``.
     """
-    from safetensors.torch import save_file
-
     if "peft_type" not in meta:
         raise ValueError("adapter metadata needs a 'peft_type'")
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -199,7 +214,13 @@ def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, to
         with open(p, "w", encoding="utf-8") as f:
             f.write(meta_json + "\n")
 
-    atomic_write_files(directory, {ADAPTER_WEIGHTS: lambda p: save_file(cpu, p, metadata=file_meta),
+    weights = _safetensors_bytes(cpu, file_meta)
+
+    def write_weights(p: str) -> None:
+        with open(p, "wb") as f:
+            f.write(weights)
+
+    atomic_write_files(directory, {ADAPTER_WEIGHTS: write_weights,
                                    ADAPTER_CONFIG: write_json})
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 import inspect
 import os
 import types
+import contextlib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,16 @@ from ..utils import find_targets, normalise_targets
 
 __all__ = ["attach_lora", "attach_prefix", "prefix_kv_layout", "prefix_kv_from_tokens", "save_peft_adapter",
            "load_peft_adapter"]
+
+
+@contextlib.contextmanager
+def _peft_wraps():
+    """Around peft's ``PeftModel`` construction only: peft 0.21.2's ``PeftModel.__init__`` reads
+    ``model.is_gradient_checkpointing``, which transformers 5.25.0 deprecated with a FutureWarning ("use
+    ``is_activation_checkpointing``") on every read; that one warning is silenced here, nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def attach_lora(model: nn.Module, target_modules: str | Sequence[str] = ("q_proj", "v_proj"), r: int = 8,
@@ -73,7 +85,8 @@ def attach_lora(model: nn.Module, target_modules: str | Sequence[str] = ("q_proj
     find_targets(model, targets)  # clear error with candidates before peft's own
     config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=alpha, lora_dropout=dropout,
                         target_modules=targets if isinstance(targets, str) else list(targets), bias="none")
-    return get_peft_model(model, config)
+    with _peft_wraps():
+        return get_peft_model(model, config)
 
 
 def prefix_kv_layout(model_config: Any) -> dict[str, int]:
@@ -203,7 +216,8 @@ def attach_prefix(model: nn.Module, num_virtual_tokens: int = 16,
     config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=num_virtual_tokens,
                                 num_layers=layout["num_layers"], token_dim=layout["token_dim"],
                                 num_attention_heads=layout["num_kv_heads"], prefix_projection=False)
-    peft_model = get_peft_model(model, config)
+    with _peft_wraps():
+        peft_model = get_peft_model(model, config)
     got = peft_model.active_peft_config
     if (got.token_dim, got.num_attention_heads, got.num_layers) != (
             layout["token_dim"], layout["num_kv_heads"], layout["num_layers"]):
@@ -302,7 +316,8 @@ def load_peft_adapter(base_model: nn.Module, adapter_dir: str | os.PathLike, is_
     d = Path(adapter_dir)
     if not (d / "adapter_config.json").is_file():
         raise FileNotFoundError(f"no peft adapter_config.json in {d}")
-    model = PeftModel.from_pretrained(base_model, str(d), is_trainable=is_trainable)
+    with _peft_wraps():
+        model = PeftModel.from_pretrained(base_model, str(d), is_trainable=is_trainable)
     if model.active_peft_config.peft_type == PeftType.PREFIX_TUNING:
         _install_prefix_generation(model)
     return model
