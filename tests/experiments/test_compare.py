@@ -432,6 +432,61 @@ def test_every_run_failing_is_an_error(tiny_model_dir, fake_tasks, tmp_path, mon
         run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="bias", seeds="0"))
 
 
+@pytest.mark.parametrize("seeds, warned", [("0", True), ("0,1", True), ("0,1,2", False)])
+def test_fewer_than_three_seeds_warn_at_the_start(seeds, warned, fake_tasks, tmp_path, capsys):
+    """The warning comes before anything is loaded (the model folder here does not exist)."""
+    with pytest.raises(FileNotFoundError):
+        run_compare(_args(model=str(tmp_path / "no-model"), tasks="e2e", methods="bias", seeds=seeds,
+                          out=str(tmp_path / "out"), select_lr=False))
+    err = capsys.readouterr().err
+    assert ("qaa compare: warning: Only" in err) == warned
+    if seeds == "0,1":
+        assert "t(1) = 12.71" in err and "less than 15.7% of their mean" in err
+
+
+def test_given_rates_and_two_seeds_report_only_what_is_true(tiny_model_dir, fake_tasks, tmp_path):
+    """The run of the report's first reader: two seeds, every rate given on the command line."""
+    import statistics
+
+    from transformers import AutoTokenizer
+
+    from qaa.experiments.pipeline import load_splits
+
+    results = run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="qaa,lora", lr="qaa=0.01,lora=0.009"))
+    md = (tmp_path / "results.md").read_text()
+    for false in ("won its validation sweep", "sweep-winning", "chosen by the lowest teacher-forced",
+                  "with 3 seeds", "whose test inputs are these", "0.000 |"):
+        assert false not in md, false
+    for true in ("every method: given on the command line (`--lr`), not chosen by this run",
+                 "2 training seeds (0, 1)", "**Seeds.** Only 2 training seeds", "(given by `--lr`)",
+                 report_nll_line()):
+        assert true in md, true
+    for key in ("e2e|qaa", "e2e|lora"):
+        sel = results["selection"][key]
+        assert sel["given"] and sel["given_by"] == "--lr" and not sel["swept"]
+    assert results["qaa_defaults"]["task"] == "e2e_nlg" and len(results["qaa_defaults"]["judged_on"]) == 43
+    assert results["machine"]["load_average_start"] is not None
+    # one headline NLL: metrics.nll is the mean of the per-input NLLs; the token-weighted one has its own name,
+    # recomputed here from each input's target tokens (reference + eos) over all its references
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    s = results["settings"]
+    test = load_splits("e2e", s["split_seed"], s["val_fraction"], s["test_fraction"]).test
+    tokens = [sum(len(tok(" " + r.strip(), add_special_tokens=False)["input_ids"]) + 1 for r in e.references)
+              for e in test]
+    evals = [ev for ev in results["evals"].values() if ev.get("method") in ("qaa", "lora")]
+    assert len(evals) == 4
+    for ev in evals:
+        assert ev["metrics"]["nll"] == pytest.approx(statistics.fmean(ev["nll"]), rel=1e-12)
+        weighted = sum(n * t for n, t in zip(ev["nll"], tokens)) / sum(tokens)
+        assert ev["metrics"]["nll_token_weighted"] == pytest.approx(weighted, rel=1e-9)
+
+
+def report_nll_line() -> str:
+    from qaa.experiments.report import NLL_LINE
+
+    return NLL_LINE
+
+
 @pytest.mark.slow
 def test_compare_smoke_preset_end_to_end(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -446,3 +501,8 @@ def test_compare_smoke_preset_end_to_end(tmp_path):
     lora = next(r for r in results["runs"].values() if r["method"] == "lora")
     assert lora["trainable_params"] == 30 * 8 * ((576 + 576) + (576 + 192))   # SmolLM2-135M q/v, r=8
     assert (out / "results.md").read_text().startswith("# qaa compare: results")
+    # --no-progress silences every bar (model loading and conversion included); no FutureWarning from peft's
+    # read of is_gradient_checkpointing; the one-seed preset is warned about at the start
+    for text in ("Loading weights", "Writing model shards", "de-quantizing", "it/s]", "is_gradient_checkpointing"):
+        assert text not in proc.stderr and text not in proc.stdout, text
+    assert "qaa compare: warning: Only 1 training seed" in proc.stderr

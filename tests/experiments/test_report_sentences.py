@@ -1,0 +1,171 @@
+"""Every conditional sentence of ``results.md`` appears exactly where the run's record makes it true.
+
+Reports are built from recorded runs (results dicts shaped as :func:`qaa.experiments.compare.run_compare` writes
+them, with constructed per-input NLLs) of each kind: rates swept, given by ``--lr``, read by ``--lr-from`` or left
+at their defaults; 2 or 3 seeds; the sweep's seed among the final seeds or apart; test inputs that overlap the
+inputs QAA's defaults were judged on or fresh ones; a start-of-run load above or within the run's threads.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from qaa.experiments import report
+from qaa.experiments.provenance import QAA_DEFAULTS, canonical_input, defaults_overlap
+from qaa.experiments.stats import format_p, seed_level_factor
+
+#: Two of the MRs QAA's defaults were judged on, in the E2E CSV form (the record holds the GEM form).
+JUDGED = ["name[Cocum], eatType[coffee shop], near[The Rice Boat]",
+          "name[Strada], eatType[coffee shop], area[city centre]"]
+#: MRs that are not among them.
+FRESH = [f"name[Place {i}], eatType[pub], area[riverside]" for i in range(8)]
+
+
+def _record(kind: str, seeds, overlap: bool, selection_seed: int = 100, load_start=(0.4, 0.3, 0.2),
+            threads: int = 1, lr_from: str = "earlier/results.json") -> dict:
+    """A two-method (QAA, LoRA) results dict on task e2e with 8 test inputs."""
+    texts = (JUDGED + FRESH[:6]) if overlap else FRESH
+    rng = np.random.default_rng(len(seeds))
+    qaa = rng.normal(1.5, 0.05, size=(len(seeds), 8))
+    arrays = {"qaa": qaa, "lora": qaa + 0.5}  # LoRA worse by 0.5 nats on every input and seed: p = 0
+    selection, evals = {}, {}
+    for method, nll in arrays.items():
+        lr = 0.01 if method == "qaa" else 0.009
+        selection[f"e2e|{method}"] = {
+            "status": "ok", "lr": lr, "theta_lr_ratio": 1.0, "seed": selection_seed,
+            "swept": kind == "swept", "given": kind in ("--lr", "--lr-from"),
+            "given_by": kind if kind in ("--lr", "--lr-from") else None,
+            "grid": [{"lr": lr, "theta_lr_ratio": 1.0, "val_nll": 1.4, "status": "ok"}]}
+        for i, seed in enumerate(seeds):
+            evals[f"e2e|{method}|lr={lr:.6g}|ratio=1|seed={seed}"] = {
+                "status": "ok", "task": "e2e", "method": method, "lr": lr, "theta_lr_ratio": 1.0, "seed": seed,
+                "nll": nll[i].tolist(), "scores": {}}
+    return {"settings": {"tasks": ["e2e"], "seeds": list(seeds), "selection_seed": selection_seed,
+                         "steps": 32, "batch_size": 4, "split_seed": 1, "threads": threads, "preset": "cpu",
+                         "lr_from": lr_from if kind == "--lr-from" else None},
+            "machine": {"load_average_start": list(load_start) if load_start else None,
+                        "load_average_end": [1.02, 0.9, 0.8], "torch_threads": threads, "cpu_affinity": 2},
+            "qaa_defaults": QAA_DEFAULTS,
+            "tasks": {"e2e": {"train_pairs": 400, "test_inputs": 8, "test_input_texts": texts}},
+            "selection": selection, "evals": evals, "runs": {}}
+
+
+def _markdown(results: dict, tmp_path) -> str:
+    return report.write_markdown(results, tmp_path / "results.md").read_text(encoding="utf-8")
+
+
+KINDS = ("swept", "--lr", "--lr-from", "default")
+
+
+@pytest.mark.parametrize("kind, n_seeds, overlap", list(itertools.product(KINDS, (2, 3), (True, False))))
+def test_each_conditional_sentence_appears_exactly_where_it_is_true(kind, n_seeds, overlap, tmp_path):
+    seeds = list(range(n_seeds))
+    md = _markdown(_record(kind, seeds, overlap, selection_seed=0), tmp_path)
+    swept = kind == "swept"
+    # how the rates were set: one wording per source, and only the true one
+    assert ("chosen by the lowest teacher-forced **validation** NLL of runs with training seed 0" in md) == swept
+    assert ("given on the command line (`--lr`), not chosen by this run" in md) == (kind == "--lr")
+    assert ("(`--lr-from earlier/results.json`" in md) == (kind == "--lr-from")
+    assert ("learning-rate selection was off in this run" in md) == (kind == "default")
+    # the sweep's winner: named only when a sweep ran and its seed is a final seed (here seed 0 is)
+    assert ("training seed 0 of every method is the run that won its validation sweep" in md) == swept
+    assert ("sweep-winning run" in md) == swept
+    # the seed count as run, and the seed-level check's width at that count (t(1) = 12.706, t(2) = 4.303)
+    assert f"{n_seeds} training seeds ({', '.join(map(str, seeds))})" in md
+    assert ("t(1) = 12.71 / sqrt(2) = 8.98 standard deviations" in md) == (n_seeds == 2)
+    assert ("t(2) = 4.30 / sqrt(3) = 2.48 standard deviations" in md) == (n_seeds == 3)
+    assert ("**Seeds.** Only 2 training seeds" in md) == (n_seeds == 2)
+    assert "with 3 seeds the bootstrap's seed level is coarse" not in md
+    # QAA's defaults: the warning only where test inputs are among the inputs they were judged on
+    assert ("2 of this run's 8 test inputs on e2e are among them (their scores may favour QAA's defaults)"
+            in md) == overlap
+    assert ("none of this run's test inputs (8 on e2e) is among them" in md) == (not overlap)
+    assert "whose test inputs are these" not in md
+    # p-values: LoRA is 0.5 nats worse on every drawn input, so every replicate is one-sided: p = 0
+    assert "| < 0.001 | < 0.001 |" in md and "0.000" not in md
+    assert "Holm-adjusted p < 0.001" in md
+
+
+def test_a_sweep_apart_from_the_final_seeds_names_no_winner(tmp_path):
+    md = _markdown(_record("swept", [0, 1, 2], False, selection_seed=100), tmp_path)
+    assert "runs with training seed 100" in md
+    assert "the sweeps trained with selection seed 100, which is not one of the final seeds" in md
+    assert "won its validation sweep" not in md and "sweep-winning" not in md
+    assert "validation NLL of training seed 100; chosen in bold" in md
+
+
+def test_given_and_swept_methods_in_one_run_are_each_named(tmp_path):
+    results = _record("swept", [0, 1, 2], False, selection_seed=0)
+    results["selection"]["e2e|lora"].update(swept=False, given=True, given_by="--lr")
+    md = _markdown(results, tmp_path)
+    assert "QAA: chosen by the lowest teacher-forced **validation** NLL" in md
+    assert "LoRA r=8: given on the command line (`--lr`)" in md
+    assert "training seed 0 of QAA is the run that won its validation sweep" in md
+    assert "| LoRA r=8 | " in md and "(given by `--lr`)" in md
+
+
+@pytest.mark.parametrize("load, threads, torch_threads, shared", [
+    ((1.0, 0.9, 0.8), 1, 1, False),    # the load of one busy thread: this run's own, nothing else
+    ((1.4, 1.0, 0.9), 1, 1, True),     # beyond one thread: other processes
+    ((1.9, 1.5, 1.0), 0, 2, False),    # threads 0: the library default the machine recorded (2)
+    ((2.5, 2.0, 1.0), 0, 2, True),
+    (None, 1, 1, None),                # not recorded: nothing claimed either way
+])
+def test_shared_cores_only_when_load_beyond_the_runs_threads_was_measured(load, threads, torch_threads, shared,
+                                                                       tmp_path):
+    results = _record("--lr", [0, 1, 2], False, load_start=load, threads=threads)
+    results["machine"]["torch_threads"] = torch_threads
+    assert report.shared_cores(results) is shared
+    md = _markdown(results, tmp_path)
+    assert ("other processes shared the cores" in md) == (shared is True)
+    assert ("no other load was measured at the start" in md) == (shared is False)
+    assert ("other load on the cores is unknown" in md) == (shared is None)
+
+
+def test_one_seed_says_no_difference_can_be_significant(tmp_path):
+    md = _markdown(_record("--lr", [0], False), tmp_path)
+    assert "1 training seed (0)" in md
+    assert "with 1 seed there is none, so no difference can be called significant" in md
+    assert "**Seeds.** Only 1 training seed" in md
+
+
+def test_the_report_names_its_nll_once(tmp_path):
+    md = _markdown(_record("--lr", [0, 1, 2], False), tmp_path)
+    assert md.count(report.NLL_LINE) == 1
+    assert "`metrics.nll_token_weighted`" in md
+
+
+def test_seed_notice_widths_match_student_t():
+    # t(1, 0.975) = 12.7062, t(2, 0.975) = 4.3027 (tables); the half-widths in sd units are t / sqrt(S)
+    assert seed_level_factor(2) == pytest.approx(12.7062 / 2 ** 0.5, abs=1e-4)
+    assert seed_level_factor(3) == pytest.approx(4.3027 / 3 ** 0.5, abs=1e-4)
+    assert report.seed_notice(3) is None and report.seed_notice(5) is None
+    two = report.seed_notice(2)
+    # two per-seed differences a, b: |a + b| / 2 > 12.706 |a - b| / 2 iff |a - b| < (2 / 12.706) |mean|
+    assert "less than 15.7% of their mean" in two and "8.98 standard deviations" in two
+    assert "cannot pass" in report.seed_notice(1)
+    with pytest.raises(ValueError, match="2 or more seeds"):
+        seed_level_factor(1)
+
+
+def test_p_values_below_a_thousandth_print_as_such():
+    assert format_p(0.0) == "< 0.001" and format_p(0.00099) == "< 0.001"
+    assert format_p(0.001) == "0.001" and format_p(0.0456) == "0.046" and format_p(1.0) == "1.000"
+    for bad in (-0.1, 1.5, float("nan"), "0.1", None):
+        with pytest.raises(ValueError, match="p-value"):
+            format_p(bad)
+
+
+def test_defaults_overlap_compares_mrs_as_slot_sets():
+    judged = QAA_DEFAULTS["judged_on"]
+    assert len(judged) == 43 and "name: Cocum, eatType: coffee shop, near: The Rice Boat" in judged
+    # the E2E CSV form of one of them, slots reordered, matches; a changed value does not
+    assert canonical_input("near[The Rice Boat], name[Cocum], eatType[coffee shop]") == \
+        canonical_input("name: Cocum, eatType: coffee shop, near: The Rice Boat")
+    assert defaults_overlap(["name[Cocum], eatType[pub], near[The Rice Boat]", JUDGED[0], "(a | b | c)"]) == [1]
+    with pytest.raises(ValueError, match="judged_on"):
+        defaults_overlap(JUDGED, {"task": "e2e_nlg"})
+    with pytest.raises(TypeError, match="string"):
+        canonical_input(None)
