@@ -120,6 +120,8 @@ def test_shared_cores_only_when_load_beyond_the_runs_threads_was_measured(load, 
     assert report.shared_cores(results) is shared
     md = _markdown(results, tmp_path)
     assert ("other processes shared the cores" in md) == (shared is True)
+    if load is not None:
+        assert f"before any work, was {load[0]:.2f}" in md and "at the end 1.02" in md
     assert ("no other load was measured at the start" in md) == (shared is False)
     assert ("other load on the cores is unknown" in md) == (shared is None)
 
@@ -132,9 +134,17 @@ def test_one_seed_says_no_difference_can_be_significant(tmp_path):
 
 
 def test_the_report_names_its_nll_once(tmp_path):
-    md = _markdown(_record("--lr", [0, 1, 2], False), tmp_path)
+    results = _record("--lr", [0, 1, 2], False)
+    for ev in results["evals"].values():
+        ev["metrics"] = {"nll": float(np.mean(ev["nll"])), "nll_token_weighted": 1.23}
+    md = _markdown(results, tmp_path)
     assert md.count(report.NLL_LINE) == 1
     assert "`metrics.nll_token_weighted`" in md
+    # an older record (its metrics.nll token-weighted, no nll_token_weighted): the report says so instead
+    for ev in results["evals"].values():
+        ev["metrics"] = {"nll": 1.23}
+    md = _markdown(results, tmp_path)
+    assert report.NLL_LINE not in md and "its `metrics.nll` is token-weighted" in md
 
 
 def test_seed_notice_widths_match_student_t():

@@ -363,16 +363,28 @@ def _machine_line(results: dict) -> str:
     if shared is None:
         text += "; no load average before the run's work was recorded, so other load on the cores is unknown"
     elif shared:
-        text += (f"; the 1-minute load average at the start, before any work, was {start[0]:g}, above this run's "
+        text += (f"; the 1-minute load average at the start, before any work, was {start[0]:.2f}, above this run's "
                  f"{threads} thread(s): other processes shared the cores, so step times and memory are "
                  "indicative, not a benchmark (benchmarks/ has those)")
     else:
-        text += (f"; the 1-minute load average at the start, before any work, was {start[0]:g}, not above this "
+        text += (f"; the 1-minute load average at the start, before any work, was {start[0]:.2f}, not above this "
                  f"run's {threads} thread(s): no other load was measured at the start")
     if end:
-        text += f"; at the end {end[0]:g} (this run's own threads included)"
+        text += f"; at the end {end[0]:.2f} (this run's own threads included)"
     versions = ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items() if v)
     return text + (f". Versions: {versions}." if versions else ".")
+
+
+def _nll_line(results: dict) -> str:
+    """:data:`NLL_LINE`, or, for evaluations recorded before ``metrics.nll`` was the per-input mean (their
+    metrics hold no ``nll_token_weighted``), the line that says their ``metrics.nll`` is the token-weighted one."""
+    evals = [e for e in results.get("evals", {}).values() if isinstance(e, dict) and e.get("status") == "ok"]
+    if all("nll_token_weighted" in e.get("metrics", {}) for e in evals):
+        return NLL_LINE
+    return ("Test NLL in this report: the mean over test inputs of each input's NLL (nats per target token over all "
+            "its references), the quantity the bootstrap resamples. This run's results.json was recorded before "
+            "that was the name's meaning: its `metrics.nll` is token-weighted (every target token of every input "
+            "weighted equally), not the report's.")
 
 
 def _header(results: dict) -> List[str]:
@@ -399,7 +411,7 @@ def _header(results: dict) -> List[str]:
              f"reference) and {BERTSCORE_LABEL} (F1 with all-MiniLM-L6-v2, not comparable with roberta-large "
              "BERTScore) are 0-100, higher is better.",
              "",
-             NLL_LINE]
+             _nll_line(results)]
     notice = seed_notice(n_seeds)
     if notice:
         lines += ["", "**Seeds.** " + notice]
