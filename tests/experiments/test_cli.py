@@ -103,7 +103,7 @@ def test_target_modules_typo_fails_before_the_base_evaluation(tmp_path, monkeypa
     import qaa.experiments.finetune
     from support import tiny_llama
 
-    monkeypatch.setattr(qaa.experiments.finetune, "load_base_model", lambda name: tiny_llama())
+    monkeypatch.setattr(qaa.experiments.finetune, "load_base_model", lambda name, progress=True: tiny_llama())
 
     def no_eval(*a, **k):
         raise AssertionError("the base model must not be evaluated")
