@@ -98,3 +98,25 @@ def test_stability_table_counts():
     row = [line for line in stability_lines(entries) if line.startswith("| QAA")][0]
     # span 1x (one good rate of 2 tried), seed sd of [1.0, 1.2] = 0.1414, 1 spike, 1 failed sweep run
     assert row == "| QAA | 1x (1 of 2 rates) | 0.1414 | 1 | 1 |"
+
+
+def test_difference_of_differences_by_hand():
+    import numpy as np
+
+    from qaa.experiments.claims import difference_of_differences
+    from qaa.experiments.stats import MetricSpec, mean_reduce
+
+    spec = MetricSpec("nll", "NLL", mean_reduce, higher_is_better=False)
+    unseen = [False, False, True, True, True]
+    # seed 0: a - b = 0.1 on seen inputs, 0.4 on unseen ones -> 0.3; seed 1: 0.2 and 0.3 -> 0.1
+    b = np.array([[1.0, 2.0, 1.0, 2.0, 3.0], [1.5, 1.5, 1.5, 1.5, 1.5]])
+    a = b + np.array([[0.1, 0.1, 0.4, 0.4, 0.4], [0.2, 0.2, 0.3, 0.3, 0.3]])
+    d = difference_of_differences(a, b, unseen, spec, n_boot=500)
+    assert d["value"] == pytest.approx(0.2) and d["per_seed"] == pytest.approx([0.3, 0.1])
+    # the differences are constant within each group and seed, so inputs resampling moves nothing; seeds do
+    assert 0.1 - 1e-9 <= d["lo"] <= d["value"] <= d["hi"] <= 0.3 + 1e-9
+    half = 12.706204736174707 * np.std([0.3, 0.1], ddof=1) / np.sqrt(2)    # t(1, 0.975)
+    assert d["seed_lo"] == pytest.approx(0.2 - half) and d["seed_hi"] == pytest.approx(0.2 + half)
+    assert (d["n_unseen"], d["n_seen"]) == (3, 2)
+    with pytest.raises(ValueError):
+        difference_of_differences(a, b, [True] * 5, spec)

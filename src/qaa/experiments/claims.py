@@ -247,3 +247,95 @@ def stability_lines(entries: Dict[str, dict]) -> List[str]:
                 "raised or diverged.", "",
             "| method | rate span (good rates) | seed sd, test NLL | loss spikes | failed sweep runs |",
             "|---|---:|---:|---:|---:|"] + rows
+
+
+# ---------------------------------------------------------------------------------------------- generalisation
+
+def difference_of_differences(a, b, unseen: Sequence[bool], spec, n_boot: int = 2000, seed: int = 0,
+                              level: float = 0.95) -> dict:
+    """The test of "stronger generalisation": ``(metric(a) - metric(b))`` on the unseen inputs minus the same on
+    the seen inputs, for two methods scored on the same inputs with the same seeds (rows paired by seed).
+
+    Args:
+        a, b: per-input data ``[seeds, inputs, ...]`` as :func:`qaa.experiments.stats.paired_difference` takes.
+        unseen: one flag per input (True: from a category held out of training).
+        spec: the metric (:class:`qaa.experiments.stats.MetricSpec`).
+
+    Returns:
+        ``{"value", "lo", "hi", "seed_lo", "seed_hi", "per_seed", "n_unseen", "n_seen"}``: the point estimate
+        (seeds averaged), a two-level bootstrap interval (inputs drawn with replacement within each group, the
+        same draw for both methods; seeds drawn with replacement, paired), and a Student-t interval over the
+        per-seed values (``None`` with one seed). Positive means ``a``'s advantage over ``b`` (in the metric's
+        units, before orientation) is larger on unseen inputs.
+
+    Raises:
+        ValueError: shapes differ, the seed counts differ, or a group is empty.
+    """
+    import numpy as np
+    from scipy.stats import t as student_t
+
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    mask = np.asarray(unseen, dtype=bool)
+    if x.shape != y.shape or x.shape[1] != mask.shape[0]:
+        raise ValueError(f"a {x.shape}, b {y.shape} and unseen ({mask.shape[0]}) must agree")
+    iu, iseen = np.flatnonzero(mask), np.flatnonzero(~mask)
+    if not len(iu) or not len(iseen):
+        raise ValueError("both the seen and the unseen group need inputs")
+
+    def stat(s, idx_u, idx_s):
+        return ((spec.reduce(x[s][idx_u]) - spec.reduce(y[s][idx_u]))
+                - (spec.reduce(x[s][idx_s]) - spec.reduce(y[s][idx_s])))
+
+    per_seed = np.array([stat(s, iu, iseen) for s in range(x.shape[0])])
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for r in range(n_boot):
+        du = iu[rng.integers(0, len(iu), len(iu))]
+        ds = iseen[rng.integers(0, len(iseen), len(iseen))]
+        seeds = rng.integers(0, x.shape[0], x.shape[0])
+        reps[r] = np.mean([stat(s, du, ds) for s in seeds])
+    alpha = (1 - level) / 2
+    out = {"value": float(per_seed.mean()), "lo": float(np.quantile(reps, alpha)),
+           "hi": float(np.quantile(reps, 1 - alpha)), "seed_lo": None, "seed_hi": None,
+           "per_seed": [float(v) for v in per_seed], "n_unseen": int(len(iu)), "n_seen": int(len(iseen))}
+    if len(per_seed) >= 2:
+        half = float(student_t.ppf(1 - alpha, len(per_seed) - 1) * per_seed.std(ddof=1) / np.sqrt(len(per_seed)))
+        out["seed_lo"], out["seed_hi"] = out["value"] - half, out["value"] + half
+    return out
+
+
+def generalisation_lines(entries: Dict[str, dict], seen: Sequence[bool], metrics: Dict[str, object],
+                         reference: str = "qaa", against: Sequence[str] = ("lora_r4", "lora", "bias")) -> List[str]:
+    """The difference-of-differences table of a task with seen / held-out test inputs (``seen`` flags, as
+    recorded in ``results["tasks"][task]["test_seen"]``): for each method of ``against`` present with as many
+    seeds as the reference, the reference-minus-method gap on unseen inputs minus the gap on seen ones, per
+    metric of ``metrics`` (name -> MetricSpec), with its bootstrap and seed-level intervals. Empty when the
+    task has no such groups."""
+    if not seen or all(seen) or not any(seen) or reference not in entries:
+        return []
+    unseen = [not s for s in seen]
+    ref = entries[reference].get("arrays", {})
+    rows = []
+    for m in against:
+        arr = entries.get(m, {}).get("arrays", {})
+        cells = []
+        for key, spec in metrics.items():
+            if key not in ref or key not in arr or ref[key].shape != arr[key].shape:
+                cells.append("-")
+                continue
+            d = difference_of_differences(ref[key], arr[key], unseen, spec)
+            seed = "" if d["seed_lo"] is None else f"; seed-level [{d['seed_lo']:+.3f}, {d['seed_hi']:+.3f}]"
+            both = d["lo"] > 0 or d["hi"] < 0
+            both = both and d["seed_lo"] is not None and (d["seed_lo"] > 0 or d["seed_hi"] < 0)
+            cells.append(f"{'**' if both else ''}{d['value']:+.3f}{'**' if both else ''} "
+                         f"[{d['lo']:+.3f}, {d['hi']:+.3f}{seed}]")
+        if any(c != "-" for c in cells):
+            rows.append(f"| {_label(m)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    head = " | ".join(getattr(spec, "label", key) for key, spec in metrics.items())
+    return ["", f"**Generalisation** ({_label(reference)} − method on held-out-category inputs, minus the same on "
+                "seen-category inputs; in each metric's units: a higher value for a higher-is-better metric, a lower "
+                "one for NLL, means the reference generalises better than the method; bold where the bootstrap and "
+                "the seed-level intervals both exclude 0):", "",
+            f"| method | {head} |", "|---|" + "---:|" * len(metrics)] + rows

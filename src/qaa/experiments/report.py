@@ -33,7 +33,7 @@ import numpy as np
 
 from ..tuners.save_load import atomic_write_text
 from . import registry
-from .claims import convergence_lines, stability_lines
+from .claims import convergence_lines, generalisation_lines, stability_lines
 from .metrics import (BERTSCORE_LABEL, bleu_from_stats, chrf_from_stats, length_ratio_from_stats, nist_from_stats,
                       ratio_from_stats, ter_from_stats, UNAVAILABLE_METRICS)
 from .semantic import ENTITY_COVERAGE_ACCURACY, SLOT_MATCHER_ACCURACY
@@ -563,6 +563,8 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         lines += _verdicts(entries, diffs)
         lines += _secondary(entries, settings)
         lines += _seen_unseen(results, task, entries)
+        lines += generalisation_lines(entries, info.get("test_seen") or [],
+                                      {k: METRICS[k] for k in ("nll", "rougeL") if k in METRICS}, REFERENCE)
         lines += convergence_lines(entries, REFERENCE)
         lines += stability_lines(entries)
         lines += _memory(entries)
