@@ -62,3 +62,61 @@ def test_rate_sensitivity():
     assert r["best_lr"] == 3e-3 and r["good"] == [3e-3, 1e-2] and r["span"] == pytest.approx(10 / 3)
     assert r["tried"] == 4 and r["failed"] == 1
     assert rate_sensitivity([{"lr": 1e-3, "val_nll": None}]) is None
+
+
+def _entries(areas_by_method):
+    """Entries whose runs' curves are flat at the given value per seed (area = that value)."""
+    out = {}
+    for m, values in areas_by_method.items():
+        runs = [{"seed": s, "val_curve": [[0, v], [4, v], [8, v]], "losses": [2.0] * 10} for s, v in enumerate(values)]
+        out[m] = {"runs": runs, "evals": [{"nll": [v, v]} for v in values],
+                  "selection": {"status": "ok", "swept": True,
+                                "grid": [{"lr": 1e-3, "theta_lr_ratio": 1.0, "val_nll": 1.0, "status": "ok"}]}}
+    return out
+
+
+def test_convergence_verdicts_reject_only_when_the_interval_excludes_zero():
+    from qaa.experiments.claims import convergence_lines
+
+    # qaa minus lora per seed: -0.10, -0.11, -0.12 (tight): faster; qaa minus bias: -0.1, +0.1, 0.0: indistinguishable
+    entries = _entries({"qaa": [1.0, 1.0, 1.0], "lora": [1.10, 1.11, 1.12], "bias": [1.1, 0.9, 1.0]})
+    text = "\n".join(convergence_lines(entries, "qaa"))
+    assert "Against LoRA r=8, QAA converges faster (lower area): -0.1100" in text
+    assert "Against bias only (control), QAA is indistinguishable" in text
+    assert "Target = 1.1100" in text   # the worst mean final value (LoRA's)
+    slower = "\n".join(convergence_lines(_entries({"qaa": [1.2, 1.21, 1.22], "lora": [1.0, 1.0, 1.0]}), "qaa"))
+    assert "QAA converges slower (higher area): +0.2100" in slower
+    assert convergence_lines({"qaa": {"runs": [{"seed": 0}]}}, "qaa") == []
+
+
+def test_stability_table_counts():
+    from qaa.experiments.claims import stability_lines
+
+    entries = _entries({"qaa": [1.0, 1.2]})
+    entries["qaa"]["runs"][0]["losses"] = [2.0] * 8 + [4.0]
+    entries["qaa"]["selection"]["grid"].append({"lr": 3e-3, "theta_lr_ratio": 1.0, "val_nll": None, "status": "error"})
+    row = [line for line in stability_lines(entries) if line.startswith("| QAA")][0]
+    # span 1x (one good rate of 2 tried), seed sd of [1.0, 1.2] = 0.1414, 1 spike, 1 failed sweep run
+    assert row == "| QAA | 1x (1 of 2 rates) | 0.1414 | 1 | 1 |"
+
+
+def test_difference_of_differences_by_hand():
+    import numpy as np
+
+    from qaa.experiments.claims import difference_of_differences
+    from qaa.experiments.stats import MetricSpec, mean_reduce
+
+    spec = MetricSpec("nll", "NLL", mean_reduce, higher_is_better=False)
+    unseen = [False, False, True, True, True]
+    # seed 0: a - b = 0.1 on seen inputs, 0.4 on unseen ones -> 0.3; seed 1: 0.2 and 0.3 -> 0.1
+    b = np.array([[1.0, 2.0, 1.0, 2.0, 3.0], [1.5, 1.5, 1.5, 1.5, 1.5]])
+    a = b + np.array([[0.1, 0.1, 0.4, 0.4, 0.4], [0.2, 0.2, 0.3, 0.3, 0.3]])
+    d = difference_of_differences(a, b, unseen, spec, n_boot=500)
+    assert d["value"] == pytest.approx(0.2) and d["per_seed"] == pytest.approx([0.3, 0.1])
+    # the differences are constant within each group and seed, so inputs resampling moves nothing; seeds do
+    assert 0.1 - 1e-9 <= d["lo"] <= d["value"] <= d["hi"] <= 0.3 + 1e-9
+    half = 12.706204736174707 * np.std([0.3, 0.1], ddof=1) / np.sqrt(2)    # t(1, 0.975)
+    assert d["seed_lo"] == pytest.approx(0.2 - half) and d["seed_hi"] == pytest.approx(0.2 + half)
+    assert (d["n_unseen"], d["n_seen"]) == (3, 2)
+    with pytest.raises(ValueError):
+        difference_of_differences(a, b, [True] * 5, spec)

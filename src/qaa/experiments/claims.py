@@ -151,3 +151,191 @@ def rate_sensitivity(grid: Sequence[dict], tolerance: float = RATE_TOLERANCE) ->
     good = sorted(lr for lr, v in finite if v <= best + tolerance)
     return {"best_lr": best_lr, "good": good, "span": good[-1] / good[0], "tried": len(rows),
             "failed": len(rows) - len(finite)}
+
+
+# ---------------------------------------------------------------------------------------------- report lines
+
+def _label(method: str) -> str:
+    from . import registry
+
+    return registry.label(method)
+
+
+def _fmt_ci(iv, digits: int = 3) -> str:
+    mean, lo, hi, _ = iv
+    return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def convergence_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[str]:
+    """The convergence table of one task, from the final runs' validation curves (``entries`` as
+    :func:`qaa.experiments.report.collect` returns them). Empty when no run recorded a curve.
+
+    Per method: the mean area under the curve (mean validation NLL over training, :func:`curve_area`) with its
+    spread over seeds, the mean steps to the common target (:func:`common_target`, :func:`steps_to_target`) and
+    how many runs reached it, and the reference minus the method in area, per seed paired, with its t interval.
+    The verdict says "faster" / "slower" only when that interval excludes 0, and otherwise states the interval's
+    half-width as the smallest difference the comparison could have detected.
+    """
+    curves = {m: {r["seed"]: r["val_curve"] for r in e.get("runs", []) if r.get("val_curve")}
+              for m, e in entries.items()}
+    curves = {m: c for m, c in curves.items() if c}
+    if not curves:
+        return []
+    finals = {m: [c[-1][1] for c in by_seed.values()] for m, by_seed in curves.items()}
+    try:
+        target = common_target(finals)
+    except ValueError:
+        return []
+    area = {m: {s: curve_area(c) for s, c in by_seed.items()} for m, by_seed in curves.items()}
+    points = len(next(iter(next(iter(curves.values())).values())))
+    lines = ["", f"**Convergence** (validation curves: teacher-forced NLL of a fixed validation subset at {points} "
+                 "checkpoints of each final run, step 0 included). Area = trapezoidal area under the curve divided "
+                 "by the steps, i.e. the mean validation NLL over training (lower: faster and/or lower). Target = "
+                 f"{target:.4f}, the worst mean final value among the methods, so each reaches it on average; steps "
+                 "to target interpolated between checkpoints. Reference minus method: per training seed, paired, "
+                 "with a Student-t 95% interval over seeds.", "",
+             f"| method | area (mean ± sd over seeds) | steps to target (reached) | {_label(reference)} − method, "
+             "area |", "|---|---:|---:|---:|"]
+    verdicts = []
+    for m, by_seed in curves.items():
+        vals = list(area[m].values())
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        reach = [steps_to_target(c, target) for c in by_seed.values()]
+        hit = [x for x in reach if x is not None]
+        steps = f"{statistics.fmean(hit):.1f} ({len(hit)}/{len(reach)})" if hit else f"- (0/{len(reach)})"
+        cell = "—"
+        if m != reference and reference in area:
+            iv = seed_paired_interval(area[reference], area[m])
+            if iv is not None:
+                cell = _fmt_ci(iv, 4)
+                if iv[2] < 0:
+                    word = "converges faster (lower area)"
+                elif iv[1] > 0:
+                    word = "converges slower (higher area)"
+                else:
+                    word = (f"is indistinguishable (the interval includes 0; it could only have detected an area "
+                            f"difference beyond ±{(iv[2] - iv[1]) / 2:.4f} nats/token)")
+                verdicts.append(f"- Against {_label(m)}, {_label(reference)} {word}: {cell} over {iv[3]} seeds.")
+        lines.append(f"| {_label(m)} | {statistics.fmean(vals):.4f} ± {sd:.4f} | {steps} | {cell} |")
+    return lines + ([""] + verdicts if verdicts else [])
+
+
+def stability_lines(entries: Dict[str, dict]) -> List[str]:
+    """The stability table of one task: learning-rate sensitivity from each method's sweep
+    (:func:`rate_sensitivity`), the spread over seeds of the test NLL (mean of per-input NLLs), loss spikes of the
+    final runs (:func:`loss_spikes`) and runs that failed or diverged (non-finite loss) in the sweep or the
+    final runs. Empty when no method has a selection."""
+    rows = []
+    for m, e in entries.items():
+        sel = e.get("selection") or {}
+        if sel.get("status") != "ok":
+            continue
+        sens = rate_sensitivity(sel.get("grid", []))
+        span = "-" if sens is None else (f"{sens['span']:.3g}x ({len(sens['good'])} of {sens['tried']} rates)"
+                                         if sel.get("swept") else "not swept")
+        nll = [statistics.fmean(ev["nll"]) for ev in e.get("evals", []) if ev.get("nll")]
+        sd = f"{statistics.stdev(nll):.4f}" if len(nll) > 1 else "-"
+        spikes = sum(len(loss_spikes(r.get("losses", []))) for r in e.get("runs", []))
+        failed = sum(1 for g in sel.get("grid", []) if g.get("status") != "ok")
+        rows.append(f"| {_label(m)} | {span} | {sd} | {spikes} | {failed} |")
+    if not rows:
+        return []
+    return ["", f"**Stability.** Rate span: max/min of the swept rates whose validation NLL is within "
+                f"{RATE_TOLERANCE} nats/token of the best (wider = less sensitive). Seed sd: standard deviation over "
+                f"the final seeds of the test NLL (mean of per-input NLLs). Spikes: final-run steps whose loss "
+                f"exceeds {SPIKE_FACTOR}x the median of the {SPIKE_WINDOW} steps before. Failed: sweep runs that "
+                "raised or diverged.", "",
+            "| method | rate span (good rates) | seed sd, test NLL | loss spikes | failed sweep runs |",
+            "|---|---:|---:|---:|---:|"] + rows
+
+
+# ---------------------------------------------------------------------------------------------- generalisation
+
+def difference_of_differences(a, b, unseen: Sequence[bool], spec, n_boot: int = 2000, seed: int = 0,
+                              level: float = 0.95) -> dict:
+    """The test of "stronger generalisation": ``(metric(a) - metric(b))`` on the unseen inputs minus the same on
+    the seen inputs, for two methods scored on the same inputs with the same seeds (rows paired by seed).
+
+    Args:
+        a, b: per-input data ``[seeds, inputs, ...]`` as :func:`qaa.experiments.stats.paired_difference` takes.
+        unseen: one flag per input (True: from a category held out of training).
+        spec: the metric (:class:`qaa.experiments.stats.MetricSpec`).
+
+    Returns:
+        ``{"value", "lo", "hi", "seed_lo", "seed_hi", "per_seed", "n_unseen", "n_seen"}``: the point estimate
+        (seeds averaged), a two-level bootstrap interval (inputs drawn with replacement within each group, the
+        same draw for both methods; seeds drawn with replacement, paired), and a Student-t interval over the
+        per-seed values (``None`` with one seed). Positive means ``a``'s advantage over ``b`` (in the metric's
+        units, before orientation) is larger on unseen inputs.
+
+    Raises:
+        ValueError: shapes differ, the seed counts differ, or a group is empty.
+    """
+    import numpy as np
+    from scipy.stats import t as student_t
+
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    mask = np.asarray(unseen, dtype=bool)
+    if x.shape != y.shape or x.shape[1] != mask.shape[0]:
+        raise ValueError(f"a {x.shape}, b {y.shape} and unseen ({mask.shape[0]}) must agree")
+    iu, iseen = np.flatnonzero(mask), np.flatnonzero(~mask)
+    if not len(iu) or not len(iseen):
+        raise ValueError("both the seen and the unseen group need inputs")
+
+    def stat(s, idx_u, idx_s):
+        return ((spec.reduce(x[s][idx_u]) - spec.reduce(y[s][idx_u]))
+                - (spec.reduce(x[s][idx_s]) - spec.reduce(y[s][idx_s])))
+
+    per_seed = np.array([stat(s, iu, iseen) for s in range(x.shape[0])])
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for r in range(n_boot):
+        du = iu[rng.integers(0, len(iu), len(iu))]
+        ds = iseen[rng.integers(0, len(iseen), len(iseen))]
+        seeds = rng.integers(0, x.shape[0], x.shape[0])
+        reps[r] = np.mean([stat(s, du, ds) for s in seeds])
+    alpha = (1 - level) / 2
+    out = {"value": float(per_seed.mean()), "lo": float(np.quantile(reps, alpha)),
+           "hi": float(np.quantile(reps, 1 - alpha)), "seed_lo": None, "seed_hi": None,
+           "per_seed": [float(v) for v in per_seed], "n_unseen": int(len(iu)), "n_seen": int(len(iseen))}
+    if len(per_seed) >= 2:
+        half = float(student_t.ppf(1 - alpha, len(per_seed) - 1) * per_seed.std(ddof=1) / np.sqrt(len(per_seed)))
+        out["seed_lo"], out["seed_hi"] = out["value"] - half, out["value"] + half
+    return out
+
+
+def generalisation_lines(entries: Dict[str, dict], seen: Sequence[bool], metrics: Dict[str, object],
+                         reference: str = "qaa", against: Sequence[str] = ("lora_r4", "lora", "bias")) -> List[str]:
+    """The difference-of-differences table of a task with seen / held-out test inputs (``seen`` flags, as
+    recorded in ``results["tasks"][task]["test_seen"]``): for each method of ``against`` present with as many
+    seeds as the reference, the reference-minus-method gap on unseen inputs minus the gap on seen ones, per
+    metric of ``metrics`` (name -> MetricSpec), with its bootstrap and seed-level intervals. Empty when the
+    task has no such groups."""
+    if not seen or all(seen) or not any(seen) or reference not in entries:
+        return []
+    unseen = [not s for s in seen]
+    ref = entries[reference].get("arrays", {})
+    rows = []
+    for m in against:
+        arr = entries.get(m, {}).get("arrays", {})
+        cells = []
+        for key, spec in metrics.items():
+            if key not in ref or key not in arr or ref[key].shape != arr[key].shape:
+                cells.append("-")
+                continue
+            d = difference_of_differences(ref[key], arr[key], unseen, spec)
+            seed = "" if d["seed_lo"] is None else f"; seed-level [{d['seed_lo']:+.3f}, {d['seed_hi']:+.3f}]"
+            both = d["lo"] > 0 or d["hi"] < 0
+            both = both and d["seed_lo"] is not None and (d["seed_lo"] > 0 or d["seed_hi"] < 0)
+            cells.append(f"{'**' if both else ''}{d['value']:+.3f}{'**' if both else ''} "
+                         f"[{d['lo']:+.3f}, {d['hi']:+.3f}{seed}]")
+        if any(c != "-" for c in cells):
+            rows.append(f"| {_label(m)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    head = " | ".join(getattr(spec, "label", key) for key, spec in metrics.items())
+    return ["", f"**Generalisation** ({_label(reference)} − method on held-out-category inputs, minus the same on "
+                "seen-category inputs; in each metric's units: a higher value for a higher-is-better metric, a lower "
+                "one for NLL, means the reference generalises better than the method; bold where the bootstrap and "
+                "the seed-level intervals both exclude 0):", "",
+            f"| method | {head} |", "|---|" + "---:|" * len(metrics)] + rows
