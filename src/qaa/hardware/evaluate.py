@@ -5,7 +5,7 @@ from typing import Callable, Optional, Tuple, TypeVar
 
 import torch
 
-from .measurement import MeasurementRun, MeasurementSetting, measurement
+from .measure import MeasurementRun, MeasurementSetting, measurement
 
 __all__ = ["evaluate_under"]
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from ... import engine
 from ...engine.ops import cached_circuit, qaa_features_op
-from ...hardware import measurement as _measurement
+from ...hardware.measure import active_measurement
 from ..utils import layer_dims
 from .config import QAAConfig
 
@@ -297,7 +297,7 @@ class QAALayer(nn.Module):
         xin = self.qaa_dropout[name](xin)
         lead = xin.shape[:-1]
         rows = xin.reshape(-1, self.d_in)
-        run = _measurement.active_measurement()  # shots / noise (qaa.measurement), else exact
+        run = active_measurement()  # shots / noise (qaa.measurement), else exact
         if run is None:
             feats, _ = qaa_features_op(rows, theta, *self.qaa_specs[name])
         else:
