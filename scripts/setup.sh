@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${QAA_VENV:-.venv}"
+# DeepSpeed (the [test] extra) has no wheel on the registry: build it from source without its C++/CUDA ops
+export DS_BUILD_OPS="${DS_BUILD_OPS:-0}"
 PY="${QAA_PYTHON:-python3}"
 
 step() { echo "== [setup $(date +%H:%M:%S)] $*"; }

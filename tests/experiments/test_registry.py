@@ -64,3 +64,30 @@ def test_registry_refuses_taken_and_malformed_names():
         registry.register(registry.Method("a,b", _attach, _save, _reload, lr=1.0, colour="k", lr_source=""))
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         registry.get("nope")
+
+
+@pytest.mark.parametrize("factor, zeroed", [(1.0, False), (max(registry.SORA_XI_FACTORS), True)])
+def test_sora_threshold_at_the_top_of_its_grid_zeroes_gates_within_a_few_steps(factor, zeroed):
+    """The release's per-step threshold (factor 1) cannot zero a Normal(0, 1) gate in 4 steps (it moves each by
+    4 x 3e-4); the grid's top factor (4 x 0.09 = 0.36 per gate) zeroes the gates with |g| <= 0.36, about a
+    quarter of them (P(|N(0,1)| <= 0.36) = 0.28)."""
+    from types import SimpleNamespace
+
+    from qaa.tuners.sora import sora_gates
+    from support import tiny_llama
+
+    model, _ = tiny_llama(seed=0)
+    torch.manual_seed(0)
+    ctx = registry.RunContext(settings=SimpleNamespace(sora_xi=registry.SORA_XI), seed=0, ratio=factor)
+    spec = registry.get("sora")
+    model = spec.attach(model, ctx)
+    hooks = spec.hooks(model, ctx)
+    gates = torch.cat([g.detach().flatten() for g in sora_gates(model)])
+    expected_zero = int((gates.abs() <= 4 * registry.SORA_XI * factor).sum())
+    for step in range(4):
+        hooks.after_step(step)
+    after = torch.cat([g.detach().flatten() for g in sora_gates(model)])
+    assert int((after == 0).sum()) == expected_zero
+    assert (expected_zero > 0) == zeroed
+    if zeroed:
+        assert 0.1 < expected_zero / gates.numel() < 0.6

@@ -137,11 +137,56 @@ def _features_backward_bwd(ctx, *grads):
 features_backward.register_autograd(_features_backward_bwd, setup_context=_features_backward_setup_context)
 
 
+FORWARD_MODE_MESSAGE = (
+    "forward-mode automatic differentiation (torch.func.jvp, torch.func.jacfwd, torch.autograd.forward_ad) is not "
+    "supported through qaa::features: its derivative is the engine's adjoint method, a reverse-mode sweep, and "
+    "the operator has no JVP rule (without this error the tangent of the QAA branch would silently be 0). Use "
+    "reverse mode: loss.backward(), torch.autograd.grad, or torch.func.vjp / jacrev.")
+
+
+FUNC_GRAD_MESSAGE = (
+    "torch.func's differentiating transforms (grad, vjp, jacrev, hessian) are not supported through qaa::features "
+    "(a custom operator whose gradient is the engine's adjoint sweep); use torch.autograd: loss.backward() or "
+    "torch.autograd.grad (torch.func.vmap and functional_call work).")
+
+
+def _func_grad_active() -> bool:
+    """Whether a ``torch.func.grad`` / ``vjp`` / ``jacrev`` transform is on functorch's stack."""
+    from torch._C import _functorch
+
+    return any(i.key() == _functorch.TransformType.Grad for i in _functorch.get_interpreter_stack() or ())
+
+
+def _forward_mode_active(x: Tensor, theta: Tensor) -> bool:
+    """Whether ``x`` or ``theta`` carries a forward-mode tangent: a ``torch.func.jvp`` / ``jacfwd`` transform is
+    on functorch's stack, or a ``torch.autograd.forward_ad`` dual level is open and one of them is dual."""
+    from torch._C import _functorch
+
+    if any(i.key() == _functorch.TransformType.Jvp for i in _functorch.get_interpreter_stack() or ()):
+        return True
+    import torch.autograd.forward_ad as fwAD
+
+    if getattr(fwAD, "_current_level", -1) >= 0:
+        return any(fwAD.unpack_dual(t).tangent is not None for t in (x, theta))
+    return False
+
+
 def qaa_features_op(x: Tensor, theta: Tensor, ansatz: str, n_qubits: int, n_layers: int,
                     kind: str = "z") -> Tuple[Tensor, Tensor]:
     """Differentiable ``(features[B, F], norms[B])`` of rows ``x[B, d]`` through the built-in ansatz
     ``(ansatz, n_qubits, n_layers)``: ``qaa::features``, with the dense path allowed only when no gradient is
-    needed. Traceable by ``torch.compile`` (no graph break). Raises as ``qaa::features``.
+    needed. Traceable by ``torch.compile`` (no graph break). Differentiable in reverse mode only.
+
+    Raises:
+        NotImplementedError: under forward-mode AD (``torch.func.jvp`` / ``jacfwd``, ``torch.autograd.forward_ad``
+            dual tensors): :data:`FORWARD_MODE_MESSAGE`; under ``torch.func.grad`` / ``vjp`` / ``jacrev``:
+            :data:`FUNC_GRAD_MESSAGE`.
+        as ``qaa::features`` otherwise.
     """
+    if not torch.compiler.is_compiling():
+        if _forward_mode_active(x, theta):
+            raise NotImplementedError(FORWARD_MODE_MESSAGE)
+        if _func_grad_active():
+            raise NotImplementedError(FUNC_GRAD_MESSAGE)
     dense_ok = not (torch.is_grad_enabled() and (x.requires_grad or theta.requires_grad))
     return torch.ops.qaa.features(x, theta, ansatz, n_qubits, n_layers, kind, dense_ok)

@@ -295,7 +295,7 @@ def _train_run(data: TaskData, method: str, lr: float, ratio: float, seed: int, 
     _release_memory()
     torch.manual_seed(seed)  # adapter initialisation (LoRA's A, the prefix, QAA's theta via ctx.seed)
     ctx = RunContext(settings=settings, seed=seed, tokenizer=tokenizer, train_pairs=data.encoded_train, pad_id=pad,
-                     batch_size=settings.batch_size)
+                     batch_size=settings.batch_size, ratio=ratio)
     model = spec.attach(new_model(), ctx)
     trainable, total, pct = trainable_parameter_summary(model)
     rec.update(trainable_params=trainable, all_params=total, trainable_pct=pct,
@@ -577,8 +577,8 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
         for lr in grid:
             val(lr, settings.theta_lr_ratio.get(method, 1.0) if fixed is not None else 1.0)
     best_lr, _ = _select(cache if fixed is not None else {k: v for k, v in cache.items() if k[1] == 1.0})
-    if spec.theta and settings.select_lr and fixed is None:
-        for ratio in settings.theta_lr_ratios:
+    if settings.select_lr and fixed is None:
+        for ratio in settings.theta_lr_ratios if spec.theta else spec.ratio_grid:
             val(best_lr, float(ratio))
     best_lr, best_ratio = _select(cache)
     store.set_meta("selection", f"{task}|{method}", {

@@ -19,7 +19,7 @@ from torch import nn
 __all__ = ["Method", "TrainHooks", "register", "unregister", "get", "names", "default_names", "colour", "label", "linestyle",
            "RunContext",
            "BASE", "BASE_COLOUR", "TARGET_MODULES", "QAA_N_LAYERS", "LORA_R", "LORA_ALPHA", "PREFIX_TOKENS",
-           "SORA_XI"]
+           "SORA_XI", "SORA_XI_FACTORS"]
 
 #: Name of the untuned base model's reference row (not a method: nothing is attached or trained).
 BASE = "base"
@@ -31,6 +31,10 @@ QAA_N_LAYERS = 4            # QAAConfig default
 LORA_R, LORA_ALPHA = 8, 16  # LoRA paper sec. 7 / SoRA reference settings (r_max=8, alpha=16)
 PREFIX_TOKENS = 16          # attach_prefix default
 SORA_XI = 3e-4              # SoRA release (sparse_lambda_2)
+#: Factors on SORA_XI swept on validation at SoRA's chosen rate. The gates start Normal(0, 1) (median |g| 0.67),
+#: so the release's per-step threshold prunes nothing in a short budget (32 steps move a gate by at most 0.01);
+#: a factor of ~100 (0.03 per step) can zero a median gate within 32 steps, 300 zeroes most of them.
+SORA_XI_FACTORS = (10.0, 30.0, 100.0, 300.0)
 
 
 @dataclasses.dataclass
@@ -45,6 +49,7 @@ class RunContext:
     train_pairs: Any = ()
     pad_id: int = 0
     batch_size: int = 4
+    ratio: float = 1.0  # the run's second swept value: the angle-rate ratio, or SoRA's threshold factor
 
     def first_batches(self, n: int = 4) -> list:
         """The first ``n`` training batches in the run's data order (as :func:`.train.train` draws them)."""
@@ -85,6 +90,9 @@ class Method:
         hooks: ``(model, ctx) -> TrainHooks`` for methods that change the training loop.
         finish: ``(model, ctx) -> dict`` after training, before saving (e.g. pruning); the dict is merged
             into the run's record.
+        ratio_grid: for methods without angles, the values of a second hyperparameter swept at the chosen rate
+            the way the angle-rate ratio is (runs record it as ``theta_lr_ratio``; 1 is always tried with the
+            rate sweep). SoRA: factors on its proximal threshold ``xi``. ratio_label: its name in reports.
     """
 
     name: str
@@ -101,6 +109,8 @@ class Method:
     default: bool = True
     hooks: Optional[Callable[[nn.Module, Any], TrainHooks]] = None
     finish: Optional[Callable[[nn.Module, Any], dict]] = None
+    ratio_grid: Tuple[float, ...] = ()
+    ratio_label: str = "angle-rate ratio"
 
 
 _REGISTRY: Dict[str, Method] = {}
@@ -268,17 +278,23 @@ def _reload_peft(base, folder):
     return load_peft_adapter(base, folder)
 
 
+def _sora_xi(ctx) -> float:
+    """The run's proximal threshold: ``--sora-xi`` (the release's 3e-4 per step by default) times the swept
+    factor (``ctx.ratio``)."""
+    return ctx.settings.sora_xi * ctx.ratio
+
+
 def _attach_sora(model, ctx):
     from ..tuners.sora import SoRAConfig, attach_sora
 
     return attach_sora(model, SoRAConfig(target_modules=TARGET_MODULES, r_max=LORA_R, alpha=LORA_ALPHA,
-                                         xi=ctx.settings.sora_xi, gate_init="randn"))
+                                         xi=_sora_xi(ctx), gate_init="randn"))
 
 
 def _sora_hooks(model, ctx) -> TrainHooks:
     from ..tuners.sora import l1_penalty, proximal_step
 
-    xi, lam = ctx.settings.sora_xi, model.sora_config.lambda_l1
+    xi, lam = _sora_xi(ctx), model.sora_config.lambda_l1
     return TrainHooks(after_step=lambda step: proximal_step(model, xi),
                       extra_loss=(lambda: lam * l1_penalty(model)) if lam else None)
 
@@ -291,7 +307,7 @@ def _sora_finish(model, ctx) -> dict:
     prune_sora(model)
     after = sora_rank_summary(model)
     kept, _, kept_pct = trainable_parameter_summary(model)
-    return {"sora": {"xi": ctx.settings.sora_xi, "r_max": LORA_R, "lambda_l1": model.sora_config.lambda_l1,
+    return {"sora": {"xi": _sora_xi(ctx), "xi_factor": ctx.ratio, "r_max": LORA_R, "lambda_l1": model.sora_config.lambda_l1,
                      "ranks_before_prune": {k: v["rank"] for k, v in before.items()},
                      "ranks": {k: v["rank"] for k, v in after.items()},
                      "total_rank": sum(v["rank"] for v in after.values()),
@@ -362,7 +378,8 @@ register(Method("prefix", _attach_prefix, _save_peft, _reload_peft, lr=1e-2, col
                           "1e-2..3e-2"))
 register(Method("sora", _attach_sora, _save_sora, _reload_sora, lr=1e-3, colour="#9467bd", linestyle=(0, (4, 2)),
                 hooks=_sora_hooks, finish=_sora_finish, label="SoRA r_max=8", lr_grid=(3e-4, 1e-3, 3e-3),
-                lr_source="SoRA starts as a rank-8 LoRA with a gate; the SoRA release uses 8e-4..1.2e-3 on GLUE"))
+                lr_source="SoRA starts as a rank-8 LoRA with a gate; the SoRA release uses 8e-4..1.2e-3 on GLUE",
+                ratio_grid=SORA_XI_FACTORS, ratio_label="threshold factor (xi / 3e-4)"))
 register(Method("full", _attach_full, _save_full, _reload_full, lr=5e-5, colour="#8c564b", default=False,
                 label="full fine-tuning", lr_grid=(2e-5, 5e-5, 2e-4),
                 lr_source="full fine-tuning of a small causal LM: 5e-5 (transformers' Trainer / run_clm default)"))

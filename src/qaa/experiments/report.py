@@ -33,6 +33,7 @@ import numpy as np
 
 from ..tuners.save_load import atomic_write_text
 from . import registry
+from .claims import convergence_lines, generalisation_lines, stability_lines
 from .metrics import (BERTSCORE_LABEL, bleu_from_stats, chrf_from_stats, length_ratio_from_stats, nist_from_stats,
                       ratio_from_stats, ter_from_stats, UNAVAILABLE_METRICS)
 from .semantic import ENTITY_COVERAGE_ACCURACY, SLOT_MATCHER_ACCURACY
@@ -178,11 +179,12 @@ def _lr(lr: float) -> str:
     return f"{lr:.2g}"
 
 
-def _rate(sel: Optional[dict]) -> str:
+def _rate(sel: Optional[dict], method: Optional[str] = None) -> str:
     if not sel or sel.get("status") != "ok":
         return "-"
     ratio = sel.get("theta_lr_ratio", 1.0)
-    return _lr(sel["lr"]) + (f" (angles x{ratio:g})" if ratio != 1.0 else "")
+    what = "xi" if method in registry.names() and registry.get(method).ratio_grid else "angles"
+    return _lr(sel["lr"]) + (f" ({what} x{ratio:g})" if ratio != 1.0 else "")
 
 
 def _mean(values) -> Optional[float]:
@@ -240,7 +242,8 @@ def _header(results: dict) -> List[str]:
 
 def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
     lines = ["", "Learning-rate selection (validation NLL of training seed 0; chosen in bold):", "",
-             "| method | rate (angle ratio): validation NLL | chosen |", "|---|---|---|"]
+             "| method | rate (angle-rate ratio; SoRA: threshold factor xi / 3e-4): validation NLL | chosen |",
+             "|---|---|---|"]
     for method, e in entries.items():
         sel = e.get("selection")
         if not sel:
@@ -258,7 +261,7 @@ def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
         rates = [g["lr"] for g in sel.get("grid", [])]
         if sel.get("swept") and rates and sel["lr"] in (min(rates), max(rates)):
             note += " (on the widened grid's edge: a better rate may lie beyond)"
-        lines.append(f"| {registry.label(method)} | {'; '.join(cells)} | {_rate(sel)}{note} |")
+        lines.append(f"| {registry.label(method)} | {'; '.join(cells)} | {_rate(sel, method)}{note} |")
     return lines
 
 
@@ -277,7 +280,7 @@ def _results_table(task: str, entries: dict, settings: dict, intervals: dict) ->
     for method, e in entries.items():
         if not e["evals"]:
             if e.get("selection", {}) and e["selection"].get("status") == "ok":
-                lines.append(f"| {registry.label(method)} | {_rate(e['selection'])} | 0/{n_seeds} | "
+                lines.append(f"| {registry.label(method)} | {_rate(e['selection'], method)} | 0/{n_seeds} | "
                              "not yet scored | | | | | | | |")
             continue
         runs = e["runs"]
@@ -290,7 +293,7 @@ def _results_table(task: str, entries: dict, settings: dict, intervals: dict) ->
             mem, step = (f"{m:.0f}" if m is not None else "-"), (f"{t:.2f}" if t is not None else "-")
             seeds = f"{len(e['evals'])}/{n_seeds}"
         iv = intervals[method]
-        lines.append(f"| {registry.label(method)} | {_rate(e.get('selection'))} | {seeds} | {params} | {adapter} | "
+        lines.append(f"| {registry.label(method)} | {_rate(e.get('selection'), method)} | {seeds} | {params} | {adapter} | "
                      f"{mem} | {step} | {_ci(iv['nll'], 3)} | {_ci(iv['bleu_stats'])} | {_ci(iv['rougeL'])} | "
                      f"{_ci(iv['bertscore_f1'])} |")
     return lines
@@ -560,6 +563,10 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         lines += _verdicts(entries, diffs)
         lines += _secondary(entries, settings)
         lines += _seen_unseen(results, task, entries)
+        lines += generalisation_lines(entries, info.get("test_seen") or [],
+                                      {k: METRICS[k] for k in ("nll", "rougeL") if k in METRICS}, REFERENCE)
+        lines += convergence_lines(entries, REFERENCE)
+        lines += stability_lines(entries)
         lines += _memory(entries)
         missing = [registry.label(m) for m, e in entries.items()
                    if m != registry.BASE and len(e["evals"]) < len(settings.get("seeds", []))]

@@ -16,19 +16,16 @@ from . import tasks as task_registry
 __all__ = ["PRESETS", "CompareSettings", "resolve_settings", "check_finetune_args", "split_list"]
 
 
-#: The methods of the full comparison on E2E (every method and control; SoRA is left out on the CPU, see
-#: :data:`EXCLUDED`), and the core subset on the other tasks, in the order they run (a partial run answers the
+#: The methods of the full comparison on E2E (every method and control; the eight core methods of the claims
+#: first), and the core subset on the other tasks, in the order they run (a partial run answers the
 #: main question first: QAA, LoRA, and the controls that test QAA's mechanism).
-E2E_METHODS = ("qaa", "lora", "bias", "qaa_frozen_theta", "lora_r4", "qaa_std", "qaa_std_frozen_theta",
-               "qaa_no_entangler", "random_features", "prefix", "full")
+E2E_METHODS = ("qaa", "lora", "bias", "qaa_frozen_theta", "lora_r4", "qaa_std", "sora", "prefix",
+               "qaa_std_frozen_theta", "qaa_no_entangler", "random_features", "full")
 CORE_METHODS = ("qaa", "lora", "bias", "qaa_frozen_theta", "lora_r4")
 
-#: Methods a preset leaves out on purpose, with the reason printed in its report.
-EXCLUDED = {
-    "cpu": {"sora": "SoRA's proximal step (xi = 3e-4 per step, the release's value) shrinks a gate by at most "
-                    "0.01 in the preset's 32 steps, so no rank can be pruned and SoRA would be LoRA r=8 with a "
-                    "gate; it runs in the gpu preset's 400-step budget."},
-}
+#: Methods a preset leaves out on purpose, with the reason printed in its report (none at present: SoRA runs in
+#: the cpu preset with its threshold swept on validation, :data:`qaa.experiments.registry.SORA_XI_FACTORS`).
+EXCLUDED: Dict[str, Dict[str, str]] = {}
 
 #: Presets: what each runs. The learning-rate sweeps train with ``selection_seed``, which the cpu and gpu presets
 #: keep apart from the final ``seeds`` (so no final run is a sweep's winner, chosen for being lucky); their
@@ -57,7 +54,7 @@ PRESETS: Dict[str, dict] = {
             "eval_size": {"*": 50}, "val_size": {"*": 40},
             "max_new_tokens": {"*": None}, "max_length": {"*": None}, "threads": 1},
     # One GPU: the same protocol at a larger budget, the whole test sets, every method (SoRA too).
-    "gpu": {"tasks": ("e2e", "webnlg_unseen", "dart"), "methods": {"*": E2E_METHODS + ("sora",)}, "full": False,
+    "gpu": {"tasks": ("e2e", "webnlg_unseen", "dart"), "methods": {"*": E2E_METHODS}, "full": False,
             "steps": 400, "batch_size": 16, "seeds": (0, 1, 2), "selection_seed": 100, "split_seed": 1,
             "curve_points": 16, "curve_pairs": 256, "select_lr": True, "eval_size": {"*": None},
             "val_size": {"*": None}, "max_new_tokens": {"*": None}, "max_length": {"*": None}, "threads": 0},
@@ -151,19 +148,20 @@ class CompareSettings:
         return d
 
 
-def split_list(value: Optional[str]) -> Optional[List[str]]:
+def split_list(value: Optional[str], option: str = "the option") -> Optional[List[str]]:
+    """``"a, b"`` -> ``["a", "b"]``; None stays None. Raises ValueError naming ``option`` for an empty list."""
     if value is None:
         return None
     items = [v.strip() for v in str(value).split(",") if v.strip()]
     if not items:
-        raise ValueError(f"empty list {value!r}")
+        raise ValueError(f"{option} takes a comma-separated list, got the empty list {value!r}")
     return items
 
 
 def _parse_lr(value: Optional[str]) -> Dict[str, float]:
     """``"qaa=3e-3,lora=1e-3"`` -> ``{"qaa": 0.003, "lora": 0.001}``."""
     out: Dict[str, float] = {}
-    for item in split_list(value) or []:
+    for item in split_list(value, "--lr") or []:
         name, sep, number = item.partition("=")
         name = name.strip()
         if not sep or name not in registry.names():
@@ -175,6 +173,8 @@ def _parse_lr(value: Optional[str]) -> Dict[str, float]:
             raise ValueError(f"--lr {item!r}: {number!r} is not a number") from None
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"--lr {item!r}: the learning rate must be a positive finite number")
+        if name in out:
+            raise ValueError(f"--lr gives {name}'s rate twice ({out[name]:g} and {lr:g}); give each method once")
         out[name] = lr
     return out
 
@@ -253,7 +253,7 @@ def resolve_settings(args) -> CompareSettings:
         raise ValueError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
 
-    tasks = split_list(get("tasks")) or list(preset["tasks"])
+    tasks = split_list(get("tasks"), "--tasks") or list(preset["tasks"])
     known_tasks = task_registry.names()
     unknown = [t for t in tasks if t not in known_tasks]
     if unknown:
@@ -271,7 +271,7 @@ def resolve_settings(args) -> CompareSettings:
             raise ValueError(f"task {t} needs --data: {task_registry.get(t).data_layout}")
 
     known = registry.names()
-    chosen = split_list(get("methods"))
+    chosen = split_list(get("methods"), "--methods")
     if chosen is not None:
         unknown = [m for m in chosen if m not in known]
         if unknown:
@@ -300,7 +300,7 @@ def resolve_settings(args) -> CompareSettings:
     max_new = per_task("max_new_tokens", "max_new_tokens", 1)
     max_length = per_task("max_length", "max_length", 8)
 
-    seeds_arg = split_list(get("seeds"))
+    seeds_arg = split_list(get("seeds"), "--seeds")
     if seeds_arg is None and get("seed") is not None:  # the common --seed option: one training seed
         seeds_arg = [str(get("seed"))]
     try:
@@ -317,8 +317,9 @@ def resolve_settings(args) -> CompareSettings:
     selection_seed = int(preset.get("selection_seed", seeds[0]) if selection_seed is None else selection_seed)
     if not 0 <= selection_seed < 2**63:
         raise ValueError(f"--selection-seed must be in [0, 2**63), got {selection_seed}")
-    test_fraction = float(get("test_fraction", 0.2) or 0.2)
-    val_fraction = float(get("val_fraction", 0.1) or 0.1)
+    # None (unset) takes the default; an explicit 0 is a value (refused below), never replaced.
+    test_fraction = float(0.2 if get("test_fraction") is None else get("test_fraction"))
+    val_fraction = float(0.1 if get("val_fraction") is None else get("val_fraction"))
     if not 0.0 < test_fraction < 1.0 or not 0.0 < val_fraction < 1.0 or test_fraction + val_fraction >= 1.0:
         raise ValueError(f"--test-fraction and --val-fraction must be in (0, 1) with a sum below 1, got "
                          f"{test_fraction} and {val_fraction}")
@@ -370,6 +371,16 @@ def resolve_settings(args) -> CompareSettings:
         curve_pairs=int(preset.get("curve_pairs", 0)))
 
 
+#: Validation share ``qaa finetune`` holds out by default (``--val-fraction``).
+FINETUNE_VAL_FRACTION = 0.1
+#: Largest ``--n-layers`` of ``qaa finetune`` (deeper circuits cost time linearly and never fit 2 cores).
+MAX_CLI_LAYERS = 1000
+#: Largest ``|--scaling|`` of ``qaa finetune``.
+MAX_CLI_SCALING = 1e4
+#: Largest seed (torch seeds are signed 64-bit integers).
+MAX_SEED = 2**63 - 1
+
+
 def check_finetune_args(args) -> None:
     """Reject bad ``finetune`` option values before anything is loaded (a model load and a base-model evaluation
     take minutes; a bad value must not fail only after them). Raises ValueError naming the option.
@@ -394,14 +405,19 @@ def check_finetune_args(args) -> None:
     for name, hi in (("steps", 10**7), ("batch_size", 10**5), ("max_length", 10**6), ("max_new_tokens", 10**6)):
         if getattr(args, name) is not None and getattr(args, name) > hi:
             raise ValueError(f"--{name.replace('_', '-')} must be <= {hi}, got {getattr(args, name)}")
-    val_fraction = getattr(args, "val_fraction", 0.1)
+    val_fraction = getattr(args, "val_fraction", FINETUNE_VAL_FRACTION)
     for name, value in (("--test-fraction", args.test_fraction), ("--val-fraction", val_fraction)):
         if not 0 < value < 1:
             raise ValueError(f"{name} must be in (0, 1), got {value}")
     if args.test_fraction + val_fraction >= 1:
-        raise ValueError(f"--test-fraction + --val-fraction must be < 1, got {args.test_fraction} + {val_fraction}")
-    if not 0 <= args.split_seed < 2**63:
-        raise ValueError(f"--split-seed must be in [0, 2**63), got {args.split_seed}")
+        raise ValueError(f"--test-fraction must leave room for --val-fraction (finetune holds out both; their sum "
+                         f"must be < 1), got {args.test_fraction} + {val_fraction}")
+    if args.n_layers > MAX_CLI_LAYERS:
+        raise ValueError(f"--n-layers must be <= {MAX_CLI_LAYERS}, got {args.n_layers}")
+    for name in ("seed", "split_seed"):
+        value = getattr(args, name)
+        if not 0 <= value <= MAX_SEED:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer in [0, 2**63 - 1], got {value}")
     from . import tasks as task_registry
 
     task = task_registry.get(args.task)
@@ -412,5 +428,8 @@ def check_finetune_args(args) -> None:
         raise ValueError(f"--data {data}: no such file or folder")
     finite("lr", positive=True)
     finite("scaling")
+    if abs(args.scaling) > MAX_CLI_SCALING:
+        raise ValueError(f"--scaling must be in [-{MAX_CLI_SCALING:g}, {MAX_CLI_SCALING:g}] (the branch is "
+                         f"multiplied by it; beyond that it overflows float32 training), got {args.scaling}")
     if not all(t.strip() for t in args.target_modules.split(",")):
         raise ValueError(f"--target-modules must be comma-separated module names, got {args.target_modules!r}")

@@ -241,7 +241,22 @@ def verdict(a: str, b: str, spec: MetricSpec, diff: Interval, digits: int = 2) -
             reasons.append("there is no p-value below 0.05" if diff.p is None else f"the p-value is {diff.p:.3f}")
         return f"{text}: no significant difference (the bootstrap interval excludes 0, but " \
                + " and ".join(reasons) + ")."
-    return f"{text}: no significant difference."
+    return f"{text}: no significant difference" + _power(diff, f) + "."
+
+
+def detectable_difference(diff: Interval) -> float:
+    """The smallest difference the comparison could have resolved: the half-width of the widest of its
+    intervals (bootstrap and, where there is one, seed-level), since a difference must clear every check."""
+    half = (diff.hi - diff.lo) / 2
+    if diff.seed_lo is not None and diff.seed_hi is not None:
+        half = max(half, (diff.seed_hi - diff.seed_lo) / 2)
+    return float(half)
+
+
+def _power(diff: Interval, f) -> str:
+    h = detectable_difference(diff)
+    return (f"; a difference smaller than about ±{f(h).lstrip('+')} could not have been detected (the widest "
+            "interval's half-width)")
 
 
 def mean_reduce(values: np.ndarray) -> float:

@@ -10,7 +10,9 @@ Adapter folders of every tuner (QAA, SoRA) have one layout, the one peft uses::
     adapter_config.json          the config: {"peft_type": ..., "format_version": 1, <config fields>,
                                  "modules": {<qualified module name>: {<sizes>}}}
     adapter_model.safetensors    the tensors, named "<module>.<tensor>"; its metadata repeats the config
-                                 ("qaa_config") and holds a sha256 of the tensors ("qaa_sha256")
+                                 ("qaa_config") and holds a sha256 of the tensors ("qaa_sha256");
+                                 the weights file is the adapter (the config file is a copy for
+                                 people and tools), so its rename is a save's one switch
 
 safetensors has no checksum of its own, so without the digest a flipped byte in the data region would load
 silently as a different weight; the repeated config detects a config and weights from different saves.
@@ -33,7 +35,7 @@ import torch
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "FORMAT_VERSION", "atomic_write_files", "atomic_write_text",
            "tensors_digest", "save_adapter_files", "read_adapter_files", "remove_stale_temporaries",
-           "TENSORS_DIGEST_KEY"]
+           "TENSORS_DIGEST_KEY", "CONFIG_DIGEST_KEY"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -149,9 +151,23 @@ def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-#: Field of the saved config holding the tensors' digest (the loader uses it to tell a config left by an
-#: interrupted save from an edited one; it is not part of the metadata :func:`read_adapter_files` returns).
+#: Field of the saved config holding the tensors' digest (it is not part of the metadata
+#: :func:`read_adapter_files` returns).
 TENSORS_DIGEST_KEY = "tensors_sha256"
+#: Field of the saved config holding a sha256 of the config itself (every other field, the tensors' digest
+#: included): an ``adapter_config.json`` whose content no longer matches it was edited; one that matches but
+#: differs from the weights file's embedded config is another save's (a save killed between its two renames,
+#: or a reader between a concurrent save's renames).
+CONFIG_DIGEST_KEY = "config_sha256"
+#: Largest safetensors header read (bytes): an adapter's header is a few kB.
+MAX_HEADER_BYTES = 16 * 2**20
+_DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+                "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def _config_digest(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != CONFIG_DIGEST_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, torch.Tensor]) -> None:
@@ -159,12 +175,13 @@ def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, to
 
     The weights file is the adapter: it holds the tensors, the config (metadata) and their checksum, and it is
     renamed into place first, so its rename is the one switch from the old adapter to the new one.
-    ``adapter_config.json`` (the same config, for people and peft-like tools) follows; a save killed between
-    the two leaves the new weights beside the old config, which :func:`read_adapter_files` recognises by the
-    tensors' digest recorded in both and loads (with a warning) as the new adapter.
+    ``adapter_config.json`` (the same config, for people and peft-like tools) follows. A reader takes the
+    weights file's embedded config; a config file from another save (a save killed between the two renames, or
+    read between a concurrent save's renames) is recognised by its own digest (``config_sha256``) and ignored
+    (with a warning), so a reader sees the old adapter or the new one, never a refusal.
 
-    ``meta`` must hold ``peft_type``; ``format_version`` and the tensors' digest are added. Tensors are saved as
-    given (moved to the CPU, made contiguous). Raises ValueError for a ``meta`` without ``peft_type``.
+    ``meta`` must hold ``peft_type``; ``format_version`` and the digests are added. Tensors are saved as given
+    (moved to the CPU, made contiguous). Raises ValueError for a ``meta`` without ``peft_type``.
     """
     from safetensors.torch import save_file
 
@@ -172,7 +189,9 @@ def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, to
         raise ValueError("adapter metadata needs a 'peft_type'")
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     digest = tensors_digest(cpu)
+    meta = {k: v for k, v in meta.items() if k != CONFIG_DIGEST_KEY}
     meta = {**meta, "format_version": FORMAT_VERSION, TENSORS_DIGEST_KEY: digest}
+    meta[CONFIG_DIGEST_KEY] = _config_digest(meta)
     meta_json = json.dumps(meta, indent=2, sort_keys=True)
     file_meta = {"qaa_config": meta_json, "qaa_sha256": digest}
 
@@ -184,66 +203,157 @@ def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, to
                                    ADAPTER_CONFIG: write_json})
 
 
-def read_adapter_files(directory: PathLike, peft_type: str) -> tuple:
+def _read_weights(path: str, check_header) -> tuple:
+    """Read a safetensors file through one open file (a save renaming a new file into place meanwhile changes
+    nothing read here): ``(metadata, tensors)``. The header is parsed and ``check_header(metadata, shapes)``
+    (``shapes``: name -> ``(dtype, shape)``) called before any tensor is read, so a file declaring unexpected or
+    huge tensors is refused without reading them. Raises ValueError for a malformed or truncated file."""
+    from safetensors.torch import load as load_bytes
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("the file is shorter than a safetensors header")
+        n = int.from_bytes(head, "little")
+        if n > MAX_HEADER_BYTES or n + 8 > size:
+            raise ValueError(f"header length {n} is not plausible for a file of {size} bytes")
+        raw = f.read(n)
+        try:
+            header = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise ValueError(f"unreadable header ({e})") from None
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict):
+            raise ValueError("the header's metadata is not an object")
+        shapes, end = {}, 0
+        for name, entry in header.items():
+            try:
+                dtype, shape, (begin, stop) = entry["dtype"], [int(d) for d in entry["shape"]], entry["data_offsets"]
+                begin, stop = int(begin), int(stop)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"malformed header entry {name!r} ({e})") from None
+            numel = 1
+            for d in shape:
+                numel *= d
+            if dtype not in _DTYPE_SIZES or min(shape, default=0) < 0 or stop - begin != numel * _DTYPE_SIZES[dtype]:
+                raise ValueError(f"header entry {name!r} is inconsistent (dtype {dtype}, shape {shape}, "
+                                 f"bytes {begin}..{stop})")
+            shapes[name] = (dtype, tuple(shape))
+            end = max(end, stop)
+        if check_header is not None:
+            check_header(metadata, shapes)
+        if 8 + n + end != size:
+            raise ValueError(f"the file holds {size} bytes, its header declares {8 + n + end} (truncated?)")
+        f.seek(0)
+        data = f.read()
+    if len(data) != size:
+        raise ValueError("the file changed size while it was read")
+    try:
+        tensors = load_bytes(data)
+    except Exception as e:  # safetensors raises its own error types
+        raise ValueError(str(e)) from e
+    return metadata, tensors
+
+
+def read_adapter_files(directory: PathLike, peft_type: str, check_header=None) -> tuple:
     """Read and verify an adapter folder written by :func:`save_adapter_files`: ``(meta, tensors)``.
+
+    The weights file is read first, through one open file, and is the adapter: its embedded config is the
+    metadata returned. ``check_header(meta, shapes)`` (optional; ``meta`` the embedded config, or the config
+    file's for a weights file without metadata; ``shapes`` name -> ``(safetensors dtype, shape)``) is called
+    before any tensor is read and raises to refuse unexpected names or shapes. The tensors must match the
+    digest in the weights file's metadata, or, for a weights file without metadata (re-saved by another tool),
+    the digest the config records.
 
     Raises:
         FileNotFoundError: a file is missing.
         ValueError: not an adapter of ``peft_type``; unreadable, truncated or corrupted files (checksum);
-            a config and weights from different saves; an unsupported ``format_version``.
+            a config file edited after the save; an unsupported ``format_version``; what ``check_header``
+            raises.
     """
-    from safetensors import safe_open
-
     cfg_path = os.path.join(directory, ADAPTER_CONFIG)
     w_path = os.path.join(directory, ADAPTER_WEIGHTS)
     for p in (cfg_path, w_path):
         if not os.path.isfile(p):
             raise FileNotFoundError(f"adapter file missing: {p}")
+    state = {}
+
+    def check(file_meta: dict, shapes: dict) -> None:
+        try:
+            _check(file_meta, shapes)
+        except ValueError as e:
+            raise _Refused(str(e)) from e
+
+    def _check(file_meta: dict, shapes: dict) -> None:
+        embedded = file_meta.get("qaa_config")
+        if embedded is not None:
+            try:
+                state["embedded"] = json.loads(embedded)
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise ValueError(f"corrupted metadata in {w_path}: {e}") from e
+            if not isinstance(state["embedded"], dict) or state["embedded"].get("peft_type") != peft_type:
+                raise ValueError(f"{w_path} is not a {peft_type} adapter (its embedded config says otherwise)")
+            _check_version(state["embedded"], w_path)
+        if check_header is not None:
+            check_header(state.get("embedded", state.get("config")), shapes)
+
     try:
         with open(cfg_path, encoding="utf-8") as f:
-            meta = json.load(f)
+            config = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"corrupted adapter config {cfg_path}: {e}") from e
-    if not isinstance(meta, dict) or meta.get("peft_type") != peft_type:
-        found = meta.get("peft_type") if isinstance(meta, dict) else None
+    if not isinstance(config, dict) or config.get("peft_type") != peft_type:
+        found = config.get("peft_type") if isinstance(config, dict) else None
         raise ValueError(f"{cfg_path} is not a {peft_type} adapter config (peft_type={found!r})")
-    version = meta.get("format_version", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{cfg_path}: unsupported format_version {version!r} (this qaa reads {FORMAT_VERSION})")
+    _check_version(config, cfg_path)
+    state["config"] = config
     try:
-        tensors = {}
-        with safe_open(w_path, framework="pt") as f:
-            file_meta = f.metadata() or {}
-            for k in f.keys():
-                tensors[k] = f.get_tensor(k)
-    except Exception as e:  # safetensors raises its own error types for truncated/corrupt headers
+        file_meta, tensors = _read_weights(w_path, check)
+    except _Refused:
+        raise
+    except ValueError as e:
         raise ValueError(f"corrupted or truncated adapter weights {w_path}: {e}") from e
-    digest = file_meta.get("qaa_sha256")
+    except OSError as e:
+        raise ValueError(f"unreadable adapter weights {w_path}: {e}") from e
     actual = tensors_digest(tensors)
-    if digest is not None and digest != actual:
-        raise ValueError(f"corrupted adapter weights {w_path}: the tensors do not match their checksum")
-    embedded = file_meta.get("qaa_config")
-    if embedded is not None:
-        try:
-            embedded_meta = json.loads(embedded)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"corrupted metadata in {w_path}: {e}") from e
-        if embedded_meta != meta:
-            stale = (isinstance(embedded_meta, dict) and embedded_meta.get(TENSORS_DIGEST_KEY) == actual
-                     and meta.get(TENSORS_DIGEST_KEY) not in (None, actual)
-                     and embedded_meta.get("peft_type") == peft_type)
-            if not stale:
+    embedded = state.get("embedded")
+    digest = file_meta.get("qaa_sha256")
+    if embedded is None:
+        # No embedded config (a weights file re-saved by a tool that drops metadata, or a hand-made folder): the
+        # config file is the adapter's config, and its recorded digest must still match the tensors.
+        digest = digest if digest is not None else config.get(TENSORS_DIGEST_KEY)
+        if digest is not None and digest != actual:
+            raise ValueError(f"corrupted adapter weights {w_path}: the tensors do not match their checksum (the "
+                             f"one {'the weights file' if file_meta.get('qaa_sha256') else cfg_path} records)")
+        meta = config
+    else:
+        if digest is None or digest != actual:
+            raise ValueError(f"corrupted adapter weights {w_path}: the tensors do not match their checksum")
+        meta = embedded
+        if config != embedded:
+            own = config.get(CONFIG_DIGEST_KEY)
+            intact = own is not None and own == _config_digest(config)
+            legacy_stale = own is None and config.get(TENSORS_DIGEST_KEY) not in (None, actual)
+            if not (intact or legacy_stale):
                 raise ValueError(f"{cfg_path} and {w_path} do not belong together (the config was edited or the "
                                  "files were mixed); re-save the adapter")
-            # The config file belongs to other tensors (a save killed between its two renames, or a weights file
-            # copied in): the weights file carries its own config and checksum, so it is the adapter.
-            warnings.warn(f"{cfg_path} is from another save than {w_path} (an interrupted save?); loading the "
-                          "adapter the weights file holds (its embedded config). The next save rewrites both.",
-                          RuntimeWarning, stacklevel=3)
-            meta = embedded_meta
-            version = meta.get("format_version", FORMAT_VERSION)
-            if version != FORMAT_VERSION:
-                raise ValueError(f"{w_path}: unsupported format_version {version!r} (this qaa reads "
-                                 f"{FORMAT_VERSION})")
-    meta = {k: v for k, v in meta.items() if k != TENSORS_DIGEST_KEY}
+            # The config file is another save's (a save killed between its two renames, a concurrent save, or a
+            # weights file copied in): the weights file carries its own config and checksum, so it is the adapter.
+            warnings.warn(f"{cfg_path} is from another save than {w_path} (an interrupted or concurrent save?); "
+                          "loading the adapter the weights file holds (its embedded config). The next save rewrites "
+                          "both.", RuntimeWarning, stacklevel=3)
+    meta = {k: v for k, v in meta.items() if k not in (TENSORS_DIGEST_KEY, CONFIG_DIGEST_KEY)}
     return meta, tensors
+
+
+class _Refused(ValueError):
+    """A refusal by the header checks (its message is final)."""
+
+
+def _check_version(meta: dict, path: str) -> None:
+    version = meta.get("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported format_version {version!r} (this qaa reads {FORMAT_VERSION})")

@@ -1,7 +1,6 @@
 """The QAA layer: a frozen linear map plus one or more quantum branches (adapters), selected by name."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Optional
 
@@ -12,7 +11,7 @@ from ... import engine
 from ...engine.ops import cached_circuit, qaa_features_op
 from ...hardware.measure import active_measurement
 from ..utils import layer_dims
-from .config import QAAConfig
+from .config import QAAConfig, check_adapter_name
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -178,6 +177,20 @@ class QAALayer(nn.Module):
                 child._apply(fn if name == "base_layer" else keep_dtype)
         return super()._apply(fn, recurse=False)
 
+    # The base layer's tensors under the unwrapped layer's names (as peft's tuner layers expose them): the
+    # state dict names them "<layer>.weight" / "<layer>.bias" (the state_dict hook), and tools that resolve
+    # state-dict names to attributes (torch.distributed.checkpoint's get/set_model_state_dict, FSDP2 saving in
+    # accelerate) find them here.
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base layer's ``weight`` (the same Parameter)."""
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        """The base layer's ``bias`` (the same Parameter, or None)."""
+        return getattr(self.base_layer, "bias", None)
+
     # ---- adapters ----
     def n_qubits_for(self, config: QAAConfig) -> int:
         need = engine.qubits_for_dim(self.d_in)
@@ -190,14 +203,22 @@ class QAALayer(nn.Module):
         return n
 
     def add_adapter(self, name: str, config: QAAConfig, generator: Optional[torch.Generator] = None) -> None:
-        """Add adapter ``name`` (theta ~ Normal(0, init_std), P = 0) and make it active."""
-        if not isinstance(name, str) or not name or "." in name:
-            raise ValueError(f"adapter name must be a non-empty string without '.', got {name!r}")
+        """Add adapter ``name`` (theta ~ Normal(0, init_std), P = 0) and make it active. The layer keeps a
+        read-only copy of ``config`` (``qaa_configs[name]``).
+
+        Raises:
+            ValueError: an invalid or reserved name (:func:`qaa.tuners.qaa.config.check_adapter_name`), a name
+                the layer already has, an invalid config.
+            TypeError: ``config`` is not a QAAConfig.
+        """
+        check_adapter_name(name, "name")
         if name in self.qaa_configs:
             raise ValueError(f"adapter {name!r} already exists on this layer")
         if not isinstance(config, QAAConfig):
             raise TypeError(f"config must be a QAAConfig, got {type(config).__name__}")
-        config = dataclasses.replace(config)  # the layer's own copy: the caller's object may change later
+        config.validate()
+        # the layer's own copy, read-only: the caller's object may change later, and the copy is what runs
+        config = config if config.__dict__.get("_read_only") else config.read_only_copy()
         n = self.n_qubits_for(config)
         circ = _cached_circuit(config.ansatz, n, config.n_layers)
         dtype = _DTYPES[config.dtype]

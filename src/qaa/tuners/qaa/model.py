@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import re
+from collections.abc import Mapping
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -14,7 +14,7 @@ from torch import nn
 from ..save_load import read_adapter_files, save_adapter_files
 from ..utils import (get_nb_trainable_parameters, layer_dims, linear_candidates, matches_target,
                      normalise_targets, print_trainable_parameters, set_submodule)
-from .config import PEFT_TYPE, QAAConfig
+from .config import PEFT_TYPE, QAAConfig, check_adapter_name
 from .distributed import (clean_module_name, collective, copy_full_into, full_parameters, full_tensor,
                           is_distributed_wrapper, process_group, unwrap_model)
 from .layer import QAALayer, _cached_circuit
@@ -25,6 +25,28 @@ PRETRAINED_ADAPTERS = "qaa_adapters"
 _MODEL_ATTRS = ("qaa_configs", "qaa_active_adapter", "print_trainable_parameters", "get_nb_trainable_parameters",
                 "merge_and_unload", "merge_adapter", "save_pretrained", "qaa_set_adapter", "qaa_disable_adapter",
                 "qaa_base_model")
+
+
+class AdapterConfigs(Mapping):
+    """``model.qaa_configs``: adapter name -> the adapter's :class:`QAAConfig`, read-only (the mapping and the
+    configs: setting a field raises AttributeError). The layers hold the same read-only configs, so what runs
+    and what :func:`save_adapter` writes cannot differ. ``dict(model.qaa_configs)`` gives a plain dict."""
+
+    def __init__(self, configs=()):
+        self._configs = {name: (cfg if cfg.__dict__.get("_read_only") else cfg.read_only_copy())
+                         for name, cfg in dict(configs).items()}
+
+    def __getitem__(self, name: str) -> QAAConfig:
+        return self._configs[name]
+
+    def __iter__(self):
+        return iter(self._configs)
+
+    def __len__(self) -> int:
+        return len(self._configs)
+
+    def __repr__(self) -> str:
+        return f"AdapterConfigs({self._configs!r})"
 
 
 class MergeError(RuntimeError):
@@ -54,9 +76,11 @@ def _find_targets(model: nn.Module, config: QAAConfig) -> List[str]:
         except re.error as e:
             raise ValueError(f"target_modules {tm!r} is not a valid regular expression ({e}); a string is matched "
                              "as a regex against full module names, a list by name suffix") from e
-    wrapped = [name for name, mod in model.named_modules() if isinstance(mod, QAALayer)]
+    # Every path to a module (remove_duplicate=False): a layer reached at two places (the same nn.Linear at
+    # positions 0 and 2) is wrapped at each place it is targeted, each wrapper with its own adapter.
+    wrapped = [name for name, mod in model.named_modules(remove_duplicate=False) if isinstance(mod, QAALayer)]
     targets, not_linear = [], []
-    for name, mod in model.named_modules():
+    for name, mod in model.named_modules(remove_duplicate=False):
         if not name or any(name.startswith(w + ".") for w in wrapped):
             continue  # adapter internals are never targets
         if not matches_target(name, tm):
@@ -71,6 +95,14 @@ def _find_targets(model: nn.Module, config: QAAConfig) -> List[str]:
         for inner in targets:
             if inner.startswith(outer + "."):
                 raise ValueError(f"target {inner!r} lies inside target {outer!r}; select one of them")
+    seen: Dict[int, str] = {}
+    for name in targets:
+        mod = model.get_submodule(name)
+        if isinstance(mod, QAALayer) and id(mod) in seen:
+            raise ValueError(f"targets {seen[id(mod)]!r} and {name!r} are the same QAA layer object (one layer "
+                             "reached at two places); QAA cannot give it an adapter per place. Wrap the base "
+                             "layers before sharing them, or select one of the names")
+        seen[id(mod)] = name
     get_out = getattr(model, "get_output_embeddings", None)
     out_emb = get_out() if callable(get_out) else None
     if out_emb is not None:
@@ -220,9 +252,8 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     outer, model = model, (model if is_distributed_wrapper(model) else unwrap_model(model))
     config.validate()
-    config = dataclasses.replace(config)  # the model's own copy (the caller may edit or reuse theirs)
-    if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
-        raise ValueError(f"adapter name must be a non-empty string without '.', got {adapter_name!r}")
+    config = config.read_only_copy()  # the model's own copy (the caller may edit or reuse theirs)
+    check_adapter_name(adapter_name)
     existing = getattr(model, "qaa_configs", {})
     if adapter_name in existing:
         raise ValueError(f"adapter {adapter_name!r} is already attached; choose another name")
@@ -258,7 +289,7 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
                 set_submodule(model, name, QAALayer(mod, adapter_name, config, generator))
         configs = dict(existing)
         configs[adapter_name] = config
-        model.qaa_configs = configs
+        model.qaa_configs = AdapterConfigs(configs)
         _install_methods(model)
         _activate(model, adapter_name)
         _set_trainable(model, adapter_name, is_trainable, others_frozen=is_trainable)
@@ -400,7 +431,7 @@ def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "def
     from ... import __version__
 
     meta = configs[adapter_name].to_dict()
-    meta.update(modules=modules, qaa_version=__version__)
+    meta.update(modules=modules, qaa_version=__version__, adapter_name=adapter_name)
     if not collective(model):
         save_adapter_files(save_directory, meta, tensors)
         return
@@ -419,6 +450,62 @@ def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "def
         raise failure
     if status[0] is not None:
         raise RuntimeError(f"rank {writer} could not write the adapter to {save_directory}: {status[0]}")
+
+
+def read_qaa_adapter(directory, with_meta: bool = False) -> tuple:
+    """Read and verify the QAA adapter folder ``directory``: ``(config, modules, tensors)`` (and the saved
+    metadata as a fourth item with ``with_meta``).
+
+    The weights file's header (names, dtypes, shapes) is checked against the layout its config implies before
+    any tensor is read (a file declaring a huge or unexpected tensor is refused without reading it); then the
+    checksum, the values (finite, ``input_scale > 0``) and the config (every field present, correct types).
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: what :func:`qaa.tuners.save_load.read_adapter_files` raises, an invalid config, or tensors
+            that are not the layout's.
+    """
+    def parse(meta) -> Tuple[QAAConfig, dict]:
+        if not isinstance(meta, dict):
+            raise ValueError(f"adapter config in {directory} is not an object")
+        try:
+            config = QAAConfig.from_dict({k: v for k, v in meta.items()}, saved=True)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"invalid adapter config in {directory}: {e}") from e
+        modules = meta.get("modules")
+        if not isinstance(modules, dict) or not modules:
+            raise ValueError(f"adapter config in {directory} lists no modules")
+        return config, modules
+
+    def check_header(meta, shapes) -> None:
+        config, modules = parse(meta)
+        expected = _layout_shapes(config, modules)
+        where = f"adapter weights in {directory}"
+        if set(shapes) != set(expected):
+            raise ValueError(f"{where}: unexpected or missing tensors: {sorted(set(shapes) ^ set(expected))[:5]}")
+        for key, (dtype, shape) in shapes.items():
+            if dtype not in ("F16", "BF16", "F32", "F64"):
+                raise ValueError(f"{where}: tensor {key} has dtype {dtype}, expected a float dtype")
+            if shape != expected[key]:
+                raise ValueError(f"{where}: tensor {key} has shape {shape}, expected {expected[key]}")
+
+    meta, tensors = read_adapter_files(directory, PEFT_TYPE, check_header=check_header)
+    config, modules = parse(meta)
+    _check_layout(config, modules, tensors, f"adapter weights in {directory}")
+    return (config, modules, tensors, meta) if with_meta else (config, modules, tensors)
+
+
+def _layout_shapes(config: QAAConfig, modules: dict) -> Dict[str, tuple]:
+    """Tensor name -> shape of the adapter layout ``config`` and the module entries ``modules`` imply."""
+    shapes = {}
+    for name, info in modules.items():
+        d_in, d_out, n_params, n_feat = _expected_layout(config, name, info)
+        shapes[f"{name}.theta"] = (n_params,)
+        shapes[f"{name}.out_proj.weight"] = (d_out, n_feat)
+        if config.input_transform is not None:
+            shapes[f"{name}.input_mean"] = (d_in,)
+            shapes[f"{name}.input_scale"] = (d_in,)
+    return shapes
 
 
 def _check_layout(config: QAAConfig, modules: dict, tensors: Dict[str, torch.Tensor], where: str) -> None:
@@ -474,7 +561,7 @@ def _expected_layout(config: QAAConfig, name: str, info) -> Tuple[int, int, int,
 def _snapshot(model: nn.Module):
     """What attach can change: the module tree, requires_grad flags, active adapters, the model's qaa attributes."""
     attrs = {k: model.__dict__[k] for k in _MODEL_ATTRS if k in model.__dict__}
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))
     grads = [(p, p.requires_grad) for p in model.parameters()]
     active = [(layer, layer.active_adapter, set(layer.qaa_configs)) for _, layer in qaa_layers(model)]
     return attrs, modules, grads, active
@@ -496,12 +583,55 @@ def _restore(model: nn.Module, snap) -> None:
     model.__dict__.update(attrs)
 
 
+def saved_adapter_name(directory) -> Optional[str]:
+    """The adapter name an adapter folder records (``adapter_name`` in its config; None for folders saved before
+    names were recorded, or no readable adapter config)."""
+    import json
+
+    try:
+        with open(os.path.join(os.fspath(directory), "adapter_config.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return None
+    name = meta.get("adapter_name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def nested_adapter_names(directory) -> List[str]:
+    """Names of the adapter folders in ``directory/qaa_adapters`` (sorted)."""
+    nested = os.path.join(os.fspath(directory), PRETRAINED_ADAPTERS)
+    try:
+        return sorted(e.name for e in os.scandir(nested)
+                      if e.is_dir() and os.path.isfile(os.path.join(e.path, "adapter_config.json")))
+    except OSError:
+        return []
+
+
 def _adapter_folder(load_directory, adapter_name: str) -> str:
-    """``load_directory``, or its ``qaa_adapters/<adapter_name>`` sub-folder when it is a ``save_pretrained`` folder."""
-    nested = os.path.join(os.fspath(load_directory), PRETRAINED_ADAPTERS, str(adapter_name))
-    if not os.path.isfile(os.path.join(os.fspath(load_directory), "adapter_config.json")) and os.path.isdir(nested):
+    """The folder holding adapter ``adapter_name`` in ``load_directory``: its ``qaa_adapters/<adapter_name>``
+    (a ``save_pretrained`` folder, or a checkpoint's non-root adapter) when there is one, else the folder
+    itself. A folder that holds several adapters (an adapter at its root and others in ``qaa_adapters``) and
+    records its root adapter under another name has no adapter ``adapter_name``: ValueError listing those it
+    has. A single adapter folder loads under any name.
+
+    Raises:
+        ValueError: an invalid ``adapter_name`` (:func:`check_adapter_name`), or no such adapter in a folder of
+            several.
+    """
+    check_adapter_name(adapter_name)
+    root = os.fspath(load_directory)
+    nested = os.path.join(root, PRETRAINED_ADAPTERS, adapter_name)
+    if os.path.isfile(os.path.join(nested, "adapter_config.json")):
         return nested
-    return os.fspath(load_directory)
+    others = nested_adapter_names(root)
+    if os.path.isfile(os.path.join(root, "adapter_config.json")):
+        recorded = saved_adapter_name(root)
+        if others and recorded is not None and recorded != adapter_name:
+            raise ValueError(f"{root} holds adapters {sorted([recorded] + others)}, none named {adapter_name!r}")
+        return root
+    if others:
+        raise ValueError(f"{root} holds adapters {others}, none named {adapter_name!r}")
+    return root
 
 
 def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "default",
@@ -532,18 +662,10 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
             "already has (e.g. to resume), use qaa.load_adapter_weights.")
     model = unwrap_model(model)  # peft, torch.compile
     load_directory = _adapter_folder(load_directory, adapter_name)
-    meta, tensors = read_adapter_files(load_directory, PEFT_TYPE)
-    modules = meta.get("modules")
-    if not isinstance(modules, dict) or not modules:
-        raise ValueError(f"adapter config in {load_directory} lists no modules")
     if adapter_name in getattr(model, "qaa_configs", {}):
         raise ValueError(f"adapter {adapter_name!r} is already attached; choose another name")
-    try:
-        config = QAAConfig.from_dict({k: v for k, v in meta.items() if k not in ("modules", "qaa_version",
-                                                                                "format_version")})
-    except TypeError as e:
-        raise ValueError(f"invalid adapter config in {load_directory}: {e}") from e
-    names = dict(model.named_modules())
+    config, modules, tensors = read_qaa_adapter(load_directory)
+    names = dict(model.named_modules(remove_duplicate=False))
     for name, info in modules.items():
         d_in, d_out, _, _ = _expected_layout(config, name, info)
         mod = names.get(name)
@@ -651,12 +773,7 @@ def load_adapter_weights(model: nn.Module, load_directory: str, adapter_name: st
     if adapter_name not in configs:
         raise _not_attached(model, adapter_name)
     load_directory = _adapter_folder(load_directory, adapter_name)
-    meta, tensors = read_adapter_files(load_directory, PEFT_TYPE)
-    try:
-        saved = QAAConfig.from_dict({k: v for k, v in meta.items() if k not in ("modules", "qaa_version",
-                                                                               "format_version")})
-    except TypeError as e:
-        raise ValueError(f"invalid adapter config in {load_directory}: {e}") from e
+    saved, modules, tensors = read_qaa_adapter(load_directory)
     attached = configs[adapter_name]
     differ = [k for k, v in attached.to_dict().items()
               if k not in _WEIGHTS_FREE_FIELDS and saved.to_dict().get(k) != v]
@@ -664,8 +781,6 @@ def load_adapter_weights(model: nn.Module, load_directory: str, adapter_name: st
         details = ", ".join(f"{k}={saved.to_dict().get(k)!r} (attached {attached.to_dict()[k]!r})" for k in differ)
         raise ValueError(f"adapter in {load_directory} was saved with other settings than adapter {adapter_name!r} "
                          f"has: {details}")
-    modules = meta.get("modules")
-    _check_layout(saved, modules, tensors, f"adapter weights in {load_directory}")
     layers = {clean_module_name(name): layer for name, layer in qaa_layers(inner) if adapter_name in layer.qaa_configs}
     if set(layers) != set(modules):
         raise ValueError(f"adapter in {load_directory} covers other modules than adapter {adapter_name!r}: "
@@ -748,7 +863,7 @@ def detach_adapter(model: nn.Module, adapter_name: str) -> None:
         for attr in _MODEL_ATTRS:
             model.__dict__.pop(attr, None)
         return
-    model.qaa_configs = configs
+    model.qaa_configs = AdapterConfigs(configs)
     active = getattr(model, "qaa_active_adapter", None)
     if active == adapter_name or active not in configs:
         active = next(iter(configs))

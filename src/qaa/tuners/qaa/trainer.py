@@ -20,9 +20,11 @@ from ..save_load import ADAPTER_CONFIG, read_adapter_files, save_adapter_files
 from .config import PEFT_TYPE, QAAConfig
 from .distributed import clean_module_name, unwrap_model
 from .layer import _DTYPES, _cached_circuit
-from .model import PRETRAINED_ADAPTERS, _adapter_folder, _check_layout, load_adapter_weights, save_adapter
+from .config import check_adapter_name
+from .model import (PRETRAINED_ADAPTERS, _adapter_folder, _check_layout, load_adapter_weights, nested_adapter_names,
+                    read_qaa_adapter, save_adapter, saved_adapter_name)
 
-__all__ = ["QAATrainer", "extract_adapter", "adapter_folders"]
+__all__ = ["QAATrainer", "extract_adapter", "adapter_folders", "checkpoint_adapter_folders"]
 
 #: The file ``Trainer`` saves its arguments in (transformers' ``TRAINING_ARGS_NAME``).
 _TRAINING_ARGS = "training_args.bin"
@@ -37,8 +39,34 @@ def adapter_folders(model: torch.nn.Module, directory: str) -> Dict[str, str]:
     if not configs:
         raise ValueError(f"{type(model).__name__} holds no QAA adapter: attach one before training with QAATrainer")
     active = getattr(inner, "qaa_active_adapter", None)
-    return {name: os.fspath(directory) if name == active else os.path.join(directory, PRETRAINED_ADAPTERS, name)
-            for name in configs}
+    return {name: os.fspath(directory) if name == active
+            else os.path.join(directory, PRETRAINED_ADAPTERS, check_adapter_name(name)) for name in configs}
+
+
+def checkpoint_adapter_folders(directory: str, model: Optional[torch.nn.Module] = None) -> Dict[str, str]:
+    """Adapter name -> folder of the adapters a :class:`QAATrainer` checkpoint ``directory`` holds, read from
+    the checkpoint itself (not from which adapter is active now): ``qaa_adapters/<name>`` for each folder there,
+    and ``directory`` for the root adapter under the name it records. A root adapter saved before names were
+    recorded is the one adapter of ``model`` not found in ``qaa_adapters``.
+
+    Raises:
+        ValueError: the root adapter's name cannot be told (no record, and ``model`` does not single it out).
+    """
+    directory = os.fspath(directory)
+    found = {name: os.path.join(directory, PRETRAINED_ADAPTERS, name) for name in nested_adapter_names(directory)}
+    if _is_qaa_folder(directory):
+        root = saved_adapter_name(directory)
+        if root is None:
+            configs = getattr(unwrap_model(model), "qaa_configs", {}) if model is not None else {}
+            candidates = [n for n in configs if n not in found]
+            if len(candidates) != 1:
+                raise ValueError(f"{directory}: the adapter at the checkpoint's root records no name, and the model's "
+                                 f"adapters {sorted(configs)} do not single it out (besides {sorted(found)})")
+            root = candidates[0]
+        if root in found:
+            raise ValueError(f"{directory} holds adapter {root!r} twice (at its root and in {PRETRAINED_ADAPTERS})")
+        found[root] = directory
+    return found
 
 
 def _is_qaa_folder(directory: str) -> bool:
@@ -95,10 +123,15 @@ class QAATrainer(Trainer):
         self._write_extras(output_dir)
 
     def _load_adapters(self, directory: str, model: torch.nn.Module) -> None:
-        folders = adapter_folders(model, directory)
-        found = {name: folder for name, folder in folders.items() if _is_qaa_folder(folder)}
-        if not found:
-            raise ValueError(f"{directory} holds no QAA adapter of this model (looked for {sorted(folders)})")
+        """Copy each adapter the checkpoint holds into the model's adapter of the same name (whichever adapter is
+        active now). Raises ValueError when the checkpoint's adapters are not exactly the model's."""
+        configs = getattr(unwrap_model(model), "qaa_configs", {})
+        if not configs:
+            raise ValueError(f"{type(model).__name__} holds no QAA adapter: attach one before training with QAATrainer")
+        found = checkpoint_adapter_folders(directory, model)
+        if set(found) != set(configs):
+            raise ValueError(f"{directory} holds the adapters {sorted(found)}, the model has {sorted(configs)}: "
+                             "resume with the model built and attached as for the first run")
         for name, folder in found.items():
             load_adapter_weights(model, folder, name)
 
@@ -171,9 +204,10 @@ def extract_adapter(checkpoint_dir: str, save_directory: str, adapter_name: str 
     """
     folder = _adapter_folder(checkpoint_dir, adapter_name)
     if _is_qaa_folder(folder):
-        meta, tensors = read_adapter_files(folder, PEFT_TYPE)
+        _, modules, tensors, meta = read_qaa_adapter(folder, with_meta=True)
+        meta = {**meta, "adapter_name": adapter_name}
         save_adapter_files(save_directory, meta, tensors)
-        return meta["modules"]
+        return modules
     if config is None:
         raise ValueError(f"{checkpoint_dir} holds no QAA adapter folder, only model weights, which do not record the "
                          "adapter's settings: pass config=QAAConfig(...) as the adapter was trained with")

@@ -1,0 +1,341 @@
+"""Numbers behind the QAA paper's claims that a comparison's records already hold: convergence (validation
+curves) and stability (learning-rate sensitivity, seed spread, loss spikes, divergences).
+
+Every function reads plain values (lists of numbers, the records of ``results.json``) and states its rule in its
+docstring; the report prints the rule beside the number.
+
+Convergence, per run: the validation curve ``[[step, nll], ...]`` (teacher-forced NLL of a fixed validation
+subset at fixed optimizer-step counts, step 0 = before training; :func:`qaa.experiments.compare.checkpoint_steps`).
+
+* **Area under the curve** (:func:`curve_area`): the trapezoidal area under NLL over steps, divided by the last
+  step, i.e. the mean validation NLL over training (nats/token; lower = faster and/or lower).
+* **Steps to target** (:func:`steps_to_target`): the first checkpoint step at which the curve is at or below the
+  target, linearly interpolated between the checkpoints around the crossing; ``None`` if never reached.
+* **Common target** (:func:`common_target`): the worst (highest) mean final curve NLL among the methods compared,
+  so that every method reaches it on average.
+* QAA against a method: the per-seed difference (runs paired by training seed), mean and a Student-t interval
+  over seeds (:func:`seed_paired_interval`); with 3 seeds, t(2) = 4.30, so only large effects are resolved.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["curve_area", "steps_to_target", "common_target", "seed_paired_interval", "loss_spikes",
+           "rate_sensitivity", "SPIKE_FACTOR", "SPIKE_WINDOW", "RATE_TOLERANCE"]
+
+#: A loss spike is a step whose loss exceeds SPIKE_FACTOR x the median of the SPIKE_WINDOW steps before it.
+SPIKE_FACTOR = 1.5
+SPIKE_WINDOW = 8
+#: Swept rates whose validation NLL is within RATE_TOLERANCE nats/token of the best count as "good" rates.
+RATE_TOLERANCE = 0.02
+
+
+def _check_curve(curve: Sequence[Sequence[float]]) -> Tuple[List[float], List[float]]:
+    if len(curve) < 2:
+        raise ValueError(f"a validation curve needs at least 2 points, got {len(curve)}")
+    steps = [float(p[0]) for p in curve]
+    values = [float(p[1]) for p in curve]
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"curve steps must increase strictly, got {steps}")
+    return steps, values
+
+
+def curve_area(curve: Sequence[Sequence[float]]) -> float:
+    """Trapezoidal area under ``curve`` (``[[step, nll], ...]``, steps increasing) divided by the step span:
+    the mean NLL over training, nats/token. A non-finite point makes the result ``inf`` (a diverged run).
+
+    Raises:
+        ValueError: fewer than 2 points or steps not strictly increasing.
+    """
+    steps, values = _check_curve(curve)
+    if not all(math.isfinite(v) for v in values):
+        return math.inf
+    area = sum((s1 - s0) * (v0 + v1) / 2 for s0, s1, v0, v1 in zip(steps, steps[1:], values, values[1:]))
+    return area / (steps[-1] - steps[0])
+
+
+def steps_to_target(curve: Sequence[Sequence[float]], target: float) -> Optional[float]:
+    """The first step at which ``curve`` reaches ``target`` (NLL <= target), linearly interpolated between the two
+    checkpoints around the first crossing; the first step itself if it already is at or below. ``None`` if the
+    curve never reaches it.
+
+    Raises:
+        ValueError: as :func:`curve_area`; a non-finite ``target``.
+    """
+    if not math.isfinite(target):
+        raise ValueError(f"target must be finite, got {target}")
+    steps, values = _check_curve(curve)
+    if values[0] <= target:
+        return steps[0]
+    for s0, s1, v0, v1 in zip(steps, steps[1:], values, values[1:]):
+        if math.isfinite(v1) and v1 <= target:
+            if not math.isfinite(v0) or v0 == v1:
+                return s1
+            return s0 + (s1 - s0) * (v0 - target) / (v0 - v1)
+    return None
+
+
+def common_target(final_nll_by_method: Dict[str, Sequence[float]]) -> float:
+    """The convergence target: the highest, over methods, of the mean final curve NLL across that method's seeds
+    (so every method reaches it on average).
+
+    Raises:
+        ValueError: no method, or a method without a finite final value.
+    """
+    means = []
+    for method, values in final_nll_by_method.items():
+        finite = [float(v) for v in values if math.isfinite(v)]
+        if not finite:
+            raise ValueError(f"method {method} has no finite final validation NLL")
+        means.append(statistics.fmean(finite))
+    if not means:
+        raise ValueError("no method to take a target from")
+    return max(means)
+
+
+def seed_paired_interval(a: Dict[int, float], b: Dict[int, float], level: float = 0.95
+                         ) -> Optional[Tuple[float, float, float, int]]:
+    """Mean and Student-t interval of ``a[seed] - b[seed]`` over the seeds both have (runs paired by training
+    seed): ``(mean, low, high, n)``; ``None`` with fewer than 2 common seeds (no spread to estimate) or a
+    non-finite difference.
+
+    The interval is ``mean +- t_{n-1} * sd / sqrt(n)`` (scipy's Student t quantile).
+    """
+    from scipy import stats as st
+
+    seeds = sorted(set(a) & set(b))
+    diffs = [float(a[s]) - float(b[s]) for s in seeds]
+    if len(diffs) < 2 or not all(math.isfinite(d) for d in diffs):
+        return None
+    mean = statistics.fmean(diffs)
+    half = float(st.t.ppf(0.5 + level / 2, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half, len(diffs)
+
+
+def loss_spikes(losses: Sequence[float], factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> List[int]:
+    """Steps whose training loss exceeds ``factor`` x the median of the ``window`` steps before it (steps with
+    fewer than ``window`` predecessors are not judged), plus every non-finite loss.
+
+    Raises:
+        ValueError: ``factor`` <= 1 or ``window`` < 1.
+    """
+    if not factor > 1 or window < 1:
+        raise ValueError(f"factor must be > 1 and window >= 1, got {factor} and {window}")
+    out = []
+    for i, loss in enumerate(losses):
+        if not math.isfinite(loss):
+            out.append(i)
+        elif i >= window:
+            ref = statistics.median(losses[i - window:i])
+            if math.isfinite(ref) and loss > factor * ref:
+                out.append(i)
+    return out
+
+
+def rate_sensitivity(grid: Sequence[dict], tolerance: float = RATE_TOLERANCE) -> Optional[dict]:
+    """How forgiving a method is of its learning rate, from its sweep (``selection.grid`` records
+    ``{"lr", "theta_lr_ratio", "val_nll"}``; only angle ratio 1 rows, the rate sweep proper, are used).
+
+    Returns ``{"best_lr", "good": [rates within tolerance of the best validation NLL], "span": max/min of the
+    good rates (1 = only the best), "tried": number of rates, "failed": rates without a finite NLL}``, or
+    ``None`` when no rate trained.
+    """
+    rows = [g for g in grid if float(g.get("theta_lr_ratio", 1.0)) == 1.0]
+    finite = [(float(g["lr"]), float(g["val_nll"])) for g in rows
+              if g.get("val_nll") is not None and math.isfinite(float(g["val_nll"]))]
+    if not finite:
+        return None
+    best_lr, best = min(finite, key=lambda x: (x[1], x[0]))
+    good = sorted(lr for lr, v in finite if v <= best + tolerance)
+    return {"best_lr": best_lr, "good": good, "span": good[-1] / good[0], "tried": len(rows),
+            "failed": len(rows) - len(finite)}
+
+
+# ---------------------------------------------------------------------------------------------- report lines
+
+def _label(method: str) -> str:
+    from . import registry
+
+    return registry.label(method)
+
+
+def _fmt_ci(iv, digits: int = 3) -> str:
+    mean, lo, hi, _ = iv
+    return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def convergence_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[str]:
+    """The convergence table of one task, from the final runs' validation curves (``entries`` as
+    :func:`qaa.experiments.report.collect` returns them). Empty when no run recorded a curve.
+
+    Per method: the mean area under the curve (mean validation NLL over training, :func:`curve_area`) with its
+    spread over seeds, the mean steps to the common target (:func:`common_target`, :func:`steps_to_target`) and
+    how many runs reached it, and the reference minus the method in area, per seed paired, with its t interval.
+    The verdict says "faster" / "slower" only when that interval excludes 0, and otherwise states the interval's
+    half-width as the smallest difference the comparison could have detected.
+    """
+    curves = {m: {r["seed"]: r["val_curve"] for r in e.get("runs", []) if r.get("val_curve")}
+              for m, e in entries.items()}
+    curves = {m: c for m, c in curves.items() if c}
+    if not curves:
+        return []
+    finals = {m: [c[-1][1] for c in by_seed.values()] for m, by_seed in curves.items()}
+    try:
+        target = common_target(finals)
+    except ValueError:
+        return []
+    area = {m: {s: curve_area(c) for s, c in by_seed.items()} for m, by_seed in curves.items()}
+    points = len(next(iter(next(iter(curves.values())).values())))
+    lines = ["", f"**Convergence** (validation curves: teacher-forced NLL of a fixed validation subset at {points} "
+                 "checkpoints of each final run, step 0 included). Area = trapezoidal area under the curve divided "
+                 "by the steps, i.e. the mean validation NLL over training (lower: faster and/or lower). Target = "
+                 f"{target:.4f}, the worst mean final value among the methods, so each reaches it on average; steps "
+                 "to target interpolated between checkpoints. Reference minus method: per training seed, paired, "
+                 "with a Student-t 95% interval over seeds.", "",
+             f"| method | area (mean ± sd over seeds) | steps to target (reached) | {_label(reference)} − method, "
+             "area |", "|---|---:|---:|---:|"]
+    verdicts = []
+    for m, by_seed in curves.items():
+        vals = list(area[m].values())
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        reach = [steps_to_target(c, target) for c in by_seed.values()]
+        hit = [x for x in reach if x is not None]
+        steps = f"{statistics.fmean(hit):.1f} ({len(hit)}/{len(reach)})" if hit else f"- (0/{len(reach)})"
+        cell = "—"
+        if m != reference and reference in area:
+            iv = seed_paired_interval(area[reference], area[m])
+            if iv is not None:
+                cell = _fmt_ci(iv, 4)
+                if iv[2] < 0:
+                    word = "converges faster (lower area)"
+                elif iv[1] > 0:
+                    word = "converges slower (higher area)"
+                else:
+                    word = (f"is indistinguishable (the interval includes 0; it could only have detected an area "
+                            f"difference beyond ±{(iv[2] - iv[1]) / 2:.4f} nats/token)")
+                verdicts.append(f"- Against {_label(m)}, {_label(reference)} {word}: {cell} over {iv[3]} seeds.")
+        lines.append(f"| {_label(m)} | {statistics.fmean(vals):.4f} ± {sd:.4f} | {steps} | {cell} |")
+    return lines + ([""] + verdicts if verdicts else [])
+
+
+def stability_lines(entries: Dict[str, dict]) -> List[str]:
+    """The stability table of one task: learning-rate sensitivity from each method's sweep
+    (:func:`rate_sensitivity`), the spread over seeds of the test NLL (mean of per-input NLLs), loss spikes of the
+    final runs (:func:`loss_spikes`) and runs that failed or diverged (non-finite loss) in the sweep or the
+    final runs. Empty when no method has a selection."""
+    rows = []
+    for m, e in entries.items():
+        sel = e.get("selection") or {}
+        if sel.get("status") != "ok":
+            continue
+        sens = rate_sensitivity(sel.get("grid", []))
+        span = "-" if sens is None else (f"{sens['span']:.3g}x ({len(sens['good'])} of {sens['tried']} rates)"
+                                         if sel.get("swept") else "not swept")
+        nll = [statistics.fmean(ev["nll"]) for ev in e.get("evals", []) if ev.get("nll")]
+        sd = f"{statistics.stdev(nll):.4f}" if len(nll) > 1 else "-"
+        spikes = sum(len(loss_spikes(r.get("losses", []))) for r in e.get("runs", []))
+        failed = sum(1 for g in sel.get("grid", []) if g.get("status") != "ok")
+        rows.append(f"| {_label(m)} | {span} | {sd} | {spikes} | {failed} |")
+    if not rows:
+        return []
+    return ["", f"**Stability.** Rate span: max/min of the swept rates whose validation NLL is within "
+                f"{RATE_TOLERANCE} nats/token of the best (wider = less sensitive). Seed sd: standard deviation over "
+                f"the final seeds of the test NLL (mean of per-input NLLs). Spikes: final-run steps whose loss "
+                f"exceeds {SPIKE_FACTOR}x the median of the {SPIKE_WINDOW} steps before. Failed: sweep runs that "
+                "raised or diverged.", "",
+            "| method | rate span (good rates) | seed sd, test NLL | loss spikes | failed sweep runs |",
+            "|---|---:|---:|---:|---:|"] + rows
+
+
+# ---------------------------------------------------------------------------------------------- generalisation
+
+def difference_of_differences(a, b, unseen: Sequence[bool], spec, n_boot: int = 2000, seed: int = 0,
+                              level: float = 0.95) -> dict:
+    """The test of "stronger generalisation": ``(metric(a) - metric(b))`` on the unseen inputs minus the same on
+    the seen inputs, for two methods scored on the same inputs with the same seeds (rows paired by seed).
+
+    Args:
+        a, b: per-input data ``[seeds, inputs, ...]`` as :func:`qaa.experiments.stats.paired_difference` takes.
+        unseen: one flag per input (True: from a category held out of training).
+        spec: the metric (:class:`qaa.experiments.stats.MetricSpec`).
+
+    Returns:
+        ``{"value", "lo", "hi", "seed_lo", "seed_hi", "per_seed", "n_unseen", "n_seen"}``: the point estimate
+        (seeds averaged), a two-level bootstrap interval (inputs drawn with replacement within each group, the
+        same draw for both methods; seeds drawn with replacement, paired), and a Student-t interval over the
+        per-seed values (``None`` with one seed). Positive means ``a``'s advantage over ``b`` (in the metric's
+        units, before orientation) is larger on unseen inputs.
+
+    Raises:
+        ValueError: shapes differ, the seed counts differ, or a group is empty.
+    """
+    import numpy as np
+    from scipy.stats import t as student_t
+
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    mask = np.asarray(unseen, dtype=bool)
+    if x.shape != y.shape or x.shape[1] != mask.shape[0]:
+        raise ValueError(f"a {x.shape}, b {y.shape} and unseen ({mask.shape[0]}) must agree")
+    iu, iseen = np.flatnonzero(mask), np.flatnonzero(~mask)
+    if not len(iu) or not len(iseen):
+        raise ValueError("both the seen and the unseen group need inputs")
+
+    def stat(s, idx_u, idx_s):
+        return ((spec.reduce(x[s][idx_u]) - spec.reduce(y[s][idx_u]))
+                - (spec.reduce(x[s][idx_s]) - spec.reduce(y[s][idx_s])))
+
+    per_seed = np.array([stat(s, iu, iseen) for s in range(x.shape[0])])
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for r in range(n_boot):
+        du = iu[rng.integers(0, len(iu), len(iu))]
+        ds = iseen[rng.integers(0, len(iseen), len(iseen))]
+        seeds = rng.integers(0, x.shape[0], x.shape[0])
+        reps[r] = np.mean([stat(s, du, ds) for s in seeds])
+    alpha = (1 - level) / 2
+    out = {"value": float(per_seed.mean()), "lo": float(np.quantile(reps, alpha)),
+           "hi": float(np.quantile(reps, 1 - alpha)), "seed_lo": None, "seed_hi": None,
+           "per_seed": [float(v) for v in per_seed], "n_unseen": int(len(iu)), "n_seen": int(len(iseen))}
+    if len(per_seed) >= 2:
+        half = float(student_t.ppf(1 - alpha, len(per_seed) - 1) * per_seed.std(ddof=1) / np.sqrt(len(per_seed)))
+        out["seed_lo"], out["seed_hi"] = out["value"] - half, out["value"] + half
+    return out
+
+
+def generalisation_lines(entries: Dict[str, dict], seen: Sequence[bool], metrics: Dict[str, object],
+                         reference: str = "qaa", against: Sequence[str] = ("lora_r4", "lora", "bias")) -> List[str]:
+    """The difference-of-differences table of a task with seen / held-out test inputs (``seen`` flags, as
+    recorded in ``results["tasks"][task]["test_seen"]``): for each method of ``against`` present with as many
+    seeds as the reference, the reference-minus-method gap on unseen inputs minus the gap on seen ones, per
+    metric of ``metrics`` (name -> MetricSpec), with its bootstrap and seed-level intervals. Empty when the
+    task has no such groups."""
+    if not seen or all(seen) or not any(seen) or reference not in entries:
+        return []
+    unseen = [not s for s in seen]
+    ref = entries[reference].get("arrays", {})
+    rows = []
+    for m in against:
+        arr = entries.get(m, {}).get("arrays", {})
+        cells = []
+        for key, spec in metrics.items():
+            if key not in ref or key not in arr or ref[key].shape != arr[key].shape:
+                cells.append("-")
+                continue
+            d = difference_of_differences(ref[key], arr[key], unseen, spec)
+            seed = "" if d["seed_lo"] is None else f"; seed-level [{d['seed_lo']:+.3f}, {d['seed_hi']:+.3f}]"
+            both = d["lo"] > 0 or d["hi"] < 0
+            both = both and d["seed_lo"] is not None and (d["seed_lo"] > 0 or d["seed_hi"] < 0)
+            cells.append(f"{'**' if both else ''}{d['value']:+.3f}{'**' if both else ''} "
+                         f"[{d['lo']:+.3f}, {d['hi']:+.3f}{seed}]")
+        if any(c != "-" for c in cells):
+            rows.append(f"| {_label(m)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    head = " | ".join(getattr(spec, "label", key) for key, spec in metrics.items())
+    return ["", f"**Generalisation** ({_label(reference)} − method on held-out-category inputs, minus the same on "
+                "seen-category inputs; in each metric's units: a higher value for a higher-is-better metric, a lower "
+                "one for NLL, means the reference generalises better than the method; bold where the bootstrap and "
+                "the seed-level intervals both exclude 0):", "",
+            f"| method | {head} |", "|---|" + "---:|" * len(metrics)] + rows

@@ -1,0 +1,122 @@
+"""The convergence and stability numbers against hand-computed cases."""
+import math
+
+import pytest
+
+from qaa.experiments.claims import (common_target, curve_area, loss_spikes, rate_sensitivity, seed_paired_interval,
+                                    steps_to_target)
+
+
+def test_curve_area_is_the_mean_nll_over_training():
+    # trapezoids: (4-0)*(3+2)/2 = 10, (8-4)*(2+1)/2 = 6 -> 16 / 8 = 2.0
+    assert curve_area([[0, 3.0], [4, 2.0], [8, 1.0]]) == pytest.approx(2.0)
+    # uneven checkpoints: (2-0)*(4+2)/2 = 6, (8-2)*(2+2)/2 = 12 -> 18 / 8
+    assert curve_area([[0, 4.0], [2, 2.0], [8, 2.0]]) == pytest.approx(18 / 8)
+    assert curve_area([[0, 3.0], [4, math.nan]]) == math.inf
+    with pytest.raises(ValueError):
+        curve_area([[0, 1.0]])
+    with pytest.raises(ValueError):
+        curve_area([[0, 1.0], [0, 2.0]])
+
+
+def test_steps_to_target_interpolates_the_first_crossing():
+    curve = [[0, 3.0], [4, 2.0], [8, 1.0], [12, 1.5], [16, 0.5]]
+    assert steps_to_target(curve, 1.5) == pytest.approx(6.0)      # 2.0 at 4, 1.0 at 8: halfway
+    assert steps_to_target(curve, 2.0) == pytest.approx(4.0)
+    assert steps_to_target(curve, 3.5) == 0.0
+    assert steps_to_target(curve, 0.75) == pytest.approx(15.0)     # after the bump: 12 + 4 * (1.5 - 0.75) / (1.5 - 0.5)
+    assert steps_to_target(curve, 0.1) is None
+    with pytest.raises(ValueError):
+        steps_to_target(curve, math.inf)
+
+
+def test_common_target_is_the_worst_mean_final_value():
+    assert common_target({"a": [1.0, 1.2], "b": [1.5, 1.3], "c": [0.9]}) == pytest.approx(1.4)
+    with pytest.raises(ValueError):
+        common_target({"a": [math.nan]})
+
+
+def test_seed_paired_interval_by_hand():
+    a, b = {0: 1.0, 1: 2.0, 2: 3.0, 5: 9.0}, {0: 0.5, 1: 1.0, 2: 2.0}
+    mean, lo, hi, n = seed_paired_interval(a, b)
+    # differences 0.5, 1.0, 1.0: mean 5/6, sd sqrt(1/12), t(2, 0.975) = 4.302652729911275
+    half = 4.302652729911275 * math.sqrt(1 / 12) / math.sqrt(3)
+    assert n == 3 and mean == pytest.approx(5 / 6) and lo == pytest.approx(5 / 6 - half) and hi == pytest.approx(5 / 6 + half)
+    assert seed_paired_interval({0: 1.0}, {0: 2.0}) is None
+
+
+def test_loss_spikes():
+    losses = [2.0] * 8 + [3.5, 2.0, 2.9, 3.1, math.inf]
+    # step 8: 3.5 > 1.5 * 2.0; step 10: 2.9 <= 3.0; step 11: 3.1 > 1.5 * median(steps 3..10) = 3.0; 12: inf
+    assert loss_spikes(losses) == [8, 11, 12]
+    assert loss_spikes([5.0, 1.0, 9.0]) == []   # too few predecessors to judge
+    with pytest.raises(ValueError):
+        loss_spikes(losses, factor=1.0)
+
+
+def test_rate_sensitivity():
+    grid = [{"lr": 1e-3, "theta_lr_ratio": 1.0, "val_nll": 1.50}, {"lr": 3e-3, "theta_lr_ratio": 1.0, "val_nll": 1.40},
+            {"lr": 1e-2, "theta_lr_ratio": 1.0, "val_nll": 1.415}, {"lr": 3e-2, "theta_lr_ratio": 1.0, "val_nll": None},
+            {"lr": 3e-3, "theta_lr_ratio": 10.0, "val_nll": 1.0}]
+    r = rate_sensitivity(grid)
+    assert r["best_lr"] == 3e-3 and r["good"] == [3e-3, 1e-2] and r["span"] == pytest.approx(10 / 3)
+    assert r["tried"] == 4 and r["failed"] == 1
+    assert rate_sensitivity([{"lr": 1e-3, "val_nll": None}]) is None
+
+
+def _entries(areas_by_method):
+    """Entries whose runs' curves are flat at the given value per seed (area = that value)."""
+    out = {}
+    for m, values in areas_by_method.items():
+        runs = [{"seed": s, "val_curve": [[0, v], [4, v], [8, v]], "losses": [2.0] * 10} for s, v in enumerate(values)]
+        out[m] = {"runs": runs, "evals": [{"nll": [v, v]} for v in values],
+                  "selection": {"status": "ok", "swept": True,
+                                "grid": [{"lr": 1e-3, "theta_lr_ratio": 1.0, "val_nll": 1.0, "status": "ok"}]}}
+    return out
+
+
+def test_convergence_verdicts_reject_only_when_the_interval_excludes_zero():
+    from qaa.experiments.claims import convergence_lines
+
+    # qaa minus lora per seed: -0.10, -0.11, -0.12 (tight): faster; qaa minus bias: -0.1, +0.1, 0.0: indistinguishable
+    entries = _entries({"qaa": [1.0, 1.0, 1.0], "lora": [1.10, 1.11, 1.12], "bias": [1.1, 0.9, 1.0]})
+    text = "\n".join(convergence_lines(entries, "qaa"))
+    assert "Against LoRA r=8, QAA converges faster (lower area): -0.1100" in text
+    assert "Against bias only (control), QAA is indistinguishable" in text
+    assert "Target = 1.1100" in text   # the worst mean final value (LoRA's)
+    slower = "\n".join(convergence_lines(_entries({"qaa": [1.2, 1.21, 1.22], "lora": [1.0, 1.0, 1.0]}), "qaa"))
+    assert "QAA converges slower (higher area): +0.2100" in slower
+    assert convergence_lines({"qaa": {"runs": [{"seed": 0}]}}, "qaa") == []
+
+
+def test_stability_table_counts():
+    from qaa.experiments.claims import stability_lines
+
+    entries = _entries({"qaa": [1.0, 1.2]})
+    entries["qaa"]["runs"][0]["losses"] = [2.0] * 8 + [4.0]
+    entries["qaa"]["selection"]["grid"].append({"lr": 3e-3, "theta_lr_ratio": 1.0, "val_nll": None, "status": "error"})
+    row = [line for line in stability_lines(entries) if line.startswith("| QAA")][0]
+    # span 1x (one good rate of 2 tried), seed sd of [1.0, 1.2] = 0.1414, 1 spike, 1 failed sweep run
+    assert row == "| QAA | 1x (1 of 2 rates) | 0.1414 | 1 | 1 |"
+
+
+def test_difference_of_differences_by_hand():
+    import numpy as np
+
+    from qaa.experiments.claims import difference_of_differences
+    from qaa.experiments.stats import MetricSpec, mean_reduce
+
+    spec = MetricSpec("nll", "NLL", mean_reduce, higher_is_better=False)
+    unseen = [False, False, True, True, True]
+    # seed 0: a - b = 0.1 on seen inputs, 0.4 on unseen ones -> 0.3; seed 1: 0.2 and 0.3 -> 0.1
+    b = np.array([[1.0, 2.0, 1.0, 2.0, 3.0], [1.5, 1.5, 1.5, 1.5, 1.5]])
+    a = b + np.array([[0.1, 0.1, 0.4, 0.4, 0.4], [0.2, 0.2, 0.3, 0.3, 0.3]])
+    d = difference_of_differences(a, b, unseen, spec, n_boot=500)
+    assert d["value"] == pytest.approx(0.2) and d["per_seed"] == pytest.approx([0.3, 0.1])
+    # the differences are constant within each group and seed, so inputs resampling moves nothing; seeds do
+    assert 0.1 - 1e-9 <= d["lo"] <= d["value"] <= d["hi"] <= 0.3 + 1e-9
+    half = 12.706204736174707 * np.std([0.3, 0.1], ddof=1) / np.sqrt(2)    # t(1, 0.975)
+    assert d["seed_lo"] == pytest.approx(0.2 - half) and d["seed_hi"] == pytest.approx(0.2 + half)
+    assert (d["n_unseen"], d["n_seen"]) == (3, 2)
+    with pytest.raises(ValueError):
+        difference_of_differences(a, b, [True] * 5, spec)

@@ -1,0 +1,51 @@
+"""Issue 22, faults 9 and 14: ``qaa compare`` never replaces a given value, and every bad option value is refused
+before a model is loaded, by a message naming the option."""
+import pytest
+
+from support import compare_args
+
+
+def test_9_compare_zero_fractions_refused_not_replaced():
+    from qaa.experiments.settings import resolve_settings
+
+    for option, kw in (("--test-fraction", dict(test_fraction=0.0)), ("--val-fraction", dict(val_fraction=0.0))):
+        with pytest.raises(ValueError, match="--test-fraction and --val-fraction must be in \\(0, 1\\).* got .*0\\.0\\b"):
+            resolve_settings(compare_args(**kw))
+    # unset (None) takes the default; a given value is kept as given
+    s = resolve_settings(compare_args(test_fraction=None, val_fraction=None))
+    assert (s.test_fraction, s.val_fraction) == (0.2, 0.1)
+    s = resolve_settings(compare_args(test_fraction=0.3, val_fraction=0.15))
+    assert (s.test_fraction, s.val_fraction) == (0.3, 0.15)
+
+
+def test_9_compare_duplicate_learning_rate_refused():
+    from qaa.experiments.settings import resolve_settings
+
+    with pytest.raises(ValueError, match="--lr gives qaa's rate twice \\(0.001 and 0.002\\)"):
+        resolve_settings(compare_args(lr="qaa=1e-3,qaa=2e-3"))
+    assert resolve_settings(compare_args(lr="qaa=1e-3,lora=2e-3")).lr == {"qaa": 1e-3, "lora": 2e-3}
+
+
+@pytest.mark.parametrize("option", ["--seeds", "--tasks", "--methods", "--lr"])
+def test_14_compare_empty_lists_name_the_option(option):
+    from qaa.experiments.settings import resolve_settings
+
+    with pytest.raises(ValueError, match=f"{option} takes a comma-separated list, got the empty list ''"):
+        resolve_settings(compare_args(**{option[2:]: ""}))
+
+
+@pytest.mark.parametrize("argv,option", [(["--n-layers", "1000000000"], "--n-layers"),
+                                         (["--scaling", "1e308"], "--scaling"),
+                                         (["--test-fraction", "0.99"], "--test-fraction"),
+                                         (["--seed", str(2**64)], "--seed"),
+                                         (["--split-seed", "-1"], "--split-seed")])
+def test_14_finetune_refuses_before_loading_and_names_the_option(monkeypatch, capsys, tmp_path, argv, option):
+    from qaa.experiments import cli, finetune
+
+    def no_run(args):
+        raise AssertionError("the model must not be loaded for a bad option value")
+
+    monkeypatch.setattr(finetune, "run_finetune", no_run)
+    assert cli.main(["finetune", "--out", str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {option} must" in err and "Overflow" not in err and "val_fraction" not in err
