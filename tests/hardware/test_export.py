@@ -144,3 +144,15 @@ def test_bad_export_requests_write_nothing(tmp_path):
     empty.mkdir()
     qaa.export_openqasm(model, empty)
     assert _listing(empty) == ["0.qasm", "manifest.json"]
+
+
+def test_export_folder_gets_the_normal_mode(tmp_path):
+    import os
+    import stat
+
+    model = _model(4, "ry_layers", "probs", seed=0)
+    out = qaa.export_openqasm(model, tmp_path / "m")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporary folder left

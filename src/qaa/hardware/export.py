@@ -338,6 +338,14 @@ def export_openqasm(model: torch.nn.Module, folder: Union[str, os.PathLike], ada
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read from /proc where it can be (setting it to read it races with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # no portable read-only query: set the strictest mask and restore at once
     os.umask(mask)
     return mask
