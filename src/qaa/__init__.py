@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 from .engine import QAAFunction, ansatz_names, build_circuit, qaa_features, qubits_for_dim
 from .engine.engines import engines
+from .hardware import MeasurementSetting, evaluate_under, export_openqasm, measurement, shots
 from .tuners.qaa import (MergeError, QAAConfig, QAALayer, attach, calibrate_input_transform, detach, detach_adapter,
                          disable_adapter, load_adapter, load_adapter_weights, merge, qaa_layers,
                          reset_adapter_parameters, save_adapter, set_adapter, unwrap_model)
@@ -27,12 +28,17 @@ __all__ = [
     "print_trainable_parameters", "qaa_features", "qaa_layers", "reset_adapter_parameters", "save_adapter",
     "set_adapter", "trainable_parameters_line", "ansatz_names",
     "build_circuit", "qubits_for_dim", "calibrate_input_transform", "unwrap_model", "QAATrainer", "extract_adapter",
-    "engines", "__version__",
+    "engines", "__version__", "export_openqasm", "MeasurementSetting", "measurement", "shots", "evaluate_under",
+    "hardware_cost",
 ]
 
 
 def __getattr__(name):
     # QAATrainer and extract_adapter need transformers: imported on first use, not with the package.
+    if name == "hardware_cost":  # needs transformers (meta-device models) only when called
+        from .experiments.hardware_cost import hardware_cost
+
+        return hardware_cost
     if name in ("QAATrainer", "extract_adapter"):
         from .tuners.qaa import trainer
 

@@ -77,7 +77,9 @@ def test_presets_resolve_to_their_values():
     assert set(E2E_METHODS) >= {"qaa", "qaa_std", "qaa_frozen_theta", "qaa_no_entangler", "random_features", "bias",
                                 "lora", "lora_r4", "prefix", "full"}
     assert cpu.excluded == {} and "sora" in cpu.methods["e2e"]  # SoRA runs, its threshold swept
-    assert cpu.seeds == (0, 1, 2) and cpu.select_lr and cpu.split_seed == 0
+    # the sweeps' training seed is apart from the final seeds, and the split seed is one nothing was tuned on
+    assert cpu.seeds == (0, 1, 2) and cpu.select_lr and cpu.split_seed == 1 and cpu.selection_seed == 100
+    assert cpu.curve_points == 8 and cpu.curve_pairs > 0
     assert (cpu.steps, cpu.batch_size) == (PRESETS["cpu"]["steps"], PRESETS["cpu"]["batch_size"])
     assert cpu.max_length == {"e2e": None, "webnlg_unseen": None, "dart": None}  # fitted to the training split
     assert cpu.eval_size == {"e2e": 50, "webnlg_unseen": 50, "dart": 50} and not cpu.eval_size_given
@@ -166,11 +168,12 @@ def test_rates_from_an_earlier_run_are_per_task_and_need_the_same_split(tmp_path
                       "webnlg|qaa": {"status": "ok", "lr": 3e-3, "theta_lr_ratio": 1.0},
                       "webnlg|lora": {"status": "ok", "lr": 1e-3, "theta_lr_ratio": 1.0},
                       "e2e|bias": {"status": "error", "error": "diverged"}}}))
-    s = resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa,lora,bias", lr_from=str(earlier)))
+    s = resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa,lora,bias", split_seed=0,
+                               lr_from=str(earlier)))
     # this task's own choice where there is one; another task's where there is none; failed ones are not rates
     assert s.lr == {"qaa": 1e-2, "lora": 1e-3} and s.theta_lr_ratio == {"qaa": 10.0, "lora": 1.0}
     with pytest.raises(ValueError, match="differ by task"):
-        resolve_settings(_args(preset="cpu", tasks="e2e,webnlg", methods="qaa", lr_from=str(earlier)))
+        resolve_settings(_args(preset="cpu", tasks="e2e,webnlg", methods="qaa", split_seed=0, lr_from=str(earlier)))
     with pytest.raises(ValueError, match="--lr-from .* split_seed 0, this run uses 3"):
         resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa", split_seed=3, lr_from=str(earlier)))
 
@@ -282,10 +285,29 @@ def test_sweep_covers_the_grid_widens_edges_and_picks_the_lowest_validation_nll(
         assert widened or min(rates) < best_one < max(rates)   # a best rate on the edge was widened
         ratios = {g["theta_lr_ratio"] for g in sel["grid"]}
         assert ratios == ({1.0, 10.0, 100.0} if method == "qaa" else {1.0})
-        # every final seed uses the chosen configuration; seed 0 is the sweep's own run
-        for seed in (0, 1):
+        # the sweep trains with the selection seed (the cpu preset's 100), apart from the final seeds 0 and 1,
+        # each of which is a run of its own with the chosen configuration
+        assert sel["seed"] == 100
+        sweep_seeds = {r["seed"] for r in results["runs"].values() if r["method"] == method
+                       and (r["lr"], r["theta_lr_ratio"]) != (sel["lr"], sel["theta_lr_ratio"])}
+        assert sweep_seeds == {100}
+        for seed in (0, 1, 100):
             key = run_key("e2e", method, sel["lr"], sel["theta_lr_ratio"], seed)
-            assert results["evals"][key]["status"] == "ok" and results["runs"][key]["status"] == "ok"
+            assert results["runs"][key]["status"] == "ok"
+            assert (results["evals"].get(key, {}).get("status") == "ok") == (seed != 100)
+
+
+def test_validation_curve_checkpoints_equal_a_separate_evaluation(swept_run):
+    """The curve's last point (the trained weights, before saving) equals the validation NLL of the same weights
+    reloaded from the saved adapter (here the curve subset is the whole validation split)."""
+    results, _ = swept_run
+    for rec in (r for r in results["runs"].values() if r.get("status") == "ok"):
+        steps = [p[0] for p in rec["val_curve"]]
+        assert steps == [0] + compare.checkpoint_steps(STEPS, 8)
+        assert rec["val_curve_pairs"] == results["tasks"]["e2e"]["val_pairs"]
+        assert rec["val_curve"][-1][1] == pytest.approx(rec["val_nll"], rel=1e-5)
+    assert compare.checkpoint_steps(32, 8) == [4, 8, 12, 16, 20, 24, 28, 32]
+    assert compare.checkpoint_steps(3, 8) == [1, 2, 3] and compare.checkpoint_steps(5, 0) == []
 
 
 def test_every_method_trains_saves_and_reloads_identically(tiny_run):

@@ -179,3 +179,12 @@ def test_defaults_overlap_compares_mrs_as_slot_sets():
         defaults_overlap(JUDGED, {"task": "e2e_nlg"})
     with pytest.raises(TypeError, match="string"):
         canonical_input(None)
+
+
+def test_selection_table_names_each_methods_validation_seed(tmp_path):
+    """A swept method validates with the selection seed, a given one with its first final seed."""
+    results = _record("swept", [0, 1, 2], False, selection_seed=100)
+    results["selection"]["e2e|lora"].update(swept=False, given=True, given_by="--lr", seed=0)
+    md = _markdown(results, tmp_path)
+    assert "validation NLL of training seed 100 for QAA; training seed 0 for LoRA r=8; chosen in bold" in md
+    assert "runs with training seed 100" in md and "not one of the final seeds" in md

@@ -149,6 +149,10 @@ def main(argv=None) -> int:
             from .finetune import run_finetune
 
             run_finetune(args)
+        elif args.command == "hardware-cost":
+            from .hardware_cost import run_hardware_cost
+
+            run_hardware_cost(args)
         else:
             from .compare import run_compare
 
@@ -174,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _finetune_parser(sub, names())
     _compare_parser(sub, PRESETS, names())
+    from .hardware_cost import add_parser as _hardware_cost_parser
+
+    _hardware_cost_parser(sub)
     return parser
 
 

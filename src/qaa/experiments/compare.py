@@ -571,12 +571,17 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
         store.update("runs", key, rec)
         return rec if rec.get("status") == "ok" else None
 
+    fixed = settings.lr.get(method)
+    # A sweep trains with the selection seed; with nothing to choose (a given rate, or the default without a
+    # sweep) the one configuration's run is the first final seed's.
+    swept = bool(settings.select_lr and fixed is None)
+    sel_seed = settings.selection_seed if swept else settings.seeds[0]
+
     def val(lr: float, ratio: float) -> Optional[dict]:
         if (lr, ratio) not in cache:
-            cache[(lr, ratio)] = train_one(lr, ratio, settings.selection_seed)
+            cache[(lr, ratio)] = train_one(lr, ratio, sel_seed)
         return cache[(lr, ratio)]
 
-    fixed = settings.lr.get(method)
     grid = [fixed] if fixed is not None else (list(spec.lr_grid) if settings.select_lr else [spec.lr])
     if fixed is None and settings.select_lr:
         def nll_at(lr: float) -> float:
@@ -593,14 +598,13 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
     best_lr, best_ratio = _select(cache)
     store.set_meta("selection", f"{task}|{method}", {
         "status": "ok", "lr": best_lr, "theta_lr_ratio": best_ratio, "criterion": "validation NLL (nats/token)",
-        "seed": settings.selection_seed, "given": fixed is not None,
+        "seed": sel_seed, "given": fixed is not None, "swept": swept,
         "given_by": settings.lr_given_by.get(method, "--lr") if fixed is not None else None,
-        "swept": bool(settings.select_lr and fixed is None),
         "grid": [{"lr": k[0], "theta_lr_ratio": k[1], "val_nll": (v or {}).get("val_nll"),
                   "status": "ok" if v else "error"} for k, v in sorted(cache.items())]})
 
     for seed in settings.seeds:
-        rec = val(best_lr, best_ratio) if seed == settings.selection_seed else train_one(best_lr, best_ratio, seed)
+        rec = val(best_lr, best_ratio) if seed == sel_seed else train_one(best_lr, best_ratio, seed)
         if rec is None:
             continue
         key = run_key(task, method, best_lr, best_ratio, seed)

@@ -236,10 +236,12 @@ def rate_sources(results: dict) -> Dict[str, List[str]]:
 
 
 def selection_seed(results: dict) -> int:
-    """The training seed the validation runs used: the selection records' ``seed``, else the settings'
-    ``selection_seed``, else 0 (runs recorded before the selection seed was a setting used seed 0)."""
+    """The training seed the validation sweeps used: a swept selection record's ``seed``, else the settings'
+    ``selection_seed``, else 0 (runs recorded before the selection seed was a setting used seed 0). Methods
+    without a sweep record their own validation seed (the first final seed)."""
     for sel in results.get("selection", {}).values():
-        if isinstance(sel, dict) and sel.get("status") == "ok" and isinstance(sel.get("seed"), int):
+        if (isinstance(sel, dict) and sel.get("status") == "ok" and sel.get("swept")
+                and isinstance(sel.get("seed"), int)):
             return sel["seed"]
     return int(results.get("settings", {}).get("selection_seed", 0))
 
@@ -443,7 +445,16 @@ def _header(results: dict) -> List[str]:
 
 
 def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
-    lines = ["", f"Learning-rate selection (validation NLL of training seed {selection_seed(results)}; chosen in bold):",
+    by_seed: Dict[int, List[str]] = {}
+    for method, e in entries.items():
+        sel = e.get("selection")
+        if sel and sel.get("status") == "ok":
+            by_seed.setdefault(sel.get("seed", selection_seed(results)), []).append(method)
+    if len(by_seed) > 1:
+        seeds = "; ".join(f"training seed {seed} for {_names(ms)}" for seed, ms in by_seed.items())
+    else:
+        seeds = f"training seed {next(iter(by_seed), selection_seed(results))}"
+    lines = ["", f"Learning-rate selection (validation NLL of {seeds}; chosen in bold):",
              "",
              "| method | rate (angle-rate ratio; SoRA: threshold factor xi / 3e-4): validation NLL | chosen |",
              "|---|---|---|"]

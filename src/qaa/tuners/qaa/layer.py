@@ -9,6 +9,7 @@ from torch import nn
 
 from ... import engine
 from ...engine.ops import cached_circuit, qaa_features_op
+from ...hardware.measure import active_measurement
 from ..utils import layer_dims
 from .config import QAAConfig, check_adapter_name
 
@@ -317,7 +318,11 @@ class QAALayer(nn.Module):
         xin = self.qaa_dropout[name](xin)
         lead = xin.shape[:-1]
         rows = xin.reshape(-1, self.d_in)
-        feats, _ = qaa_features_op(rows, theta, *self.qaa_specs[name])
+        run = active_measurement()  # shots / noise (qaa.measurement), else exact
+        if run is None:
+            feats, _ = qaa_features_op(rows, theta, *self.qaa_specs[name])
+        else:
+            feats = run.features(rows, theta, *self.qaa_specs[name])
         if out_map.weight.dtype == dtype:
             out = out_map(feats)
         else:
