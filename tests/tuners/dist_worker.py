@@ -100,6 +100,25 @@ def train(wrapper: str, precision: str, rank: int, world: int, group=None):
     return wrapped, losses, logits, autocast
 
 
+def state_dict_round_trip(wrapped, wrapper: str, precision: str, probe, autocast) -> dict:
+    """torch's distributed checkpoint API on the sharded model: the sharded state dict (each rank its shards) set
+    into a fresh sharded model of another initialisation; ``{"sharded": its logits on the probe batch}``. (The
+    full state dict does not round-trip under FSDP2 yet: set_model_state_dict expects the wrapped base weights
+    under ``base_layer.weight`` where a QAA layer's state dict names them ``weight``; docs/design.md §7.)"""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         set_model_state_dict)
+
+    sharded = get_model_state_dict(wrapped)
+    out = {}
+    for kind, sd, opts in (("sharded", sharded, StateDictOptions()),):
+        fresh, _ = wrap(fresh_model(seed=1), wrapper, precision)
+        set_model_state_dict(fresh, sd, options=opts)
+        fresh.eval()
+        with torch.no_grad(), autocast():
+            out[kind] = fresh(input_ids=probe).logits.float()
+    return out
+
+
 def main() -> None:
     out, scenarios = sys.argv[1], sys.argv[2:]
     dist.init_process_group("gloo")
@@ -123,13 +142,16 @@ def main() -> None:
         with torch.no_grad(), autocast():
             loaded_logits = loaded(input_ids=probe).logits.float()
         dtypes = sorted({str(p.dtype) for n, p in wrapped.named_parameters() if "qaa_" in n})
+        state_dict_logits = state_dict_round_trip(wrapped, wrapper, precision, probe, autocast) \
+            if wrapper == "fsdp2" else {}
         if precision == "bf16" and rank == 0:
             ref, _, _, _ = train(wrapper, precision, 0, 1, group=solo)
             qaa.save_adapter(ref, os.path.join(folder, "ref1"))
         dist.barrier()
         if rank == 0:
             torch.save({"losses": losses, "logits": logits, "loaded_logits": loaded_logits,
-                        "adapter_dtypes": dtypes}, os.path.join(folder, "result.pt"))
+                        "adapter_dtypes": dtypes, "state_dict_logits": state_dict_logits},
+                       os.path.join(folder, "result.pt"))
     dist.barrier()
     dist.destroy_process_group()
 
