@@ -2,7 +2,9 @@
 
 CUDA: ``torch.cuda.max_memory_allocated`` (exact, reset per phase). CPU: a sampling thread reads the process's
 resident set size (``psutil``, every 5 ms) and reports the peak increase over the value at the start of the
-phase; ``activation_bytes`` counts the bytes autograd saves for the backward pass (deterministic, exact).
+phase; ``activation_bytes`` counts the bytes autograd saves for the backward pass (deterministic, exact);
+``memory_account`` gives the deterministic bytes of one training step per component (trainable parameters,
+gradients, optimizer state, activations, frozen parameters) and, on CUDA, the step's peak allocation.
 """
 from __future__ import annotations
 
@@ -85,3 +87,132 @@ def activation_bytes(exclude=()):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield counter
+
+
+def _storage_key(t: torch.Tensor):
+    s = t.untyped_storage()
+    return (s.device.type, s.device.index, s.data_ptr(), s.nbytes())
+
+
+def _unique_storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (shared storages, e.g. tied weights, counted once)."""
+    seen = {}
+    for t in tensors:
+        if t is None:
+            continue
+        key = _storage_key(t)
+        seen[key] = key[3]
+    return sum(seen.values())
+
+
+def _default_loss(model, batch):
+    if isinstance(batch, dict):
+        return model(**batch).loss
+    raise TypeError("batch must be a dict of model inputs with labels (e.g. collate()'s output) when no loss_fn is "
+                    f"given, got {type(batch).__name__}")
+
+
+#: Keys of :func:`memory_account`'s components, in bytes; ``total_bytes`` is their sum.
+ACCOUNT_COMPONENTS = ("trainable_param_bytes", "gradient_bytes", "optimizer_state_bytes", "activation_bytes",
+                      "frozen_param_bytes", "buffer_bytes")
+
+
+def memory_account(model: torch.nn.Module, batch, optimizer="adamw", loss_fn=None) -> dict:
+    """Deterministic memory account of one training step of ``model`` on ``batch``, in bytes per component.
+
+    The step is real: ``model`` is put in training mode, ``loss_fn(model, batch)`` (default: ``model(**batch)
+    .loss``, ``batch`` a dict of tensors such as :func:`.train.collate` returns) runs forward inside
+    :func:`activation_bytes`, then backward, then one optimizer step at learning rate 0 and without weight decay
+    (the state is allocated as in training, the weights do not move). Afterwards the gradients and the optimizer
+    are released and the module's train/eval mode is restored, so the model is as it was.
+
+    Args:
+        model: the module to account for; its parameters with ``requires_grad`` are the trainable ones. Tensors of
+            ``batch`` are moved to the device of its first parameter.
+        batch: the step's inputs (dict of tensors for the default loss, anything ``loss_fn`` accepts otherwise).
+        optimizer: ``"adamw"`` (``torch.optim.AdamW``), ``"sgd"`` (plain SGD, no momentum: no state), a callable
+            ``params -> torch.optim.Optimizer``, or ``None`` (no optimizer step: ``optimizer_state_bytes`` is None
+            and ``total_bytes`` leaves it out; e.g. when the state would not fit in memory).
+        loss_fn: ``(model, batch) -> scalar tensor``; default the model's own ``.loss``.
+
+    Returns:
+        dict of ints (bytes), every storage counted once (tied weights once):
+        ``trainable_param_bytes`` (parameters with ``requires_grad``), ``gradient_bytes`` (their ``.grad`` after
+        backward), ``optimizer_state_bytes`` (every tensor in the optimizer's state after the step, e.g. AdamW's
+        ``exp_avg``, ``exp_avg_sq`` and its ``step`` counter as torch stores it), ``activation_bytes`` (tensors
+        autograd saved for backward, parameters excluded, see :func:`activation_bytes`), ``frozen_param_bytes``
+        (parameters without ``requires_grad``), ``buffer_bytes`` (the module's buffers) and ``total_bytes`` (the
+        sum of these six). Also ``trainable_params`` and ``frozen_params`` (element counts), ``optimizer``
+        (its class name or None), ``device``, and ``cuda_max_allocated_bytes``: on CUDA,
+        ``torch.cuda.max_memory_allocated`` during the step (everything allocated on the device, including the
+        model, temporaries and allocator rounding), on CPU None (no exact peak exists there; resident-memory
+        figures are indicative only, see :class:`MemoryMonitor`).
+
+    Raises:
+        ValueError: the model has no trainable parameters, or an unknown optimizer name.
+        TypeError: ``batch`` is not a dict and no ``loss_fn`` is given.
+    """
+    all_params = list(model.parameters())
+    trainable = [p for p in all_params if p.requires_grad]
+    frozen = [p for p in all_params if not p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no trainable parameters")
+    if optimizer == "adamw":
+        make_opt = lambda ps: torch.optim.AdamW(ps, lr=0.0, weight_decay=0.0)  # noqa: E731
+    elif optimizer == "sgd":
+        make_opt = lambda ps: torch.optim.SGD(ps, lr=0.0)  # noqa: E731
+    elif optimizer is None or callable(optimizer):
+        make_opt = optimizer
+    else:
+        raise ValueError(f"optimizer must be 'adamw', 'sgd', a callable or None, got {optimizer!r}")
+    device = trainable[0].device
+    if isinstance(batch, dict):
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    elif isinstance(batch, torch.Tensor):
+        batch = batch.to(device)
+    loss_fn = loss_fn or _default_loss
+    for p in trainable:
+        p.grad = None
+    was_training = model.training
+    model.train()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    opt, opt_name = None, None
+    try:
+        with activation_bytes(exclude=all_params) as saved:
+            loss = loss_fn(model, batch)
+        loss.backward()
+        del loss
+        grad_bytes = _unique_storage_bytes(p.grad for p in trainable)
+        state_bytes = None
+        if make_opt is not None:
+            opt = make_opt(trainable)
+            opt_name = type(opt).__name__
+            opt.step()
+            state_bytes = _unique_storage_bytes(v for st in opt.state.values() for v in st.values()
+                                                if isinstance(v, torch.Tensor))
+        peak = None
+        if cuda:
+            torch.cuda.synchronize(device)
+            peak = int(torch.cuda.max_memory_allocated(device))
+    finally:
+        for p in trainable:
+            p.grad = None
+        if opt is not None:
+            opt.state.clear()
+        del opt
+        model.train(was_training)
+    out = {
+        "trainable_param_bytes": _unique_storage_bytes(trainable),
+        "gradient_bytes": grad_bytes,
+        "optimizer_state_bytes": state_bytes,
+        "activation_bytes": int(saved.bytes),
+        "frozen_param_bytes": _unique_storage_bytes(frozen),
+        "buffer_bytes": _unique_storage_bytes(model.buffers()),
+    }
+    out["total_bytes"] = sum(v for v in out.values() if v is not None)
+    out.update(trainable_params=sum(p.numel() for p in trainable), frozen_params=sum(p.numel() for p in frozen),
+               optimizer=opt_name, device=str(device), cuda_max_allocated_bytes=peak)
+    return out
