@@ -33,7 +33,7 @@ import numpy as np
 
 from ..tuners.save_load import atomic_write_text
 from . import registry
-from .claims import convergence_lines, generalisation_lines, stability_lines
+from .claims import claims_table_lines, convergence_lines, generalisation_lines, stability_lines
 from .metrics import (BERTSCORE_LABEL, bleu_from_stats, chrf_from_stats, length_ratio_from_stats, nist_from_stats,
                       ratio_from_stats, ter_from_stats, UNAVAILABLE_METRICS)
 from .semantic import ENTITY_COVERAGE_ACCURACY, SLOT_MATCHER_ACCURACY
@@ -762,8 +762,12 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
     path = Path(path)
     settings = results.get("settings", {})
     lines = _header(results)
+    per_task = {task: collect(results, task) for task in _tasks(results)}
+    seen = {task: results.get("tasks", {}).get(task, {}).get("test_seen") or [] for task in _tasks(results)
+            if results.get("tasks", {}).get(task, {}).get("test_seen_rule") == "category"}
+    lines += claims_table_lines(per_task, seen, {"nll": METRICS["nll"]}, REFERENCE)
     for task in _tasks(results):
-        entries = collect(results, task)
+        entries = per_task[task]
         info = results.get("tasks", {}).get(task, {})
         lines += ["", f"## {task}", ""]
         if info:
