@@ -45,7 +45,7 @@ PRESETS: Dict[str, dict] = {
               "val_size": {"*": 4}, "max_new_tokens": {"*": 16}, "max_length": {"*": 96}, "threads": 1},
     # The fair protocol on 2 CPU cores (one torch thread: with shared cores, two threads made SmolLM2's steps
     # 4-7 times slower). 32 steps x 4 sequences per run; 50 test inputs per task (E2E: every one of each
-    # official test MR's ~7.5 references), 40 validation inputs; resumable (run it in pieces, one task per
+    # official test MR's ~7.3 distinct references), 40 validation inputs; resumable (run it in pieces, one task per
     # process).
     "cpu": {"tasks": ("e2e", "webnlg_unseen", "dart"),
             "methods": {"e2e": E2E_METHODS, "*": CORE_METHODS},
