@@ -528,3 +528,23 @@ def test_compare_smoke_preset_end_to_end(tmp_path):
     for text in ("Loading weights", "Writing model shards", "de-quantizing", "it/s]", "is_gradient_checkpointing"):
         assert text not in proc.stderr and text not in proc.stdout, text
     assert "qaa compare: warning: Only 1 training seed" in proc.stderr
+
+
+def test_records_copied_without_adapters_resume_by_retraining_unscored_runs(tiny_model_dir, fake_tasks, tmp_path):
+    """A results.json copied without its adapters folder (partial results committed to the repository): a final
+    run whose evaluation is missing is trained again (same seed: the same record) and scored; scored ones stay."""
+    import shutil
+
+    args = _tiny_args(tiny_model_dir, tmp_path, methods="bias", seeds="0,1")
+    first = run_compare(args)
+    key1 = next(k for k, r in first["runs"].items() if r["seed"] == 1)
+    data = json.loads((tmp_path / "results.json").read_text())
+    del data["evals"][key1]
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    shutil.rmtree(tmp_path / "adapters")
+    again = run_compare(args)
+    assert again["evals"][key1]["status"] == "ok"
+    assert again["evals"][key1]["hypotheses"] == first["evals"][key1]["hypotheses"]
+    assert again["runs"][key1]["losses"] == first["runs"][key1]["losses"]
+    key0 = next(k for k, r in first["runs"].items() if r["seed"] == 0)
+    assert again["evals"][key0] == first["evals"][key0]   # scored before: not redone

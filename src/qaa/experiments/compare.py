@@ -556,7 +556,10 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
         nonlocal done, failed
         key = run_key(task, method, lr, ratio, seed)
         rec = store.finished("runs", key)
-        if rec is not None:
+        # A finished run is reused, unless it is a final seed still to be scored whose saved adapter is gone
+        # (records copied without the adapters folder): then it is trained again.
+        if rec is not None and (seed not in settings.seeds or store.finished("evals", key)
+                                or (out / rec.get("adapter_dir", "")).is_dir()):
             return rec
         try:
             rec = _train_run(data, method, lr, ratio, seed, new_model, tokenizer, settings, out, probe, pad)
