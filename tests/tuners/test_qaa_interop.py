@@ -241,3 +241,33 @@ def test_offloaded_model_runs_and_trains_with_adapters_attached_after_loading(tm
         if p.requires_grad:
             assert p.grad is not None and p.grad.abs().sum() > 0, n
             torch.testing.assert_close(p.grad, grads[n], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("order", ["qaa_first", "lora_first"])
+@pytest.mark.parametrize("merge", [True, False])
+def test_peft_merge_and_unload_keep_qaa_layers_as_they_are(order, merge):
+    """peft's merge_and_unload() (LoRA merged into its base weights) and unload() (LoRA dropped) on a model that
+    also holds QAA layers: no error, every QAA layer kept with its trained tensors, and the outputs are those
+    of the model with LoRA (merged) or without LoRA (unloaded), QAA still on."""
+    model = _qaa_lora(order)
+    with torch.no_grad():  # QAA's output map starts at 0: give it values so the branch matters
+        for _, layer in qaa.qaa_layers(model):
+            for p in layer.qaa_out.parameters():
+                p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    model.eval()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "qaa_" in n}
+    with torch.no_grad():
+        with_lora = model(input_ids=_ids()).logits
+        with model.disable_adapter():
+            without_lora = model(input_ids=_ids()).logits
+    plain = model.merge_and_unload() if merge else model.unload()
+    assert not any("lora_" in n for n, _ in plain.named_parameters())
+    assert [n for n, _ in qaa.qaa_layers(plain)] == ["model.layers.0.self_attn.v_proj"]
+    after = {n.replace("base_model.model.", ""): p for n, p in plain.named_parameters() if "qaa_" in n}
+    assert {n.replace("base_model.model.", ""): t for n, t in before.items()}.keys() == after.keys()
+    for n, t in before.items():
+        torch.testing.assert_close(after[n.replace("base_model.model.", "")], t, rtol=0, atol=0)
+    with torch.no_grad():
+        logits = plain(input_ids=_ids()).logits
+    torch.testing.assert_close(logits, with_lora if merge else without_lora, rtol=1e-5, atol=1e-5)
+    assert (with_lora - without_lora).abs().max() > 1e-3   # LoRA matters, so the check above can tell them apart

@@ -191,6 +191,16 @@ class QAALayer(nn.Module):
         """The base layer's ``bias`` (the same Parameter, or None)."""
         return getattr(self.base_layer, "bias", None)
 
+    # peft's merge_and_unload() / unload() visit every module with a ``base_layer`` and, unless the module has
+    # this method, call ``merge()`` and ``get_base_layer()`` on it as on its own tuner layers. QAA is non-linear
+    # in the input and cannot be merged (qaa.merge raises MergeError), so under peft's merge or unload a QAA layer
+    # stays as it is: peft merges or drops its LoRA layers elsewhere in the model and puts this layer back.
+    def unload_and_optionally_merge_module(self, merge: bool = False, safe_merge: bool = False,
+                                           adapter_names=None) -> "QAALayer":
+        """peft's unloading hook: returns this layer unchanged (its QAA adapters kept, nothing merged)."""
+        del merge, safe_merge, adapter_names
+        return self
+
     # ---- adapters ----
     def n_qubits_for(self, config: QAAConfig) -> int:
         need = engine.qubits_for_dim(self.d_in)
