@@ -149,6 +149,10 @@ def main(argv=None) -> int:
             from .finetune import run_finetune
 
             run_finetune(args)
+        elif args.command == "adapter":
+            from .adapter_cli import run_adapter
+
+            run_adapter(args)
         elif args.command == "hardware-cost":
             from .hardware_cost import run_hardware_cost
 
@@ -181,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .hardware_cost import add_parser as _hardware_cost_parser
 
     _hardware_cost_parser(sub)
+    from .adapter_cli import add_parser as _adapter_parser
+
+    _adapter_parser(sub)
     return parser
 
 
