@@ -101,16 +101,18 @@ def train(wrapper: str, precision: str, rank: int, world: int, group=None):
 
 
 def state_dict_round_trip(wrapped, wrapper: str, precision: str, probe, autocast) -> dict:
-    """torch's distributed checkpoint API on the sharded model: the sharded state dict (each rank its shards) set
-    into a fresh sharded model of another initialisation; ``{"sharded": its logits on the probe batch}``. (The
-    full state dict does not round-trip under FSDP2 yet: set_model_state_dict expects the wrapped base weights
-    under ``base_layer.weight`` where a QAA layer's state dict names them ``weight``; docs/design.md §7.)"""
+    """torch's distributed checkpoint API on the sharded model: the full state dict (gathered on every rank) and
+    the sharded one (each rank its shards), each set into a fresh sharded model of another initialisation;
+    ``{"full" | "sharded": its logits on the probe batch}``. (A full state dict gathered on rank 0 and set with
+    ``broadcast_from_rank0`` is not supported yet: docs/design.md §7.)"""
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          set_model_state_dict)
 
+    full = get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True))
     sharded = get_model_state_dict(wrapped)
     out = {}
-    for kind, sd, opts in (("sharded", sharded, StateDictOptions()),):
+    for kind, sd, opts in (("full", full, StateDictOptions(full_state_dict=True)),
+                           ("sharded", sharded, StateDictOptions())):
         fresh, _ = wrap(fresh_model(seed=1), wrapper, precision)
         set_model_state_dict(fresh, sd, options=opts)
         fresh.eval()

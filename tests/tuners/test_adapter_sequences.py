@@ -92,6 +92,9 @@ def test_random_sequences_load_exactly_what_was_saved(tmp_path_factory, steps, s
                 want = entry[2]
             elif name in entry[1]:
                 want = entry[1][name]
+            elif len(entry[1]) == 1:
+                # a checkpoint of one adapter is a single-adapter folder, which loads under any name
+                want = next(iter(entry[1].values()))
             else:
                 with pytest.raises(ValueError, match="none named"):
                     qaa.load_adapter(fresh, str(root / folder), name)

@@ -146,10 +146,10 @@ def test_deepspeed_zero_trains_and_saves_the_gathered_adapter(tmp_path, stage):
 @pytest.mark.parametrize("scenario", ["fsdp2-fp32", "fsdp2-bf16"])
 def test_fsdp2_distributed_checkpoint_state_dict_round_trips(runs, scenario):
     """``torch.distributed.checkpoint.state_dict``'s get/set_model_state_dict on a sharded model holding QAA
-    layers (the sharded state dict) restore the trained model into a fresh sharded model of another
-    initialisation: identical logits."""
+    layers, full (gathered on every rank) and sharded, restore the trained model into a fresh sharded model of
+    another initialisation: identical logits."""
     result = torch.load(os.path.join(runs, scenario, "result.pt"))
-    assert set(result["state_dict_logits"]) == {"sharded"}
+    assert set(result["state_dict_logits"]) == {"full", "sharded"}
     for kind, logits in result["state_dict_logits"].items():
         torch.testing.assert_close(logits, result["logits"], rtol=0, atol=0, msg=f"{kind} state dict")
 

@@ -397,8 +397,21 @@ def _base_names_state_dict_hook(module, state_dict, prefix, local_metadata):
 
 def _base_names_load_hook(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                           error_msgs):
-    """``load_state_dict`` pre-hook: accept the unwrapped names (``<prefix>weight``) for the base layer."""
+    """``load_state_dict`` pre-hook: accept the unwrapped names (``<prefix>weight``) for the base layer.
+
+    When both names are present (torch.distributed.checkpoint's set_model_state_dict under FSDP2 adds one of them
+    beside the other), the one whose tensor type matches the base layer's parameter (a sharded DTensor, or a plain
+    tensor) is loaded under the module's own name and the other dropped; with the same type, the module's own
+    name (``<prefix>base_layer.weight``) wins."""
     for t in _BASE_TENSORS:
-        key = f"{prefix}{t}"
-        if key in state_dict and f"{prefix}base_layer.{t}" not in state_dict:
-            state_dict[f"{prefix}base_layer.{t}"] = state_dict.pop(key)
+        key, own = f"{prefix}{t}", f"{prefix}base_layer.{t}"
+        if key not in state_dict:
+            continue
+        if own in state_dict:
+            target = getattr(module.base_layer, t, None)
+            unwrapped = state_dict.pop(key)
+            if target is not None and type(unwrapped) is type(target.data) \
+                    and type(state_dict[own]) is not type(target.data):
+                state_dict[own] = unwrapped
+        else:
+            state_dict[own] = state_dict.pop(key)
