@@ -161,6 +161,11 @@ def _label(method: str) -> str:
     return registry.label(method)
 
 
+def _direction(iv) -> str:
+    """``"faster"`` / ``"slower"`` / ``"indistinguishable"`` for an interval of reference-minus-method area."""
+    return "faster" if iv[2] < 0 else "slower" if iv[1] > 0 else "indistinguishable"
+
+
 def _fmt_ci(iv, digits: int = 3) -> str:
     mean, lo, hi, _ = iv
     return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
@@ -208,13 +213,10 @@ def convergence_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[
             iv = seed_paired_interval(area[reference], area[m])
             if iv is not None:
                 cell = _fmt_ci(iv, 4)
-                if iv[2] < 0:
-                    word = "converges faster (lower area)"
-                elif iv[1] > 0:
-                    word = "converges slower (higher area)"
-                else:
-                    word = (f"is indistinguishable (the interval includes 0; it could only have detected an area "
-                            f"difference beyond ±{(iv[2] - iv[1]) / 2:.4f} nats/token)")
+                word = {"faster": "converges faster (lower area)", "slower": "converges slower (higher area)",
+                        "indistinguishable": "is indistinguishable (the interval includes 0; it could only have "
+                                             f"detected an area difference beyond ±{(iv[2] - iv[1]) / 2:.4f} "
+                                             "nats/token)"}[_direction(iv)]
                 verdicts.append(f"- Against {_label(m)}, {_label(reference)} {word}: {cell} over {iv[3]} seeds.")
         lines.append(f"| {_label(m)} | {statistics.fmean(vals):.4f} ± {sd:.4f} | {steps} | {cell} |")
     return lines + ([""] + verdicts if verdicts else [])
@@ -233,8 +235,8 @@ def stability_lines(entries: Dict[str, dict]) -> List[str]:
         sens = rate_sensitivity(sel.get("grid", []))
         span = "-" if sens is None else (f"{sens['span']:.3g}x ({len(sens['good'])} of {sens['tried']} rates)"
                                          if sel.get("swept") else "not swept")
-        nll = [statistics.fmean(ev["nll"]) for ev in e.get("evals", []) if ev.get("nll")]
-        sd = f"{statistics.stdev(nll):.4f}" if len(nll) > 1 else "-"
+        seed_sd = _seed_sd(e)
+        sd = "-" if seed_sd is None else f"{seed_sd:.4f}"
         spikes = sum(len(loss_spikes(r.get("losses", []))) for r in e.get("runs", []))
         failed = sum(1 for g in sel.get("grid", []) if g.get("status") != "ok")
         rows.append(f"| {_label(m)} | {span} | {sd} | {spikes} | {failed} |")
@@ -304,6 +306,18 @@ def difference_of_differences(a, b, unseen: Sequence[bool], spec, n_boot: int = 
     return out
 
 
+def _dod_sign(d: dict) -> int:
+    """-1 / +1 when the bootstrap and the seed-level intervals of a difference of differences both lie below /
+    above 0, else 0 (also with no seed-level interval)."""
+    if d["seed_lo"] is None:
+        return 0
+    if d["hi"] < 0 and d["seed_hi"] < 0:
+        return -1
+    if d["lo"] > 0 and d["seed_lo"] > 0:
+        return 1
+    return 0
+
+
 def generalisation_lines(entries: Dict[str, dict], seen: Sequence[bool], metrics: Dict[str, object],
                          reference: str = "qaa", against: Sequence[str] = ("lora_r4", "lora", "bias")) -> List[str]:
     """The difference-of-differences table of a task with seen / held-out test inputs (``seen`` flags, as
@@ -325,8 +339,7 @@ def generalisation_lines(entries: Dict[str, dict], seen: Sequence[bool], metrics
                 continue
             d = difference_of_differences(ref[key], arr[key], unseen, spec)
             seed = "" if d["seed_lo"] is None else f"; seed-level [{d['seed_lo']:+.3f}, {d['seed_hi']:+.3f}]"
-            both = d["lo"] > 0 or d["hi"] < 0
-            both = both and d["seed_lo"] is not None and (d["seed_lo"] > 0 or d["seed_hi"] < 0)
+            both = _dod_sign(d) != 0
             cells.append(f"{'**' if both else ''}{d['value']:+.3f}{'**' if both else ''} "
                          f"[{d['lo']:+.3f}, {d['hi']:+.3f}{seed}]")
         if any(c != "-" for c in cells):
@@ -356,8 +369,7 @@ def _area_verdicts(entries: Dict[str, dict], reference: str) -> List[Tuple[str, 
     for m in PAPER_BASELINES:
         iv = seed_paired_interval(ref, areas(m)) if m in entries else None
         if iv is not None:
-            word = "faster" if iv[2] < 0 else "slower" if iv[1] > 0 else "indistinguishable"
-            out.append((m, word, iv))
+            out.append((m, _direction(iv), iv))
     return out
 
 
@@ -433,9 +445,7 @@ def claims_table_lines(per_task: Dict[str, Dict[str, dict]], seen_by_task: Dict[
             arr = entries.get(m, {}).get("arrays", {})
             if "nll" in arr and arr["nll"].shape == ref["nll"].shape:
                 d = difference_of_differences(ref["nll"], arr["nll"], [not s for s in seen], spec)
-                both = d["seed_lo"] is not None and (d["hi"] < 0 and d["seed_hi"] < 0)
-                worse = d["seed_lo"] is not None and (d["lo"] > 0 and d["seed_lo"] > 0)
-                word = "stronger" if both else "weaker" if worse else "not shown"
+                word = {-1: "stronger", 1: "weaker", 0: "not shown"}[_dod_sign(d)]
                 gen.append((word, f"{task}, vs {_label(m)}: {d['value']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"))
     if gen:
         words = {w for w, _ in gen}
