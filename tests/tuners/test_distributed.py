@@ -118,8 +118,10 @@ def test_peft_wrapped_model_saves_the_plain_names(tmp_path):
         assert torch.equal(_saved(tmp_path / "peft")[key], value)
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_zero_trains_and_saves_the_gathered_adapter(tmp_path, stage):
+@pytest.mark.parametrize("stage, precision", [(2, "fp32"), (3, "fp32"), (2, "bf16"), (3, "bf16")])
+def test_deepspeed_zero_trains_and_saves_the_gathered_adapter(tmp_path, stage, precision):
+    """Under bf16, DeepSpeed rounds the model's copy of the adapter to bf16 and keeps float32 masters in the
+    optimizer: the saved adapter holds the masters (float32 values that bf16 cannot represent)."""
     # DeepSpeed installs from its source archive with DS_BUILD_OPS=0 (pyproject's [test] extra); ZeRO runs on the
     # CPU with DS_ACCELERATOR=cpu and gloo.
     pytest.importorskip("deepspeed")
@@ -128,7 +130,8 @@ def test_deepspeed_zero_trains_and_saves_the_gathered_adapter(tmp_path, stage):
     from support import torchrun
 
     out = tmp_path / "adapter"
-    run = torchrun([os.path.join(os.path.dirname(__file__), "ds_worker.py"), stage, out], nproc=2, timeout=300,
+    run = torchrun([os.path.join(os.path.dirname(__file__), "ds_worker.py"), stage, out, precision], nproc=2,
+                   timeout=300,
                    env={"DS_ACCELERATOR": "cpu"})
     assert run.returncode == 0, run.stderr[-3000:]
     expected = torch.load(out / "expected.pt")
@@ -137,6 +140,9 @@ def test_deepspeed_zero_trains_and_saves_the_gathered_adapter(tmp_path, stage):
     for key, value in expected.items():
         assert torch.equal(saved[key], value), key
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in saved.items() if k.endswith("out_proj.weight"))
+    assert all(v.dtype == torch.float32 for v in saved.values())
+    if precision == "bf16":  # not bf16-rounded values
+        assert any(not torch.equal(v, v.bfloat16().float()) for v in saved.values())
     base = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
     loaded = qaa.load_adapter(base, str(out))
     for name, layer in qaa.qaa_layers(loaded):

@@ -472,7 +472,8 @@ class TestSaveLoad:
         with pytest.raises(OSError, match="simulated"):
             qaa.save_adapter(model, str(folder))
         monkeypatch.undo()
-        assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+        assert sorted(p.name for p in folder.iterdir()) == ["README.md", "adapter_config.json",
+                                                              "adapter_model.safetensors"]
         loaded = qaa.load_adapter(small_model(), str(folder))
         assert_same_values(adapter_values(loaded), before)
 

@@ -82,7 +82,7 @@ def test_save_load_roundtrip_identical_logits(tmp_path):
         train_step(model)
     tuned = logits(model)
     qaa.save_adapter(model, str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     cfg = json.load(open(tmp_path / "adapter_config.json"))
     assert cfg["peft_type"] == "QAA" and cfg["ansatz"] == "ry_rz_ring_ry" and cfg["n_layers"] == 2
     fresh = qaa.load_adapter(tiny_llama(), str(tmp_path))

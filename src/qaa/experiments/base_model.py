@@ -282,5 +282,7 @@ def load_base_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, dtype: torc
                                     "(save one with save_pretrained and pass its folder)")
     with progress_bars(progress):
         model, tokenizer = _load_folder(folder, dtype)
+    if str(name_or_path) == DEFAULT_MODEL:  # what adapters record as their base (not this machine's cache path)
+        model.config._name_or_path = DEFAULT_MODEL
     _prepare_tokenizer(tokenizer)
     return _prepare_model(model, tokenizer), tokenizer

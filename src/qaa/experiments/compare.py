@@ -53,15 +53,12 @@ from ..tuners.save_load import atomic_write_text
 from ..tuners.utils import trainable_parameter_summary, trainable_parameters_line
 from . import registry
 from .base_model import load_base_model
-from .metrics import evaluate_generations, per_input_scores
-from .pipeline import TaskData, load_splits, prepare_task, set_threads
-from .tasks import format_prompt
-from .tasks import get as get_task
+from .pipeline import TaskData, evaluate_test, load_splits, prepare_task, set_threads
 from .registry import BASE, RunContext
 from .provenance import QAA_DEFAULTS
 from .report import seed_notice, write_report
 from .settings import PRESETS, CompareSettings, resolve_settings
-from .train import TrainConfig, collate, generate, pair_nll, train
+from .train import TrainConfig, collate, pair_nll, train
 
 __all__ = ["METHODS", "DEFAULT_METHODS", "METHOD_LR", "PRESETS", "CompareSettings", "resolve_settings",
            "run_compare", "adapter_size_bytes", "run_key", "RESULTS_FILE"]
@@ -364,31 +361,10 @@ def checkpoint_steps(steps: int, points: int) -> List[int]:
 
 
 def _evaluate(model, data: TaskData, tokenizer, settings: CompareSettings, pad: int, desc: str) -> dict:
-    """Test NLL per input and greedy generations scored per input (and as corpus metrics)."""
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    _, per_pair = _nll(model, data.test_pairs, pad)
-    sums = [0.0] * len(data.test_ex)
-    counts = [0] * len(data.test_ex)
-    for (s, n), owner in zip(per_pair, data.test_owner):
-        sums[owner] += s
-        counts[owner] += n
-    nll = [s / max(n, 1) for s, n in zip(sums, counts)]
-    prompts = [format_prompt(data.task, e.input) for e in data.test_ex]
-    hyps = generate(model, tokenizer, prompts, max_new_tokens=data.max_new_tokens, progress=settings.progress,
-                    desc=desc)
-    refs = [list(e.references) for e in data.test_ex]
-    device = "cuda" if settings.device == "cuda" else "cpu"
-    inputs, semantic = [e.input for e in data.test_ex], get_task(data.task).semantic
-    scores = per_input_scores(hyps, refs, bertscore=settings.bertscore, device=device, inputs=inputs,
-                              semantic=semantic)
-    metrics = evaluate_generations(hyps, refs, bertscore=settings.bertscore, device=device, inputs=inputs,
-                                   semantic=semantic)
-    # The headline test NLL is the mean of the per-input NLLs (what the bootstrap resamples and the report
-    # shows); the token-weighted one carries its own name.
-    metrics["nll"] = statistics.fmean(nll)
-    metrics["nll_token_weighted"] = sum(sums) / max(sum(counts), 1)
-    return {"status": "ok", "hypotheses": hyps, "nll": nll, "scores": scores, "metrics": metrics,
-            "eval_seconds": time.perf_counter() - t0, "eval_cpu_seconds": time.process_time() - cpu0}
+    """Test NLL per input and greedy generations scored per input (:func:`.pipeline.evaluate_test`)."""
+    return evaluate_test(model, data, tokenizer, pad, progress=settings.progress,
+                         device="cuda" if settings.device == "cuda" else "cpu", bertscore=settings.bertscore,
+                         desc=desc)
 
 
 # --------------------------------------------------------------------------------------------------

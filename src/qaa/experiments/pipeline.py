@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import statistics
+import time
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -12,11 +13,12 @@ import torch
 from .. import engine
 from . import tasks
 from .data import seen_inputs, training_pairs
-from .metrics import evaluate_generations
+from .metrics import evaluate_generations, per_input_scores
 from .tasks import TaskSplits, format_prompt
-from .train import encode_pairs, generate
+from .train import encode_pairs, generate, pair_nll
 
-__all__ = ["set_threads", "TaskData", "load_splits", "prepare_task", "generate_and_score", "write_losses"]
+__all__ = ["set_threads", "TaskData", "load_splits", "prepare_task", "generate_and_score", "evaluate_test",
+           "write_losses"]
 
 
 def set_threads(n: int) -> None:
@@ -145,6 +147,38 @@ def generate_and_score(model, tokenizer, task: str, examples: Sequence, max_new_
                                    device=device, inputs=[e.input for e in examples],
                                    semantic=tasks.get(task).semantic)
     return hyps, metrics
+
+
+def evaluate_test(model, data: TaskData, tokenizer, pad: int, progress: bool = False, device: str = "cpu",
+                  bertscore: bool = True, desc: str = "eval") -> dict:
+    """Score ``model`` on ``data``'s test inputs as the comparison does.
+
+    Returns ``{"status": "ok", "hypotheses": [str], "nll": [float], "scores": {metric: [float]}, "metrics":
+    {...}, "eval_seconds", "eval_cpu_seconds"}``: per test input, the teacher-forced NLL (nats per target token,
+    over all of the input's references together) and the greedy generation with its per-input scores; corpus
+    metrics (:func:`~qaa.experiments.metrics.evaluate_generations`) with ``metrics["nll"]`` the mean of the
+    per-input NLLs (what the paired bootstrap resamples) and ``metrics["nll_token_weighted"]`` the NLL over all
+    target tokens.
+    """
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    per_pair = pair_nll(model, data.test_pairs, pad)
+    sums = [0.0] * len(data.test_ex)
+    counts = [0] * len(data.test_ex)
+    for (s, n), owner in zip(per_pair, data.test_owner):
+        sums[owner] += s
+        counts[owner] += n
+    nll = [s / max(n, 1) for s, n in zip(sums, counts)]
+    prompts = [format_prompt(data.task, e.input) for e in data.test_ex]
+    hyps = generate(model, tokenizer, prompts, max_new_tokens=data.max_new_tokens, progress=progress, desc=desc)
+    refs = [list(e.references) for e in data.test_ex]
+    inputs, semantic = [e.input for e in data.test_ex], tasks.get(data.task).semantic
+    scores = per_input_scores(hyps, refs, bertscore=bertscore, device=device, inputs=inputs, semantic=semantic)
+    metrics = evaluate_generations(hyps, refs, bertscore=bertscore, device=device, inputs=inputs,
+                                   semantic=semantic)
+    metrics["nll"] = statistics.fmean(nll)
+    metrics["nll_token_weighted"] = sum(sums) / max(sum(counts), 1)
+    return {"status": "ok", "hypotheses": hyps, "nll": nll, "scores": scores, "metrics": metrics,
+            "eval_seconds": time.perf_counter() - t0, "eval_cpu_seconds": time.process_time() - cpu0}
 
 
 def write_losses(path: str, losses, times) -> None:

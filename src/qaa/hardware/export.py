@@ -24,7 +24,6 @@ float64 value, which reads back to the same double.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -176,7 +175,7 @@ def _select_adapter(layers, adapter: Optional[str]) -> str:
         if not isinstance(adapter, str):
             raise TypeError(f"adapter must be a string, got {type(adapter).__name__}")
         return adapter
-    active = {layer.active_adapter for _, layer in layers if layer.active_adapter is not None}
+    active = {name for _, layer in layers for name in layer.active_adapters}
     if len(active) != 1:
         raise ValueError(f"cannot tell which adapter to export (active adapters: {sorted(active)}); "
                          "pass adapter=")

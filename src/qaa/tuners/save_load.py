@@ -187,7 +187,8 @@ def _safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[st
     return len(text).to_bytes(8, "little") + text + blob[8 + n:]
 
 
-def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, torch.Tensor]) -> None:
+def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, torch.Tensor],
+                       extra_files: Mapping[str, str] = None) -> None:
     """Write an adapter folder (layout in the module docstring).
 
     The weights file is the adapter: it holds the tensors, the config (metadata) and their checksum, and it is
@@ -198,7 +199,8 @@ def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, to
     (with a warning), so a reader sees the old adapter or the new one, never a refusal.
 
     ``meta`` must hold ``peft_type``; ``format_version`` and the digests are added. Tensors are saved as given
-    (moved to the CPU, made contiguous). Raises ValueError for a ``meta`` without ``peft_type``.
+    (moved to the CPU, made contiguous). ``extra_files`` (file name -> text, e.g. a model card) are written in
+    the same atomic batch, after the two adapter files. Raises ValueError for a ``meta`` without ``peft_type``.
     """
     if "peft_type" not in meta:
         raise ValueError("adapter metadata needs a 'peft_type'")
@@ -220,8 +222,14 @@ def save_adapter_files(directory: PathLike, meta: dict, tensors: Mapping[str, to
         with open(p, "wb") as f:
             f.write(weights)
 
-    atomic_write_files(directory, {ADAPTER_WEIGHTS: write_weights,
-                                   ADAPTER_CONFIG: write_json})
+    def text_writer(text: str) -> Callable[[str], None]:
+        def write(p: str) -> None:
+            with open(p, "w", encoding="utf-8") as f:
+                f.write(text)
+        return write
+
+    atomic_write_files(directory, {ADAPTER_WEIGHTS: write_weights, ADAPTER_CONFIG: write_json,
+                                   **{name: text_writer(text) for name, text in (extra_files or {}).items()}})
 
 
 def _read_weights(path: str, check_header) -> tuple:

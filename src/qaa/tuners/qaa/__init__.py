@@ -6,10 +6,10 @@ from .config import INPUT_TRANSFORMS, PEFT_TYPE, QAAConfig
 from .distributed import unwrap_model
 from .layer import InputStandardizer, QAALayer
 from .model import (MergeError, attach, detach, detach_adapter, disable_adapter, load_adapter, load_adapter_weights,
-                    merge, param_groups, qaa_layers, reset_adapter_parameters, save_adapter, set_adapter)
+                    load_adapters, merge, param_groups, qaa_layers, reset_adapter_parameters, save_adapter, set_adapter)
 
 __all__ = ["PEFT_TYPE", "INPUT_TRANSFORMS", "QAAConfig", "QAALayer", "InputStandardizer", "MergeError", "attach",
-           "detach", "detach_adapter", "disable_adapter", "load_adapter", "load_adapter_weights", "merge",
+           "detach", "detach_adapter", "disable_adapter", "load_adapter", "load_adapter_weights", "load_adapters", "merge",
            "param_groups", "qaa_layers", "save_adapter", "set_adapter", "reset_adapter_parameters",
            "calibrate_input_transform", "SCALE_EPS",
            "unwrap_model"]

@@ -69,13 +69,16 @@ def calibrate_input_transform(model: nn.Module, batches: Iterable, adapter_name:
 
     Raises:
         KeyError: ``adapter_name`` is not attached.
-        ValueError: the adapter has no input transform, ``max_batches < 1``, an attention mask that does not
+        ValueError: ``adapter_name`` left out while several adapters are active; the adapter has no input transform, ``max_batches < 1``, an attention mask that does not
             match a layer input's leading shape, or no token was counted (on all ranks together).
         TypeError: a batch that is neither a dict nor a tensor.
     """
     configs = getattr(model, "qaa_configs", {})
     if adapter_name is None:
         adapter_name = getattr(model, "qaa_active_adapter", None)
+        if isinstance(adapter_name, list):
+            raise ValueError(f"several adapters are active ({adapter_name}): pass adapter_name= to say which to "
+                             "calibrate")
     if adapter_name not in configs:
         raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}")
     if configs[adapter_name].input_transform != "standardize":

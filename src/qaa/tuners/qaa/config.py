@@ -22,7 +22,7 @@ SEED_RANGE = (-(2**63), 2**63 - 1)
 OPTIONAL_SAVED_FIELDS = {"input_transform": None}
 #: Keys a saved config holds besides the fields (the loaders read them; ``from_dict`` ignores them).
 SAVED_EXTRA_KEYS = ("modules", "base_model", "qaa_version", "format_version", "adapter_name", "config_sha256",
-                    "tensors_sha256")
+                    "tensors_sha256", "base_model_name_or_path", "base_model_class", "base_model_fingerprint")
 #: Longest adapter name.
 MAX_ADAPTER_NAME = 64
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")

@@ -173,6 +173,37 @@ def full_parameters(model: nn.Module, params=(), writeback: bool = False):
         yield
 
 
+def deepspeed_masters(model: nn.Module, params) -> dict:
+    """``{id(param): float32 master copy}`` for the parameters among ``params`` that a DeepSpeed engine in
+    ``model``'s wrapper chain holds in 16 bits (bf16 / fp16 training keeps the model's copy rounded and the
+    float32 values in the optimizer). Empty when there is no DeepSpeed engine or nothing is 16-bit. Collective
+    under ZeRO-3 (every rank must call it): ``deepspeed.utils.safe_get_full_fp32_param`` gathers the partitions.
+    """
+    m, engine = model, None
+    for _ in range(8):
+        if _is_deepspeed_engine(m):
+            engine = m
+            break
+        inner = getattr(m, "module", None)
+        if not isinstance(inner, nn.Module):
+            break
+        m = inner
+    if engine is None:
+        return {}
+    params = [p for p in params if p.dtype in (torch.bfloat16, torch.float16)]
+    if not params:
+        return {}
+    from deepspeed.utils import safe_get_full_fp32_param  # present: the engine is DeepSpeed's
+
+    out = {}
+    for p in params:
+        master = safe_get_full_fp32_param(p)
+        if master is not None:
+            out[id(p)] = master.detach().to("cpu", torch.float32).reshape(p.ds_shape if hasattr(p, "ds_shape")
+                                                                           else p.shape)
+    return out
+
+
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
     """The whole value of ``t`` as a new plain detached CPU tensor (a ``DTensor`` is all-gathered: collective).
     Always a copy: inside :func:`full_parameters` a parameter is a view of storage FSDP frees on leaving."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -125,7 +125,8 @@ class QAALayer(nn.Module):
         self.qaa_specs = {}
         self._state_epoch = 0     # bumped whenever what the forward computes changes (active adapter, disabled)
         self._forward_epoch = 0   # _state_epoch at the last forward run outside a backward pass
-        self._active_adapter: Optional[str] = None
+        self._active: Tuple[str, ...] = ()     # the adapters the forward adds, in order
+        self._weights: Dict[str, float] = {}  # their output weights (absent: 1.0)
         self._disabled = False
         self._register_state_dict_hook(_base_names_state_dict_hook)
         self._register_load_state_dict_pre_hook(_base_names_load_hook, with_module=True)
@@ -133,22 +134,58 @@ class QAALayer(nn.Module):
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        if "_active" not in self.__dict__:  # pickled with one active adapter (before several could be)
+            old = self.__dict__.pop("_active_adapter", None)
+            self._active, self._weights = ((old,) if old is not None else ()), {}
         if "qaa_specs" not in self.__dict__:  # pickled before the specs existed: resolve them once, here
             self.qaa_specs = {name: (cfg.ansatz, self.n_qubits_for(cfg), cfg.n_layers, cfg.readout)
                               for name, cfg in self.qaa_configs.items()}
 
     @property
-    def active_adapter(self) -> Optional[str]:
-        """Name of the adapter the forward adds (None: none)."""
-        return self._active_adapter
+    def active_adapter(self):
+        """The adapter the forward adds: its name, ``None`` for none, or a list of names when several are active
+        (as peft's ``active_adapter``). Setting it to a name, ``None`` or a list activates those adapters with
+        weight 1 (:meth:`set_active_adapters` sets weights)."""
+        if not self._active:
+            return None
+        return self._active[0] if len(self._active) == 1 else list(self._active)
 
     @active_adapter.setter
-    def active_adapter(self, name: Optional[str]) -> None:
-        if name is not None and name not in self.qaa_configs:
-            raise KeyError(f"no adapter named {name!r} on this layer; have {sorted(self.qaa_configs)}")
-        if name != self._active_adapter:
+    def active_adapter(self, name) -> None:
+        if name is None:
+            self.set_active_adapters(())
+        elif isinstance(name, str):
+            self.set_active_adapters((name,))
+        else:
+            self.set_active_adapters(name)
+
+    @property
+    def active_adapters(self) -> Tuple[str, ...]:
+        """The adapters the forward adds, in order (empty: none)."""
+        return self._active
+
+    @property
+    def adapter_weights(self) -> Dict[str, float]:
+        """Output weight of each active adapter (the forward adds ``weight * branch``)."""
+        return {n: self._weights.get(n, 1.0) for n in self._active}
+
+    def set_active_adapters(self, names: Sequence[str], weights: Optional[Sequence[float]] = None) -> None:
+        """Make the forward add ``sum_i weights[i] * branch_i(x)`` over adapters ``names`` (weights default to 1).
+
+        Raises KeyError for a name this layer does not hold; ValueError for a repeated name or a weights list
+        of another length (callers validate the weights' values: :func:`qaa.set_adapter`)."""
+        names = tuple(names)
+        for n in names:
+            if n not in self.qaa_configs:
+                raise KeyError(f"no adapter named {n!r} on this layer; have {sorted(self.qaa_configs)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"adapter names repeat: {list(names)}")
+        if weights is not None and len(weights) != len(names):
+            raise ValueError(f"{len(weights)} weights for {len(names)} adapters")
+        new_weights = {} if weights is None else {n: float(w) for n, w in zip(names, weights) if float(w) != 1.0}
+        if names != self._active or new_weights != self._weights:
             self._state_epoch += 1
-        self._active_adapter = name
+        self._active, self._weights = names, new_weights
 
     @property
     def disabled(self) -> bool:
@@ -297,8 +334,12 @@ class QAALayer(nn.Module):
         if name in self.qaa_input:
             del self.qaa_input[name]
         del self.qaa_configs[name], self.qaa_specs[name]
-        if self.active_adapter == name:
-            self.active_adapter = next(iter(self.qaa_configs), None)
+        if name in self._active:
+            rest = tuple(n for n in self._active if n != name)
+            if rest:
+                self.set_active_adapters(rest, [self._weights.get(n, 1.0) for n in rest])
+            else:
+                self.active_adapter = next(iter(self.qaa_configs), None)
 
     def _circuit(self, name: str):
         ansatz, n, n_layers, _ = self.qaa_specs[name]
@@ -364,16 +405,31 @@ class QAALayer(nn.Module):
         else:
             self._forward_epoch = self._state_epoch
         result = self.base_layer(x, *args, **kwargs)
-        if self.disabled or self.active_adapter is None:
+        if self.disabled or not self._active:
             return result
         # The branch computes in the adapter's dtype under autocast too (the dtype rule): autocast would run
         # the output map in bfloat16 / float16.
         if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
             with torch.autocast(device_type=x.device.type, enabled=False):
-                branch = self.branch(x, self.active_adapter)
+                branch = self._branches(x)
         else:
-            branch = self.branch(x, self.active_adapter)
+            branch = self._branches(x)
         return result + branch.to(result.dtype)
+
+    def _branches(self, x: torch.Tensor) -> torch.Tensor:
+        """``sum_i w_i * branch_i(x)`` over the active adapters, summed in the widest of their dtypes."""
+        total = None
+        for name in self._active:
+            b = self.branch(x, name)
+            w = self._weights.get(name, 1.0)
+            if w != 1.0:
+                b = b * w
+            if total is None:
+                total = b
+            else:
+                wide = torch.promote_types(total.dtype, b.dtype)
+                total = total.to(wide) + b.to(wide)
+        return total
 
     def extra_repr(self) -> str:
         cfgs = ", ".join(f"{k}: {c.ansatz} L={c.n_layers} n={self.n_qubits_for(c)} readout={c.readout}"

@@ -3,26 +3,31 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import re
 from collections.abc import Mapping
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..save_load import read_adapter_files, save_adapter_files
 from ..utils import (get_nb_trainable_parameters, layer_dims, linear_candidates, matches_target,
-                     normalise_targets, print_trainable_parameters, set_submodule)
+                     print_trainable_parameters, set_submodule)
+from . import hf_compat
 from .config import PEFT_TYPE, QAAConfig, check_adapter_name
-from .distributed import (clean_module_name, collective, copy_full_into, full_parameters, full_tensor,
-                          is_distributed_wrapper, process_group, unwrap_model)
+from .distributed import (clean_module_name, collective, copy_full_into, deepspeed_masters, full_parameters,
+                          full_tensor, is_distributed_wrapper, process_group, unwrap_model)
+from .hf_compat import register_with_peft
 from .layer import QAALayer, _cached_circuit
 
 #: Sub-folder of a ``save_pretrained`` folder holding one adapter folder per attached adapter.
 PRETRAINED_ADAPTERS = "qaa_adapters"
+#: File in that sub-folder recording the active adapters and their output weights (:func:`load_adapters`).
+ACTIVE_FILE = "active.json"
 #: Attributes attach sets on the model (removed by detach).
-_MODEL_ATTRS = ("qaa_configs", "qaa_active_adapter", "print_trainable_parameters", "get_nb_trainable_parameters",
+_MODEL_ATTRS = ("qaa_configs", "qaa_active_adapter", "qaa_adapter_weights", "print_trainable_parameters", "get_nb_trainable_parameters",
                 "merge_and_unload", "merge_adapter", "save_pretrained", "qaa_set_adapter", "qaa_disable_adapter",
                 "qaa_base_model")
 
@@ -151,6 +156,21 @@ def _save_pretrained(model: nn.Module, save_directory, *args, **kwargs):
     if kwargs.get("is_main_process", True):
         for name in configs:
             save_adapter(model, os.path.join(os.fspath(save_directory), PRETRAINED_ADAPTERS, name), name)
+        write_active(model, save_directory)
+
+
+def write_active(model: nn.Module, directory) -> None:
+    """Record the active adapters of ``model`` and their output weights in
+    ``<directory>/qaa_adapters/active.json`` (``{"active": [names], "weights": [floats]}``), read back by
+    :func:`load_adapters`."""
+    from ..save_load import atomic_write_text
+
+    import json
+
+    folder = os.path.join(os.fspath(directory), PRETRAINED_ADAPTERS)
+    os.makedirs(folder, exist_ok=True)
+    atomic_write_text(os.path.join(folder, ACTIVE_FILE), json.dumps(
+        {"active": _active_names(model), "weights": _active_weights(model)}, indent=1) + "\n")
 
 
 def _base_model(model: nn.Module) -> nn.Module:
@@ -214,11 +234,29 @@ def _set_trainable(model: nn.Module, adapter_name: str, trainable: bool, others_
         p.requires_grad_(trainable)
 
 
-def _activate(model: nn.Module, adapter_name: str) -> None:
-    """``adapter_name`` active on every layer holding it; every other layer runs no adapter."""
+def _activate(model: nn.Module, adapter_name, weights: Optional[Sequence[float]] = None) -> None:
+    """``adapter_name`` (a name, or a list of names with optional output ``weights``) active on every layer,
+    each layer adding those of them it holds; a layer holding none runs no adapter. ``model.qaa_active_adapter``
+    is the name, or the list when several are active; ``model.qaa_adapter_weights`` maps each active adapter to
+    its weight."""
+    names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+    w = [1.0] * len(names) if weights is None else [float(v) for v in weights]
     for _, layer in qaa_layers(model):
-        layer.active_adapter = adapter_name if adapter_name in layer.qaa_configs else None
-    model.qaa_active_adapter = adapter_name
+        held = [(n, v) for n, v in zip(names, w) if n in layer.qaa_configs]
+        layer.set_active_adapters([n for n, _ in held], [v for _, v in held])
+    model.qaa_active_adapter = names[0] if len(names) == 1 else names
+    model.qaa_adapter_weights = dict(zip(names, w))
+
+
+def _active_names(model: nn.Module) -> List[str]:
+    """The model's active adapters as a list (empty when none)."""
+    active = getattr(model, "qaa_active_adapter", None)
+    return [] if active is None else ([active] if isinstance(active, str) else list(active))
+
+
+def _active_weights(model: nn.Module) -> List[float]:
+    weights = getattr(model, "qaa_adapter_weights", None) or {}
+    return [float(weights.get(n, 1.0)) for n in _active_names(model)]
 
 
 def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: str = "default",
@@ -250,6 +288,7 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
         raise TypeError(f"config must be a QAAConfig, got {type(config).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    register_with_peft()
     outer, model = model, (model if is_distributed_wrapper(model) else unwrap_model(model))
     config.validate()
     config = config.read_only_copy()  # the model's own copy (the caller may edit or reuse theirs)
@@ -299,20 +338,75 @@ def attach(model: nn.Module, config: Optional[QAAConfig] = None, adapter_name: s
     return outer
 
 
-def set_adapter(model: nn.Module, adapter_name: str, is_trainable: Optional[bool] = None) -> None:
-    """Make ``adapter_name`` the active adapter of every QAA layer holding it (the others run no adapter).
+def set_adapter(model: nn.Module, adapter_name, is_trainable: Optional[bool] = None,
+                weights: Optional[Sequence[float]] = None) -> None:
+    """Make ``adapter_name`` the active adapter of every QAA layer holding it (the others run no adapter), or,
+    given a list of names, make those adapters active together: each layer then adds
+    ``sum_i weights[i] * branch_i(x)`` over the listed adapters it holds (as peft sums active LoRA adapters).
 
-    ``is_trainable=None`` (default) changes no ``requires_grad``; ``True`` makes it the only trainable adapter;
-    ``False`` freezes it (other adapters unchanged). Parameters outside the adapters are never touched.
-    Raises KeyError if unknown. Also installed as ``model.qaa_set_adapter(adapter_name, is_trainable)``.
+    Args:
+        adapter_name: a name, or a non-empty list / tuple of distinct names.
+        is_trainable: ``None`` (default) changes no ``requires_grad``; ``True`` makes the named adapters the only
+            trainable ones (their sum trains together); ``False`` freezes them (other adapters unchanged).
+            Parameters outside the adapters are never touched.
+        weights: optional output weight per name (finite real numbers, one per name; default all 1.0).
+
+    Raises:
+        KeyError: a name that is not attached.
+        TypeError: a name that is not a string, or a weight that is not a real number.
+        ValueError: an empty list, a repeated name, a weights list of another length, or a non-finite weight.
+
+    Also installed as ``model.qaa_set_adapter(adapter_name, is_trainable, weights)``.
     """
     model = unwrap_model(model)
     configs = getattr(model, "qaa_configs", {})
-    if adapter_name not in configs:
-        raise KeyError(f"no adapter named {adapter_name!r}; attached: {sorted(configs)}")
-    _activate(model, adapter_name)
+    names = _check_active(adapter_name, configs)
+    w = _check_weights(weights, names)
+    _activate(model, names if len(names) > 1 else names[0], w)
     if is_trainable is not None:
-        _set_trainable(model, adapter_name, bool(is_trainable), others_frozen=bool(is_trainable))
+        if is_trainable:
+            _set_trainable(model, names[0], True, others_frozen=True)
+            for n in names[1:]:
+                _set_trainable(model, n, True, others_frozen=False)
+        else:
+            for n in names:
+                _set_trainable(model, n, False, others_frozen=False)
+
+
+def _check_active(adapter_name, configs) -> List[str]:
+    if isinstance(adapter_name, str):
+        names = [adapter_name]
+    elif isinstance(adapter_name, (list, tuple)):
+        names = list(adapter_name)
+        if not names:
+            raise ValueError("set_adapter needs at least one adapter name, got an empty list")
+    else:
+        raise TypeError(f"adapter_name must be a string or a list of strings, got {type(adapter_name).__name__}")
+    for n in names:
+        if not isinstance(n, str):
+            raise TypeError(f"adapter names must be strings, got {n!r} ({type(n).__name__})")
+        if n not in configs:
+            raise KeyError(f"no adapter named {n!r}; attached: {sorted(configs)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"adapter names repeat: {names}")
+    return names
+
+
+def _check_weights(weights, names: List[str]) -> Optional[List[float]]:
+    if weights is None:
+        return None
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
+        raise TypeError(f"weights must be a list of numbers, one per adapter, got {type(weights).__name__}")
+    if len(weights) != len(names):
+        raise ValueError(f"{len(weights)} weights for {len(names)} adapters ({names})")
+    out = []
+    for w in weights:
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            raise TypeError(f"adapter weights must be real numbers, got {w!r} ({type(w).__name__})")
+        if not math.isfinite(w):
+            raise ValueError(f"adapter weights must be finite, got {w!r}")
+        out.append(float(w))
+    return out
 
 
 @contextlib.contextmanager
@@ -351,11 +445,13 @@ def merge(model: nn.Module) -> None:
 
 
 # ---------------------------------------------------------------- save / load
-def _adapter_state(model: nn.Module, adapter_name: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, dict]]:
+def _adapter_state(model: nn.Module, adapter_name: str,
+                   masters: Optional[dict] = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, dict]]:
     """The tensors (whole, on the CPU, in the adapter's dtype) and module entries of adapter ``adapter_name`` of
     the attached model ``model``, named as in the plain model (wrapper name components removed). FSDP2
     ``DTensor`` parameters are all-gathered (collective); FSDP1 / ZeRO-3 ones must be whole already
-    (:func:`.distributed.full_parameters`)."""
+    (:func:`.distributed.full_parameters`). ``masters``: ``{id(parameter): tensor}`` taken instead of a
+    parameter's own value (DeepSpeed's float32 master copies, :func:`.distributed.deepspeed_masters`)."""
     from .layer import _DTYPES
 
     tensors, modules = {}, {}
@@ -367,8 +463,10 @@ def _adapter_state(model: nn.Module, adapter_name: str) -> Tuple[Dict[str, torch
             raise ValueError(f"two QAA layers are both named {name!r} once wrapper names are removed")
         dtype = _DTYPES[layer.qaa_configs[adapter_name].dtype]
         circ = layer._circuit(adapter_name)
-        tensors[f"{name}.theta"] = full_tensor(layer.qaa_theta[adapter_name]).to(dtype)
-        tensors[f"{name}.out_proj.weight"] = full_tensor(layer.qaa_out[adapter_name].weight).to(dtype)
+        masters = masters or {}
+        theta, weight = layer.qaa_theta[adapter_name], layer.qaa_out[adapter_name].weight
+        tensors[f"{name}.theta"] = masters.get(id(theta), full_tensor(theta)).to(dtype)
+        tensors[f"{name}.out_proj.weight"] = masters.get(id(weight), full_tensor(weight)).to(dtype)
         modules[name] = {"d_in": layer.d_in, "d_out": layer.d_out, "n_qubits": circ.n_qubits,
                          "n_params": circ.n_params}
         if adapter_name in layer.qaa_input:
@@ -424,16 +522,25 @@ def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "def
     configs = getattr(inner, "qaa_configs", {})
     if adapter_name not in configs:
         raise _not_attached(model, adapter_name)
-    with full_parameters(model, _adapter_parameters(inner, adapter_name)):
-        tensors, modules = _adapter_state(inner, adapter_name)
+    params = _adapter_parameters(inner, adapter_name)
+    # DeepSpeed bf16 / fp16 keeps the model's copy of the parameters rounded to 16 bits: save the optimizer's
+    # float32 master values instead (the adapter's dtype, as under FSDP's mixed precision).
+    masters = deepspeed_masters(model, params)
+    with full_parameters(model, params):
+        tensors, modules = _adapter_state(inner, adapter_name, masters)
     _check_finite(tensors, adapter_name)
     _check_layout(configs[adapter_name], modules, tensors, "the adapter to save")
     from ... import __version__
 
     meta = configs[adapter_name].to_dict()
-    meta.update(modules=modules, qaa_version=__version__, adapter_name=adapter_name)
+    meta.update(modules=modules, qaa_version=__version__, adapter_name=adapter_name,
+                **hf_compat.base_model_record(inner, modules))
+    register_with_peft()
+    card = {}
+    if hf_compat.card_writable(str(save_directory)):
+        card[hf_compat.MODEL_CARD] = hf_compat.model_card(meta, sum(t.numel() for t in tensors.values()))
     if not collective(model):
-        save_adapter_files(save_directory, meta, tensors)
+        save_adapter_files(save_directory, meta, tensors, card)
         return
     import torch.distributed as dist
 
@@ -442,7 +549,7 @@ def save_adapter(model: nn.Module, save_directory: str, adapter_name: str = "def
     failure, status = None, [None]
     if dist.get_rank() == writer:
         try:
-            save_adapter_files(save_directory, meta, tensors)
+            save_adapter_files(save_directory, meta, tensors, card)
         except BaseException as e:  # reported to the other ranks, then re-raised here
             failure, status = e, [f"{type(e).__name__}: {e}"]
     dist.broadcast_object_list(status, src=writer, group=group)
@@ -563,7 +670,8 @@ def _snapshot(model: nn.Module):
     attrs = {k: model.__dict__[k] for k in _MODEL_ATTRS if k in model.__dict__}
     modules = dict(model.named_modules(remove_duplicate=False))
     grads = [(p, p.requires_grad) for p in model.parameters()]
-    active = [(layer, layer.active_adapter, set(layer.qaa_configs)) for _, layer in qaa_layers(model)]
+    active = [(layer, layer.active_adapters, [layer.adapter_weights[n] for n in layer.active_adapters],
+               set(layer.qaa_configs)) for _, layer in qaa_layers(model)]
     return attrs, modules, grads, active
 
 
@@ -572,10 +680,10 @@ def _restore(model: nn.Module, snap) -> None:
     for name, layer in list(qaa_layers(model)):
         if name not in modules or modules[name] is not layer:  # a layer attach created: put the base back
             set_submodule(model, name, layer.base_layer)
-    for layer, prev_active, prev_names in active:
+    for layer, prev_active, prev_weights, prev_names in active:
         for extra in set(layer.qaa_configs) - prev_names:
             layer.delete_adapter(extra)
-        layer.active_adapter = prev_active
+        layer.set_active_adapters(prev_active, prev_weights)
     for p, flag in grads:
         p.requires_grad_(flag)
     for k in _MODEL_ATTRS:
@@ -664,18 +772,20 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
     load_directory = _adapter_folder(load_directory, adapter_name)
     if adapter_name in getattr(model, "qaa_configs", {}):
         raise ValueError(f"adapter {adapter_name!r} is already attached; choose another name")
-    config, modules, tensors = read_qaa_adapter(load_directory)
+    register_with_peft()
+    config, modules, tensors, meta = read_qaa_adapter(load_directory, with_meta=True)
     names = dict(model.named_modules(remove_duplicate=False))
     for name, info in modules.items():
         d_in, d_out, _, _ = _expected_layout(config, name, info)
         mod = names.get(name)
         if mod is None:
-            raise ValueError(f"adapter module {name!r} does not exist in this model")
+            raise ValueError(f"adapter module {name!r} does not exist in this model"
+                             f"{hf_compat.saved_base(meta)}")
         base = mod.base_layer if isinstance(mod, QAALayer) else mod
         dims = layer_dims(base)
         if dims is None or dims != (d_in, d_out):
             raise ValueError(f"adapter module {name!r} expects (d_in, d_out)=({d_in}, {d_out}), "
-                             f"the model has {dims}")
+                             f"the model has {dims}{hf_compat.saved_base(meta)}")
         if isinstance(mod, QAALayer) and adapter_name in mod.qaa_configs:
             raise ValueError(f"adapter {adapter_name!r} is already attached to {name}")
     _check_layout(config, modules, tensors, f"adapter weights in {load_directory}")
@@ -684,11 +794,12 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
     snap = _snapshot(model)
     had_adapters = bool(getattr(model, "qaa_configs", {}))
     previous_active = getattr(model, "qaa_active_adapter", None)
+    previous_weights = _active_weights(model)
     try:
         attach(model, config, adapter_name=adapter_name, is_trainable=is_trainable)
         if had_adapters and not is_trainable:  # a reference adapter: what runs and what trains stay as they were
             if previous_active is not None:
-                _activate(model, previous_active)
+                _activate(model, previous_active, previous_weights)
             else:
                 for _, layer in qaa_layers(model):
                     layer.active_adapter = None
@@ -846,6 +957,76 @@ def param_groups(model: nn.Module, lr: float, theta_lr_ratio: float = 1.0,
     return groups
 
 
+def _read_active(directory, names: List[str]) -> Tuple[Optional[List[str]], Optional[List[float]]]:
+    """The active adapters and weights recorded in ``directory`` (None, None when nothing is recorded).
+    Raises ValueError for a record that is not valid JSON of that form or names an adapter not saved there."""
+    import json
+
+    path = os.path.join(os.fspath(directory), PRETRAINED_ADAPTERS, ACTIVE_FILE)
+    if not os.path.isfile(path):
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as f:
+            rec = json.load(f)
+        active, weights = rec["active"], rec["weights"]
+        if not (isinstance(active, list) and isinstance(weights, list) and len(active) == len(weights)):
+            raise ValueError("'active' and 'weights' must be lists of one length")
+        unknown = [n for n in active if n not in names]
+        if unknown:
+            raise ValueError(f"names adapters not saved in the folder: {unknown}")
+        weights = _check_weights(weights, active)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: invalid record of the active adapters ({e})") from e
+    return active, weights
+
+
+def load_adapters(model: nn.Module, load_directory: str, is_trainable: bool = False) -> nn.Module:
+    """Attach every adapter a ``save_pretrained`` or :class:`~qaa.QAATrainer` checkpoint folder holds, under its
+    saved name, and make the recorded combination active (``qaa_adapters/active.json``: the active adapters and
+    their output weights, :func:`set_adapter`); returns the model.
+
+    A folder without that record activates its root adapter (a checkpoint's), else the first saved name.
+    ``is_trainable=True`` makes the active adapters the trainable ones (:func:`set_adapter`). All or nothing:
+    if any adapter fails to load (the errors of :func:`load_adapter`), the model is left as it was.
+
+    Raises:
+        FileNotFoundError: the folder holds no QAA adapter.
+        ValueError: an adapter of that name is already attached, an invalid ``active.json``, or what
+            :func:`load_adapter` raises.
+    """
+    if is_distributed_wrapper(model):
+        raise ValueError("load_adapters adds adapters, which cannot be done inside a "
+                         f"{type(model).__name__}: load into the plain model, then wrap it")
+    model = unwrap_model(model)
+    root = os.fspath(load_directory)
+    folders = {name: os.path.join(root, PRETRAINED_ADAPTERS, name) for name in nested_adapter_names(root)}
+    root_name = None
+    if os.path.isfile(os.path.join(root, "adapter_config.json")):
+        root_name = saved_adapter_name(root) or "default"
+        if root_name in folders:
+            raise ValueError(f"{root} holds adapter {root_name!r} twice (at its root and in {PRETRAINED_ADAPTERS})")
+        folders = {root_name: root, **folders}
+    if not folders:
+        raise FileNotFoundError(f"{root} holds no QAA adapter (no adapter_config.json at its root or in "
+                                f"{PRETRAINED_ADAPTERS}/<name>)")
+    active, weights = _read_active(root, list(folders))
+    if active is None:
+        active, weights = [root_name or next(iter(folders))], None
+    snap = _snapshot(model)
+    try:
+        for name, folder in folders.items():
+            load_adapter(model, folder, adapter_name=name, is_trainable=False)
+        set_adapter(model, active if len(active) > 1 else active[0], is_trainable=True if is_trainable else None,
+                    weights=weights)
+        if not is_trainable:
+            for name in folders:
+                _set_trainable(model, name, False, others_frozen=False)
+    except BaseException:
+        _restore(model, snap)
+        raise
+    return model
+
+
 def detach_adapter(model: nn.Module, adapter_name: str) -> None:
     """Remove one adapter; layers left with no adapter are unwrapped. If it was the active adapter, the first
     remaining one becomes active (on every layer, as :func:`set_adapter`). Raises KeyError if unknown."""
@@ -864,7 +1045,8 @@ def detach_adapter(model: nn.Module, adapter_name: str) -> None:
             model.__dict__.pop(attr, None)
         return
     model.qaa_configs = AdapterConfigs(configs)
-    active = getattr(model, "qaa_active_adapter", None)
-    if active == adapter_name or active not in configs:
-        active = next(iter(configs))
-    _activate(model, active)
+    names, weights = _active_names(model), _active_weights(model)
+    kept = [(n, w) for n, w in zip(names, weights) if n != adapter_name and n in configs]
+    if not kept:
+        kept = [(next(iter(configs)), 1.0)]
+    _activate(model, [n for n, _ in kept] if len(kept) > 1 else kept[0][0], [w for _, w in kept])

@@ -16,13 +16,13 @@ from typing import Dict, Optional
 import torch
 from transformers import Trainer
 
-from ..save_load import ADAPTER_CONFIG, read_adapter_files, save_adapter_files
+from ..save_load import ADAPTER_CONFIG, save_adapter_files
 from .config import PEFT_TYPE, QAAConfig
 from .distributed import clean_module_name, unwrap_model
 from .layer import _DTYPES, _cached_circuit
 from .config import check_adapter_name
 from .model import (PRETRAINED_ADAPTERS, _adapter_folder, _check_layout, load_adapter_weights, nested_adapter_names,
-                    read_qaa_adapter, save_adapter, saved_adapter_name)
+                    read_qaa_adapter, save_adapter, saved_adapter_name, write_active)
 
 __all__ = ["QAATrainer", "extract_adapter", "adapter_folders", "checkpoint_adapter_folders"]
 
@@ -32,13 +32,15 @@ _TRAINING_ARGS = "training_args.bin"
 
 def adapter_folders(model: torch.nn.Module, directory: str) -> Dict[str, str]:
     """Where :class:`QAATrainer` keeps each adapter of ``model`` in a checkpoint ``directory``: the active
-    adapter in ``directory`` itself (an adapter folder, as peft lays out its checkpoints), every other one in
+    adapter (the first of several active ones) in ``directory`` itself (an adapter folder, as peft lays out its checkpoints), every other one in
     ``directory/qaa_adapters/<name>``. Raises ValueError when ``model`` holds no QAA adapter."""
     inner = unwrap_model(model)
     configs = getattr(inner, "qaa_configs", {})
     if not configs:
         raise ValueError(f"{type(model).__name__} holds no QAA adapter: attach one before training with QAATrainer")
     active = getattr(inner, "qaa_active_adapter", None)
+    if isinstance(active, list):  # several active: the first is the root adapter
+        active = active[0]
     return {name: os.fspath(directory) if name == active
             else os.path.join(directory, PRETRAINED_ADAPTERS, check_adapter_name(name)) for name in configs}
 
@@ -94,8 +96,11 @@ class QAATrainer(Trainer):
     """
 
     def _write_adapters(self, output_dir: str, model: torch.nn.Module) -> None:
-        for name, folder in adapter_folders(model, output_dir).items():
+        folders = adapter_folders(model, output_dir)
+        for name, folder in folders.items():
             save_adapter(model, folder, name)
+        if len(folders) > 1 and self.args.should_save:  # which adapters run, and their weights (load_adapters)
+            write_active(unwrap_model(model), output_dir)
 
     def _write_extras(self, output_dir: str) -> None:
         if self.processing_class is not None:
