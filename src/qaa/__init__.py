@@ -30,7 +30,7 @@ __all__ = [
     "disable_adapter", "get_nb_trainable_parameters", "load_adapter", "load_adapter_weights", "load_adapters", "merge",
     "print_trainable_parameters", "qaa_features", "qaa_layers", "reset_adapter_parameters", "save_adapter",
     "set_adapter", "trainable_parameters_line", "ansatz_names",
-    "build_circuit", "qubits_for_dim", "calibrate_input_transform", "unwrap_model", "QAATrainer", "QAASFTTrainer", "extract_adapter",
+    "build_circuit", "qubits_for_dim", "calibrate_input_transform", "unwrap_model", "QAATrainer", "QAASFTTrainer", "push_adapter_to_hub", "extract_adapter",
     "engines", "__version__", "export_openqasm", "MeasurementSetting", "measurement", "shots", "evaluate_under",
     "hardware_cost",
 ]
@@ -42,6 +42,10 @@ def __getattr__(name):
         from .experiments.hardware_cost import hardware_cost
 
         return hardware_cost
+    if name == "push_adapter_to_hub":  # needs huggingface_hub
+        from .tuners.qaa.hub import push_adapter_to_hub
+
+        return push_adapter_to_hub
     if name == "QAASFTTrainer":  # needs trl
         from .tuners.qaa.sft import QAASFTTrainer
 

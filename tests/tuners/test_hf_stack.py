@@ -196,3 +196,68 @@ def test_qaa_sft_trainer_refuses_a_peft_config(tmp_path):
     with pytest.raises(ValueError, match="no peft_config"):
         qaa.QAASFTTrainer(model=model, args=trl.SFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True),
                           train_dataset=_sft_data(), processing_class=tok, peft_config=LoraConfig(r=2))
+
+
+# ------------------------------------------------------------------------------------------ the Hub
+def test_load_adapter_from_a_hub_id_in_the_offline_cache(tmp_path):
+    """A Hub id resolves through a pre-populated Hugging Face cache with HF_HUB_OFFLINE=1 (no network used);
+    an id that is not cached fails with FileNotFoundError naming offline mode."""
+    import shutil
+
+    model, base_dir = _saved_base(tmp_path)
+    with torch.no_grad():
+        for _, layer in qaa.qaa_layers(model):
+            layer.qaa_out["default"].weight.normal_(0, 0.1)
+    qaa.save_adapter(model, str(tmp_path / "adapter"))
+    ids = torch.tensor([[5, 9, 11, 3]])
+    model.eval()
+    with torch.no_grad():
+        torch.save(model(input_ids=ids).logits, tmp_path / "expected.pt")
+    repo = tmp_path / "hub" / "models--someone--qaa-adapter"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(tmp_path / "adapter", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = (
+        "import torch, qaa\nfrom transformers import AutoModelForCausalLM\n"
+        f"base = AutoModelForCausalLM.from_pretrained({str(base_dir)!r})\n"
+        "qaa.load_adapter(base, 'someone/qaa-adapter')\nbase.eval()\n"
+        "with torch.no_grad():\n    got = base(input_ids=torch.tensor([[5, 9, 11, 3]])).logits\n"
+        f"assert torch.equal(got, torch.load({str(tmp_path / 'expected.pt')!r}))\nprint('LOADED')\n"
+        "try:\n    qaa.load_adapter(AutoModelForCausalLM.from_pretrained("
+        f"{str(base_dir)!r}), 'someone/not-cached')\n"
+        "except FileNotFoundError as e:\n    print('MISSING', 'HF_HUB_OFFLINE' in str(e))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1",
+           "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path / "hf_home")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "LOADED" in res.stdout and "MISSING True" in res.stdout, res.stderr[-3000:]
+
+
+def test_push_adapter_to_hub_uploads_the_adapter_folder_only(tmp_path, monkeypatch):
+    """Pushing needs the Hub, which this machine cannot reach: huggingface_hub's HfApi is replaced by a recorder,
+    and the test checks what would be uploaded (the adapter files, loadable; nothing of the base model)."""
+    import huggingface_hub
+
+    model, base_dir = _saved_base(tmp_path)
+    seen = {}
+
+    def create_repo(self, repo_id, private=None, exist_ok=False, **kw):
+        seen["repo"] = (repo_id, private, exist_ok)
+
+    def upload_folder(self, *, repo_id, folder_path, revision=None, commit_message=None, **kw):
+        import shutil
+
+        shutil.copytree(folder_path, tmp_path / "uploaded")
+        seen["upload"] = (repo_id, commit_message)
+        return type("Info", (), {"commit_url": f"https://hub.example/{repo_id}/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    url = qaa.push_adapter_to_hub(model, "someone/qaa-adapter", private=True)
+    assert url == "https://hub.example/someone/qaa-adapter/commit/1"
+    assert seen["repo"] == ("someone/qaa-adapter", True, True)
+    assert sorted(p.name for p in (tmp_path / "uploaded").iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors"]
+    qaa.load_adapter(AutoModelForCausalLM.from_pretrained(base_dir), str(tmp_path / "uploaded"))
+    with pytest.raises(ValueError, match="owner/name"):
+        qaa.push_adapter_to_hub(model, "not a repo id")

@@ -727,7 +727,9 @@ def _adapter_folder(load_directory, adapter_name: str) -> str:
             several.
     """
     check_adapter_name(adapter_name)
-    root = os.fspath(load_directory)
+    from .hub import resolve_adapter_location
+
+    root = resolve_adapter_location(load_directory)
     nested = os.path.join(root, PRETRAINED_ADAPTERS, adapter_name)
     if os.path.isfile(os.path.join(nested, "adapter_config.json")):
         return nested
@@ -748,7 +750,9 @@ def load_adapter(model: nn.Module, load_directory: str, adapter_name: str = "def
     adapters) and return the model.
 
     ``load_directory`` is an adapter folder (:func:`save_adapter`) or a ``save_pretrained`` folder of an
-    attached model, whose adapter saved under ``adapter_name`` (in ``qaa_adapters/<adapter_name>``) is loaded.
+    attached model, whose adapter saved under ``adapter_name`` (in ``qaa_adapters/<adapter_name>``) is loaded;
+    or a Hugging Face Hub id ``owner/name[@revision]`` that is not a local path, fetched through the Hub cache
+    (offline mode honoured: :func:`qaa.tuners.qaa.hub.resolve_adapter_location`).
 
     Active and trainable afterwards (docs/design.md, "Reliability rules"): on a model without QAA adapters the
     loaded adapter is active (the base is frozen) and trainable only if ``is_trainable``. On a model that has
@@ -998,7 +1002,9 @@ def load_adapters(model: nn.Module, load_directory: str, is_trainable: bool = Fa
         raise ValueError("load_adapters adds adapters, which cannot be done inside a "
                          f"{type(model).__name__}: load into the plain model, then wrap it")
     model = unwrap_model(model)
-    root = os.fspath(load_directory)
+    from .hub import resolve_adapter_location
+
+    root = resolve_adapter_location(load_directory)
     folders = {name: os.path.join(root, PRETRAINED_ADAPTERS, name) for name in nested_adapter_names(root)}
     root_name = None
     if os.path.isfile(os.path.join(root, "adapter_config.json")):
