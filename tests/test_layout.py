@@ -53,3 +53,48 @@ def test_no_file_outside_the_repository_is_cited():
     for p in texts:
         text = p.read_text(encoding="utf-8", errors="replace")
         assert "DESIGN.md" not in text and "GPU-NOTES" not in text and "../shared" not in text, p
+
+
+def _imports_package_root(name: str, text: str) -> list:
+    """Lines of module ``name`` (relative to src/qaa) that import the package's ``__init__`` (``import qaa``,
+    ``from qaa import x``, or a relative ``from .. import x`` reaching the root with ``x`` not a subpackage)."""
+    depth = name.count("/")  # 0 for qaa/x.py
+    subpackages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in SRC.glob("*.py")} | subpackages | {"_engine_cpu", "_engine_cuda", "_engine_custatevec"}
+    bad = []
+    for line in text.splitlines():
+        s = line.strip()
+        if re.match(r"(import qaa\s*$|import qaa\s+as|from qaa import)", s):
+            bad.append(s)
+            continue
+        m = re.match(r"from (\.+) import (.+)", s)
+        if m and len(m.group(1)) == depth + 1:
+            names = [n.strip().split(" as ")[0] for n in m.group(2).strip("()").split(",") if n.strip()]
+            if any(n not in modules for n in names):
+                bad.append(s)
+    return bad
+
+
+def test_nothing_below_the_package_imports_its_init():
+    """The package's __init__ sits on top: modules below import what they use from the layer that defines it
+    (the version from qaa/_version.py), never the package itself."""
+    found = {name: _imports_package_root(name, text) for name, text in _sources().items() if name != "__init__.py"}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_the_version_is_written_once():
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert re.search(rf'^__version__ = "{re.escape(version)}"$', (SRC / "_version.py").read_text(), re.M)
+    assert _defining(r"^__version__\s*=") == ["_version.py"]
+
+
+def test_every_public_name_is_documented_in_the_design():
+    import qaa
+
+    design = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    missing = [n for n in qaa.__all__ if n != "__version__" and f"`{n}`" not in design and f"`{n}(" not in design]
+    assert missing == []
+    for name in qaa.__all__:
+        assert getattr(qaa, name) is not None, name

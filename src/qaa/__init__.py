@@ -12,7 +12,7 @@ Layout: :mod:`qaa.engine` (the statevector engine, torch-facing), :mod:`qaa.tune
 attach, layers, save/load), :mod:`qaa.experiments` (the ``qaa`` command: fine-tuning and the comparison).
 docs/design.md describes the method and the package.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .engine import QAAFunction, ansatz_names, build_circuit, qaa_features, qubits_for_dim
 from .engine.engines import engines
@@ -27,12 +27,12 @@ _install_peft_refusal()  # peft's loaders refuse QAA folders with how to load th
 
 __all__ = [
     "QAAConfig", "QAAFunction", "QAALayer", "MergeError", "attach", "detach", "detach_adapter",
-    "disable_adapter", "get_nb_trainable_parameters", "load_adapter", "load_adapter_weights", "load_adapters", "merge",
-    "print_trainable_parameters", "qaa_features", "qaa_layers", "reset_adapter_parameters", "save_adapter",
-    "set_adapter", "trainable_parameters_line", "ansatz_names",
-    "build_circuit", "qubits_for_dim", "calibrate_input_transform", "unwrap_model", "QAATrainer", "QAASFTTrainer", "push_adapter_to_hub", "extract_adapter",
-    "engines", "__version__", "export_openqasm", "MeasurementSetting", "measurement", "shots", "evaluate_under",
-    "hardware_cost",
+    "disable_adapter", "get_nb_trainable_parameters", "load_adapter", "load_adapter_weights", "load_adapters",
+    "merge", "print_trainable_parameters", "qaa_features", "qaa_layers", "reset_adapter_parameters",
+    "save_adapter", "set_adapter", "trainable_parameters_line", "ansatz_names", "build_circuit", "qubits_for_dim",
+    "calibrate_input_transform", "unwrap_model", "QAATrainer", "QAASFTTrainer", "push_adapter_to_hub",
+    "extract_adapter", "engines", "__version__", "export_openqasm", "MeasurementSetting", "measurement", "shots",
+    "evaluate_under", "hardware_cost",
 ]
 
 

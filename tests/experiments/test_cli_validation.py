@@ -49,3 +49,23 @@ def test_14_finetune_refuses_before_loading_and_names_the_option(monkeypatch, ca
     assert cli.main(["finetune", "--out", str(tmp_path / "o"), *argv]) == 2
     err = capsys.readouterr().err
     assert f"error: {option} must" in err and "Overflow" not in err and "val_fraction" not in err
+
+
+def test_one_lr_rule_across_commands():
+    """A plain rate names the method being run (finetune: qaa; compare: when one method runs); METHOD=LR pairs
+    name several."""
+    from qaa.experiments.settings import parse_lr, resolve_settings
+
+    assert parse_lr("3e-3", ("qaa",)) == {"qaa": 3e-3} == parse_lr("qaa=3e-3", ("qaa",)) == parse_lr(3e-3, ("qaa",))
+    assert parse_lr(None, ("qaa", "lora")) == {}
+    with pytest.raises(ValueError, match="a plain rate names the method being run, but 2 run"):
+        parse_lr("1e-3", ("qaa", "lora"))
+    with pytest.raises(ValueError, match="--lr must be a finite positive number, got -1"):
+        parse_lr("-1", ("qaa",))
+    with pytest.raises(ValueError, match="positive finite"):
+        parse_lr("qaa=-1", ("qaa",))
+    with pytest.raises(ValueError, match="a rate or METHOD=LR"):
+        parse_lr("fast", ("qaa",))
+    assert resolve_settings(compare_args(lr="2e-3", methods="lora")).lr == {"lora": 2e-3}
+    with pytest.raises(ValueError, match="a plain rate"):
+        resolve_settings(compare_args(lr="2e-3", methods="lora,qaa"))

@@ -8,7 +8,8 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import qaa
-from qaa.tuners.qaa import SCALE_EPS, InputStandardizer, param_groups
+from qaa.tuners.optim import param_groups
+from qaa.tuners.qaa import SCALE_EPS, InputStandardizer
 from qaa.tuners.save_load import read_adapter_files, save_adapter_files
 
 

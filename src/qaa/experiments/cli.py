@@ -8,6 +8,7 @@ import os
 import sys
 
 from .. import engine
+from ..tuners.qaa.config import DEFAULT_N_LAYERS
 from . import registry
 
 #: Modules of the ``[experiments]`` extra (pyproject.toml) that the commands need, by distribution name.
@@ -61,9 +62,11 @@ def _finetune_parser(sub, tasks) -> None:
                         "you hold ($QAA_BIGBENCH_SDIST)")
     p.add_argument("--steps", type=int, default=80, help="optimizer steps (default sized for ~15 min on 2 cores)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", default="3e-3",
+                   help="peak learning rate (default 3e-3); 'qaa=3e-3' is the same (the rule of compare's --lr)")
     p.add_argument("--warmup-steps", type=int, default=10)
-    p.add_argument("--n-layers", type=int, default=4, help="ansatz layers L")
+    p.add_argument("--n-layers", type=int, default=DEFAULT_N_LAYERS,
+                   help=f"ansatz layers L (default {DEFAULT_N_LAYERS})")
     p.add_argument("--ansatz", default="ry_cnot_ring", choices=engine.ansatz_names())
     p.add_argument("--readout", default="z", choices=list(engine.READOUTS))
     p.add_argument("--scaling", type=float, default=1.0)
@@ -112,7 +115,8 @@ def _compare_parser(sub, presets, tasks) -> None:
                         "apart from the final seeds)")
     p.add_argument("--val-size", type=int, default=None, help="validation inputs used per task (default: all)")
     p.add_argument("--lr", default=None,
-                   help="fixed peak learning rates, e.g. 'lora=5e-4,prefix=3e-2' (those methods are not swept)")
+                   help="fixed peak learning rates, e.g. 'lora=5e-4,prefix=3e-2' (those methods are not swept); a "
+                        "plain rate when one method runs")
     p.add_argument("--lr-from", default=None, help="take every method's rate from an earlier results.json")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--select-lr", dest="select_lr", action="store_true", default=None,

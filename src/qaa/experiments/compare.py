@@ -8,20 +8,21 @@ The protocol (docs/design.md, "The comparison"):
    reference); lengths are fitted to the training split (``max_length`` = the longest pair, so none is cut or
    dropped, unless a cap is given, and then the cut and dropped pairs are counted and reported).
 2. **Learning rates on validation only.** For every method, a sweep over its registered grid
-   (:mod:`.registry`) trains with training seed 0 at the final runs' steps and batch and scores the
+   (:mod:`.registry`, the widening rule in :mod:`.selection`) trains with the selection seed (100 in the cpu
+   and gpu presets, apart from the final seeds) at the final runs' steps and batch and scores the
    teacher-forced validation NLL; a grid whose best rate lies on its edge is widened (factor 3, up to
    ``max_widen`` times per side). For methods with circuit angles, the angle-rate ratio is then swept at the
    chosen rate. Nothing reads the test inputs until the final scoring.
-3. **Final runs.** The chosen configuration is trained with every training seed (seed 0 is the sweep's own
-   run); each run's adapter is saved, loaded back onto a fresh base model (``reload_max_abs_diff`` records the
-   logit difference) and the loaded model is scored on the test inputs: teacher-forced NLL per input, and
-   greedy generations scored against all references of an input (BLEU, ROUGE-1/2/L, BERTScore (MiniLM-L6)).
-   The untuned base model is scored the same way once per task.
+3. **Final runs.** The chosen configuration is trained with every training seed (a selection seed that is also
+   a final seed reuses the sweep's run); each run's adapter is saved, loaded back onto a fresh base model
+   (``reload_max_abs_diff`` records the logit difference) and the loaded model is scored on the test inputs:
+   teacher-forced NLL per input, and greedy generations scored against all references of an input (BLEU,
+   ROUGE-1/2/L, chrF++, ..., BERTScore (MiniLM-L6)). The untuned base model is scored the same way once per task.
 4. **Uncertainty.** :mod:`.stats`: mean and standard deviation over seeds, 95% paired-bootstrap intervals over
    test inputs, and QAA minus each method with its interval; :mod:`.report` writes the verdicts from them.
 
-Every training run and every evaluation is a record in ``<out>/results.json`` keyed by (task, method, rate,
-angle ratio, seed), written as it finishes (under a file lock, merged with records other processes wrote to
+Every training run and every evaluation is a record in ``<out>/results.json`` (:mod:`.results`) keyed by
+(task, method, rate, angle ratio, seed), written as it finishes (under a file lock, merged with records other processes wrote to
 the same folder), so an interrupted or partial comparison resumes where it stopped: a rerun with the same
 settings skips finished records. Settings that change what a record means (model, steps, batch, split, lengths,
 ...) must match the folder's, else the command stops before doing anything.
@@ -29,11 +30,8 @@ settings skips finished records. Settings that change what a record means (model
 from __future__ import annotations
 
 import copy
-import csv
 import datetime
 import gc
-import io
-import json
 import math
 import os
 import platform
@@ -43,17 +41,18 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
-from filelock import FileLock
 from tqdm.auto import tqdm
 
-from ..tuners.save_load import atomic_write_text
 from ..tuners.utils import trainable_parameter_summary, trainable_parameters_line
 from . import registry
 from .base_model import load_base_model
 from .pipeline import TaskData, evaluate_test, load_splits, prepare_task, set_threads
+from .results import RESULTS_FILE, Store, run_key, selection_key, write_losses
+from .selection import select_best as _select
+from .selection import widen_sweep
 from .registry import BASE, RunContext
 from .provenance import QAA_DEFAULTS
 from .report import seed_notice, write_report
@@ -68,13 +67,6 @@ __all__ = ["METHODS", "DEFAULT_METHODS", "METHOD_LR", "PRESETS", "CompareSetting
 METHODS: Tuple[str, ...] = registry.names()
 DEFAULT_METHODS: Tuple[str, ...] = registry.default_names()
 METHOD_LR: Dict[str, float] = {m: registry.get(m).lr for m in METHODS}
-
-RESULTS_FILE = "results.json"
-#: Version of the results.json layout (a folder holding another version is not resumed).
-RESULTS_VERSION = 2
-#: Settings that do not change what a record means: they may differ between a run and its resumption.
-_RESUMABLE_DIFFERENCES = {"tasks", "methods", "progress", "threads", "out", "bertscore", "lr", "lr_from",
-                          "preset", "full", "max_widen", "eval_size_given", "lr_given_by"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,105 +159,6 @@ def _split_task(task: str, settings: CompareSettings):
     """The task's splits with the evaluation caps applied (:func:`qaa.experiments.pipeline.load_splits`)."""
     return load_splits(task, settings.split_seed, settings.val_fraction, settings.test_fraction, settings.data,
                        settings.eval_size.get(task), settings.val_size.get(task), settings.eval_size_given)
-
-
-# --------------------------------------------------------------------------------------------------
-# Results store
-# --------------------------------------------------------------------------------------------------
-
-def run_key(task: str, method: str, lr: Optional[float] = None, ratio: Optional[float] = None,
-            seed: Optional[int] = None) -> str:
-    """The key of a training run or evaluation in results.json (``task|method`` for the base row)."""
-    if method == BASE:
-        return f"{task}|{BASE}"
-    return f"{task}|{method}|lr={lr:.6g}|ratio={ratio:.6g}|seed={seed}"
-
-
-#: Per-task settings: two processes filling one folder with different tasks compare only their common tasks.
-_PER_TASK = ("eval_size", "val_size", "max_new_tokens", "max_length")
-
-
-def _incompatible(old: dict, new: dict) -> List[str]:
-    """Names of the settings whose values make records of ``old`` and ``new`` mean different things."""
-    keys = (set(old) | set(new)) - _RESUMABLE_DIFFERENCES
-    out = []
-    for k in sorted(keys):
-        a, b = old.get(k), new.get(k)
-        if k in _PER_TASK and isinstance(a, dict) and isinstance(b, dict):
-            if any(a[t] != b[t] for t in set(a) & set(b)):
-                out.append(k)
-        elif a != b:
-            out.append(k)
-    return out
-
-
-class Store:
-    """``<out>/results.json``: records keyed by :func:`run_key`, merged under a file lock on every write so that
-    several processes (e.g. one per task) can fill one folder."""
-
-    def __init__(self, out: Path, settings: CompareSettings, header: dict):
-        self.out = out
-        self.path = out / RESULTS_FILE
-        self.lock = FileLock(str(out / ".results.lock"))
-        self.settings = settings
-        with self.lock:
-            existing = self._read()
-            if existing is not None:
-                self._check_compatible(existing)
-                self.data = existing
-            else:
-                self.data = {"version": RESULTS_VERSION, "settings": settings.to_dict(), **header, "tasks": {},
-                             "runs": {}, "evals": {}, "selection": {}}
-                self._write(self.data)
-
-    def _read(self) -> Optional[dict]:
-        if not self.path.exists():
-            return None
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"--out {self.out}: {RESULTS_FILE} cannot be read ({e}); choose another --out") from e
-        if not isinstance(data, dict) or data.get("version") != RESULTS_VERSION:
-            raise ValueError(f"--out {self.out} holds results of another qaa version or command (results.json "
-                             f"version {data.get('version') if isinstance(data, dict) else None!r}, expected "
-                             f"{RESULTS_VERSION}); choose another --out")
-        return data
-
-    def _check_compatible(self, existing: dict) -> None:
-        old, new = existing.get("settings", {}), self.settings.to_dict()
-        differing = _incompatible(old, new)
-        if differing:
-            detail = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in differing[:4])
-            raise ValueError(f"--out {self.out} holds results of an incompatible comparison ({detail}); resume "
-                             "with the same settings or choose another --out")
-
-    def _write(self, data: dict) -> None:
-        atomic_write_text(self.path, json.dumps(data, indent=1, default=_json_default) + "\n")
-
-    def update(self, section: str, key: str, record: dict) -> None:
-        """Store one record (re-reading the file first, so records of other processes are kept)."""
-        with self.lock:
-            data = self._read() or self.data
-            data.setdefault(section, {})[key] = record
-            for k in ("tasks", "selection"):
-                data.setdefault(k, {}).update({t: v for t, v in self.data.get(k, {}).items() if t not in data[k]})
-            self.data = data
-            self._write(data)
-
-    def set_meta(self, section: str, key: str, value) -> None:
-        self.update(section, key, value)
-
-    def finished(self, section: str, key: str) -> Optional[dict]:
-        rec = self.data.get(section, {}).get(key)
-        return rec if isinstance(rec, dict) and rec.get("status") == "ok" else None
-
-
-def _json_default(obj):
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,41 +261,6 @@ def _evaluate(model, data: TaskData, tokenizer, settings: CompareSettings, pad: 
 
 
 # --------------------------------------------------------------------------------------------------
-# Learning-rate selection
-# --------------------------------------------------------------------------------------------------
-
-def widen_sweep(grid: Sequence[float], val_nll: Callable[[float], float], max_widen: int) -> List[float]:
-    """Rates tried by a validation sweep: ``grid``, then, while the best rate sits on the low (then the high)
-    edge, one more rate a factor 3 past that edge, at most ``max_widen`` times per side.
-
-    Args:
-        grid: the registered rates (> 0). val_nll: rate -> validation NLL (``inf`` for a failed run); called
-            once per rate tried, in order. max_widen: widenings per side (>= 0).
-    Returns:
-        Every rate tried, in the order tried (the best is the one with the lowest ``val_nll``).
-    """
-    tried = list(grid)
-    nll = {lr: val_nll(lr) for lr in tried}
-    best = lambda: min(tried, key=lambda lr: (nll[lr], lr))  # noqa: E731  (ties: the smaller rate)
-    for low in (True, False):
-        for _ in range(max_widen):
-            if not math.isfinite(nll[best()]) or best() != (min(tried) if low else max(tried)):
-                break  # nothing trained (no edge to follow) or the best is inside
-            new = min(tried) / 3.0 if low else max(tried) * 3.0
-            tried.append(new)
-            nll[new] = val_nll(new)
-    return tried
-
-
-def _select(records: Dict[Tuple[float, float], dict]) -> Tuple[float, float]:
-    """The (rate, ratio) with the lowest validation NLL (ties: the smaller rate, then the smaller ratio)."""
-    ok = {k: r for k, r in records.items() if r and math.isfinite(r.get("val_nll", math.inf))}
-    if not ok:
-        raise RuntimeError("no learning rate of the sweep trained to a finite validation NLL")
-    return min(ok, key=lambda k: (ok[k]["val_nll"], k[0], k[1]))
-
-
-# --------------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------------
 
@@ -486,7 +344,7 @@ def run_compare(args) -> dict:
                     failures += failed
                 except Exception as e:  # selection failed (every rate diverged): recorded, the others still run
                     failures += 1
-                    store.set_meta("selection", f"{task}|{method}", {"status": "error",
+                    store.set_meta("selection", selection_key(task, method), {"status": "error",
                                                                     "error": f"{type(e).__name__}: {e}"})
                     log(f"qaa compare: {task}/{method} failed: {type(e).__name__}: {e}")
                 bar.update(1)
@@ -509,7 +367,7 @@ def run_compare(args) -> dict:
             merged["machine"]["load_average_end"] = data_all["machine"]["load_average_end"]
             store._write(merged)
             store.data = merged
-        _write_losses(store.data, out)
+        write_losses(store.data, out)
     log(f"done in {(time.perf_counter() - t_start) / 60:.1f} min; {failures} failed record(s); results in {out}")
     if isinstance(store.data.get("report"), dict) and "markdown" in store.data["report"]:
         print(Path(store.data["report"]["markdown"]).read_text(encoding="utf-8"))
@@ -575,7 +433,7 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
         for ratio in settings.theta_lr_ratios if spec.theta else spec.ratio_grid:
             val(best_lr, float(ratio))
     best_lr, best_ratio = _select(cache)
-    store.set_meta("selection", f"{task}|{method}", {
+    store.set_meta("selection", selection_key(task, method), {
         "status": "ok", "lr": best_lr, "theta_lr_ratio": best_ratio, "criterion": "validation NLL (nats/token)",
         "seed": sel_seed, "given": fixed is not None, "swept": swept,
         "given_by": settings.lr_given_by.get(method, "--lr") if fixed is not None else None,
@@ -604,15 +462,3 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
             log(f"qaa compare: evaluation {task}/{method} seed={seed} failed: {ev['error']}")
         store.update("evals", key, ev)
     return done, failed
-
-
-def _write_losses(results: dict, out: Path) -> None:
-    """``losses.csv``: every training run's loss per step (task, method, lr, ratio, seed, step, loss, seconds)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["task", "method", "lr", "theta_lr_ratio", "seed", "step", "loss", "step_seconds"])
-    for r in results.get("runs", {}).values():
-        for i, (loss, sec) in enumerate(zip(r.get("losses", []), r.get("step_seconds", []))):
-            w.writerow([r["task"], r["method"], f"{r['lr']:.6g}", f"{r['theta_lr_ratio']:.6g}", r["seed"], i,
-                        f"{loss:.6f}", f"{sec:.4f}"])
-    atomic_write_text(out / "losses.csv", buf.getvalue())

@@ -184,7 +184,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="smollm2-135m-instruct",
                    help="'smollm2-135m-instruct' or a local transformers model folder (its config.json is read)")
     p.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated module names")
-    p.add_argument("--n-layers", type=int, default=4, help="ansatz layers L")
+    p.add_argument("--n-layers", type=int, default=QAAConfig.n_layers, help="ansatz layers L")
     p.add_argument("--ansatz", default="ry_cnot_ring")
     p.add_argument("--readout", default="z")
     p.add_argument("--n-qubits", type=int, default=None)

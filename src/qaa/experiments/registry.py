@@ -16,6 +16,8 @@ from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
 
+from ..tuners.qaa.config import DEFAULT_N_LAYERS
+
 __all__ = ["Method", "TrainHooks", "register", "unregister", "get", "names", "default_names", "colour", "label", "linestyle",
            "RunContext",
            "BASE", "BASE_COLOUR", "TARGET_MODULES", "QAA_N_LAYERS", "LORA_R", "LORA_ALPHA", "PREFIX_TOKENS",
@@ -27,7 +29,7 @@ BASE_COLOUR = "#7f7f7f"
 
 #: Fixed method settings (the same for every preset): adapted layers and sizes.
 TARGET_MODULES: Tuple[str, ...] = ("q_proj", "v_proj")
-QAA_N_LAYERS = 4            # QAAConfig default
+QAA_N_LAYERS = DEFAULT_N_LAYERS  # QAAConfig's default
 LORA_R, LORA_ALPHA = 8, 16  # LoRA paper sec. 7 / SoRA reference settings (r_max=8, alpha=16)
 PREFIX_TOKENS = 16          # attach_prefix default
 SORA_XI = 3e-4              # SoRA release (sparse_lambda_2)
@@ -176,7 +178,7 @@ def linestyle(name: str) -> Any:
 
 # ------------------------------------------------------------------------------------- built-in methods
 def _qaa(model, ctx, **config):
-    import qaa
+    from ..tuners import qaa
 
     return qaa.attach(model, qaa.QAAConfig(target_modules=list(TARGET_MODULES), n_layers=QAA_N_LAYERS,
                                            seed=ctx.seed, **config))
@@ -187,7 +189,7 @@ def _attach_qaa(model, ctx):
 
 
 def _attach_qaa_std(model, ctx):
-    import qaa
+    from ..tuners import qaa
 
     model = _qaa(model, ctx, input_transform="standardize")
     qaa.calibrate_input_transform(model, ctx.first_batches(4))
@@ -195,7 +197,7 @@ def _attach_qaa_std(model, ctx):
 
 
 def _freeze_angles(model):
-    import qaa
+    from ..tuners import qaa
 
     for _, layer in qaa.qaa_layers(model):
         for theta in layer.qaa_theta.values():
@@ -216,13 +218,13 @@ def _attach_qaa_no_entangler(model, ctx):
 
 
 def _save_qaa(model, folder):
-    import qaa
+    from ..tuners import qaa
 
     qaa.save_adapter(model, str(folder))
 
 
 def _reload_qaa(base, folder):
-    import qaa
+    from ..tuners import qaa
 
     return qaa.load_adapter(base, str(folder))
 

@@ -38,6 +38,7 @@ from .metrics import (BERTSCORE_LABEL, bleu_from_stats, chrf_from_stats, length_
                       ratio_from_stats, ter_from_stats, UNAVAILABLE_METRICS)
 from .semantic import ENTITY_COVERAGE_ACCURACY, SLOT_MATCHER_ACCURACY
 from .provenance import QAA_DEFAULTS, defaults_overlap
+from .results import run_key, selection_key, split_key
 from .stats import (Interval, MetricSpec, bootstrap, format_p, holm, mean_reduce, paired_difference,
                     seed_level_factor, signed, verdict)
 
@@ -93,8 +94,6 @@ def _tasks(results: dict) -> List[str]:
 
 
 def _run_key(task, method, lr, ratio, seed) -> str:
-    from .compare import run_key
-
     return run_key(task, method, lr, ratio, seed)
 
 
@@ -104,12 +103,12 @@ def collect(results: dict, task: str) -> Dict[str, dict]:
     ``rougeL`` [S, N], ``bertscore_f1`` [S, N] when scored)."""
     out: Dict[str, dict] = {}
     evals, runs = results.get("evals", {}), results.get("runs", {})
-    base = evals.get(f"{task}|{registry.BASE}")
+    base = evals.get(run_key(task, registry.BASE))
     if isinstance(base, dict) and base.get("status") == "ok":
         out[registry.BASE] = {"evals": [base], "runs": [], "selection": None}
-    methods = {k.split("|", 1)[1] for k in results.get("selection", {}) if k.startswith(f"{task}|")}
+    methods = {split_key(k)[1] for k in results.get("selection", {}) if split_key(k)[0] == task}
     for method in _order(methods):
-        sel = results["selection"][f"{task}|{method}"]
+        sel = results["selection"][selection_key(task, method)]
         entry = {"selection": sel, "evals": [], "runs": []}
         if sel.get("status") == "ok":
             for key, ev in sorted(evals.items()):
@@ -224,7 +223,7 @@ def rate_sources(results: dict) -> Dict[str, List[str]]:
     for key, sel in results.get("selection", {}).items():
         if not isinstance(sel, dict) or sel.get("status") != "ok":
             continue
-        method = key.split("|", 1)[1]
+        method = split_key(key)[1]
         if sel.get("swept"):
             source = "swept"
         elif sel.get("given"):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from . import registry
 from .base_model import DEFAULT_MODEL
 from . import tasks as task_registry
+from .results import split_key
 
 __all__ = ["PRESETS", "CompareSettings", "resolve_settings", "check_finetune_args", "split_list"]
 
@@ -160,6 +161,33 @@ def split_list(value: Optional[str], option: str = "the option") -> Optional[Lis
     return items
 
 
+def parse_lr(value, running: Sequence[str]) -> Dict[str, float]:
+    """The one rule for ``--lr`` across commands: a plain number is the rate of the method being run (allowed
+    when ``running`` holds one method); ``METHOD=LR`` pairs, comma-separated, name each method's rate.
+
+    ``"3e-3"`` with ``running=("qaa",)`` -> ``{"qaa": 0.003}``; ``"qaa=3e-3,lora=1e-3"`` ->
+    ``{"qaa": 0.003, "lora": 0.001}``. ``None`` -> ``{}``. Raises ValueError for a plain number while several
+    methods run, an unknown method, a repeated method, or a rate that is not a positive finite number.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = repr(float(value))
+    text = str(value).strip()
+    if text and "=" not in text and "," not in text:
+        if len(running) != 1:
+            raise ValueError(f"--lr {text}: a plain rate names the method being run, but {len(running)} run "
+                             f"({', '.join(running)}); give METHOD=LR pairs, e.g. 'lora=5e-4,prefix=3e-2'")
+        try:
+            lr = float(text)
+        except ValueError:
+            raise ValueError(f"--lr takes a rate or METHOD=LR pairs, got {text!r}") from None
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"--lr must be a finite positive number, got {text}")
+        return {running[0]: lr}
+    return _parse_lr(text)
+
+
 def _parse_lr(value: Optional[str]) -> Dict[str, float]:
     """``"qaa=3e-3,lora=1e-3"`` -> ``{"qaa": 0.003, "lora": 0.001}``."""
     out: Dict[str, float] = {}
@@ -209,7 +237,7 @@ def _rates_from(path: str, methods, tasks, split: dict) -> Tuple[Dict[str, float
                              "--split-seed and fractions)")
     found: Dict[str, Dict[str, tuple]] = {}
     for key, sel in selection.items():
-        task, _, method = key.partition("|")
+        task, method = split_key(key)
         if method in methods and isinstance(sel, dict) and sel.get("status") == "ok":
             found.setdefault(method, {})[task] = (float(sel["lr"]), float(sel.get("theta_lr_ratio", 1.0)))
     lrs, ratios = {}, {}
@@ -334,7 +362,7 @@ def resolve_settings(args) -> CompareSettings:
                                 {"split_seed": split_seed, "val_fraction": val_fraction,
                                  "test_fraction": test_fraction})
     given_by = {m: "--lr-from" for m in lr}
-    from_command_line = _parse_lr(get("lr"))
+    from_command_line = parse_lr(get("lr"), every)
     lr.update(from_command_line)
     given_by.update({m: "--lr" for m in from_command_line})
     select = get("select_lr")
@@ -431,7 +459,7 @@ def check_finetune_args(args) -> None:
         raise ValueError(f"--task {args.task} needs --data: {task.data_layout}")
     if data is not None and not os.path.exists(os.path.expanduser(data)):
         raise ValueError(f"--data {data}: no such file or folder")
-    finite("lr", positive=True)
+    args.lr = parse_lr(args.lr, ("qaa",))["qaa"]  # the rule compare follows: a plain rate, or qaa=LR
     finite("scaling")
     if abs(args.scaling) > MAX_CLI_SCALING:
         raise ValueError(f"--scaling must be in [-{MAX_CLI_SCALING:g}, {MAX_CLI_SCALING:g}] (the branch is "

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..tuners.qaa import param_groups
+from ..tuners.optim import param_groups
 from .memory import MemoryMonitor, activation_bytes
 
 

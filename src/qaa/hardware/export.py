@@ -33,7 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..engine import fused
 from ..engine.ops import cached_circuit
 

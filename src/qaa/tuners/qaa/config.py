@@ -23,6 +23,8 @@ OPTIONAL_SAVED_FIELDS = {"input_transform": None}
 #: Keys a saved config holds besides the fields (the loaders read them; ``from_dict`` ignores them).
 SAVED_EXTRA_KEYS = ("modules", "base_model", "qaa_version", "format_version", "adapter_name", "config_sha256",
                     "tensors_sha256", "base_model_name_or_path", "base_model_class", "base_model_fingerprint")
+#: Ansatz layers L by default (the commands' --n-layers default and the comparison's QAA setting read it here).
+DEFAULT_N_LAYERS = 4
 #: Longest adapter name.
 MAX_ADAPTER_NAME = 64
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -90,7 +92,7 @@ class QAAConfig:
     """
 
     target_modules: Union[List[str], str] = dataclasses.field(default_factory=lambda: ["q_proj", "v_proj"])
-    n_layers: int = 4
+    n_layers: int = DEFAULT_N_LAYERS
     ansatz: str = "ry_cnot_ring"
     readout: str = "z"
     scaling: float = 1.0

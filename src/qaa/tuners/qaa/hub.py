@@ -64,7 +64,7 @@ def push_adapter_to_hub(model, repo_id: str, adapter_name: str = "default", toke
     """
     from huggingface_hub import HfApi
 
-    from .model import save_adapter
+    from .persistence import save_adapter
 
     if not isinstance(repo_id, str) or not _HUB_ID.match(repo_id) or "@" in repo_id:
         raise ValueError(f"repo_id must be 'owner/name', got {repo_id!r}")

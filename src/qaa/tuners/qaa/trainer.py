@@ -21,8 +21,8 @@ from .config import PEFT_TYPE, QAAConfig
 from .distributed import clean_module_name, unwrap_model
 from .layer import _DTYPES, _cached_circuit
 from .config import check_adapter_name
-from .model import (PRETRAINED_ADAPTERS, _adapter_folder, _check_layout, load_adapter_weights, nested_adapter_names,
-                    read_qaa_adapter, save_adapter, saved_adapter_name, write_active)
+from .persistence import (PRETRAINED_ADAPTERS, _adapter_folder, _check_layout, load_adapter_weights,
+                          nested_adapter_names, read_qaa_adapter, save_adapter, saved_adapter_name, write_active)
 
 __all__ = ["QAATrainer", "extract_adapter", "adapter_folders", "checkpoint_adapter_folders"]
 
@@ -251,7 +251,7 @@ def extract_adapter(checkpoint_dir: str, save_directory: str, adapter_name: str 
         if config.input_transform is not None:
             modules[module]["input_calibrated"] = True
     _check_layout(config, modules, tensors, f"adapter {adapter_name!r} in {checkpoint_dir}")
-    from ... import __version__
+    from ..._version import __version__
 
     meta = {**config.to_dict(), "modules": modules, "qaa_version": __version__}
     dtype = _DTYPES[config.dtype]

@@ -1,0 +1,53 @@
+"""The hardware study's verdicts (benchmarks/hardware_study.py) on constructed records: which settings stay
+inside the exact adapters' interval, and the fewest shots that keep a metric."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import hardware_study as study  # noqa: E402
+
+pytest.importorskip("sacrebleu")
+
+
+def _rec(method, seed, setting, nll, bleu_stats):
+    return {"method": method, "seed": seed, "setting": setting, "nll": list(nll),
+            "scores": {"bleu_stats": [list(r) for r in bleu_stats]}}
+
+
+def _bleu_rows(n, matches):
+    # [hyp_len, ref_len, correct 1..4, total 1..4] per input, sacrebleu's layout (10 numbers)
+    return [[10, 10, matches, max(matches - 1, 0), max(matches - 2, 0), max(matches - 3, 0), 10, 9, 8, 7]
+            for _ in range(n)]
+
+
+def test_settings_inside_and_outside_the_exact_interval_and_the_shots_needed():
+    rng = np.random.default_rng(1)
+    n = 40
+    base = 1.5 + 0.3 * rng.standard_normal(n)
+    evals = {}
+    for seed in (0, 1, 2):
+        evals[f"qaa|{seed}|exact"] = _rec("qaa", seed, "exact", base, _bleu_rows(n, 8))
+        # 10^4 and 10^3 shots: the exact values; 10^2: slightly worse but inside; 10: far worse
+        evals[f"qaa|{seed}|shots=10000"] = _rec("qaa", seed, "shots=10000", base, _bleu_rows(n, 8))
+        evals[f"qaa|{seed}|shots=1000"] = _rec("qaa", seed, "shots=1000", base + 0.001, _bleu_rows(n, 8))
+        evals[f"qaa|{seed}|shots=100"] = _rec("qaa", seed, "shots=100", base + 0.5, _bleu_rows(n, 8))
+        evals[f"qaa|{seed}|shots=10"] = _rec("qaa", seed, "shots=10", base + 2.0, _bleu_rows(n, 3))
+    a = study.analyse({"evals": evals})["qaa"]
+    lo, hi = a["intervals"]["nll"]
+    assert lo < float(np.mean(base)) < hi and hi - lo < 0.4
+    assert a["rows"]["shots=1000"]["nll"]["inside"] and not a["rows"]["shots=100"]["nll"]["inside"]
+    assert a["shots_needed"]["nll"] == 1000
+    assert a["rows"]["shots=100"]["bleu"]["inside"] and not a["rows"]["shots=10"]["bleu"]["inside"]
+    assert a["shots_needed"]["bleu"] == 100
+    assert a["seeds"] == [0, 1, 2] and a["inputs"] == n
+
+
+def test_a_setting_missing_a_seed_is_left_out():
+    n = 10
+    evals = {f"qaa|{s}|exact": _rec("qaa", s, "exact", [1.0] * n, _bleu_rows(n, 8)) for s in (0, 1)}
+    evals["qaa|0|shots=10"] = _rec("qaa", 0, "shots=10", [5.0] * n, _bleu_rows(n, 2))
+    a = study.analyse({"evals": evals})["qaa"]
+    assert "shots=10" not in a["rows"] and a["shots_needed"]["nll"] is None
