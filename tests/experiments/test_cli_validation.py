@@ -60,11 +60,11 @@ def test_one_lr_rule_across_commands():
     assert parse_lr(None, ("qaa", "lora")) == {}
     with pytest.raises(ValueError, match="a plain rate names the method being run, but 2 run"):
         parse_lr("1e-3", ("qaa", "lora"))
-    with pytest.raises(ValueError, match="--lr must be a finite positive number, got -1"):
+    with pytest.raises(ValueError, match="--lr -1: the learning rate must be a positive finite number, got -1"):
         parse_lr("-1", ("qaa",))
     with pytest.raises(ValueError, match="positive finite"):
         parse_lr("qaa=-1", ("qaa",))
-    with pytest.raises(ValueError, match="a rate or METHOD=LR"):
+    with pytest.raises(ValueError, match="'fast' is not a number"):
         parse_lr("fast", ("qaa",))
     assert resolve_settings(compare_args(lr="2e-3", methods="lora")).lr == {"lora": 2e-3}
     with pytest.raises(ValueError, match="a plain rate"):

@@ -178,14 +178,19 @@ def parse_lr(value, running: Sequence[str]) -> Dict[str, float]:
         if len(running) != 1:
             raise ValueError(f"--lr {text}: a plain rate names the method being run, but {len(running)} run "
                              f"({', '.join(running)}); give METHOD=LR pairs, e.g. 'lora=5e-4,prefix=3e-2'")
-        try:
-            lr = float(text)
-        except ValueError:
-            raise ValueError(f"--lr takes a rate or METHOD=LR pairs, got {text!r}") from None
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"--lr must be a finite positive number, got {text}")
-        return {running[0]: lr}
+        return {running[0]: _rate(text, f"--lr {text}")}
     return _parse_lr(text)
+
+
+def _rate(number: str, where: str) -> float:
+    """A learning rate from its text: a positive finite number, else ValueError naming ``where``."""
+    try:
+        lr = float(number)
+    except ValueError:
+        raise ValueError(f"{where}: {number!r} is not a number (--lr takes a rate or METHOD=LR pairs)") from None
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"{where}: the learning rate must be a positive finite number, got {number}")
+    return lr
 
 
 def _parse_lr(value: Optional[str]) -> Dict[str, float]:
@@ -197,12 +202,7 @@ def _parse_lr(value: Optional[str]) -> Dict[str, float]:
         if not sep or name not in registry.names():
             raise ValueError(f"--lr takes METHOD=LR pairs with METHOD in {', '.join(registry.names())}; "
                              f"got {item!r}")
-        try:
-            lr = float(number)
-        except ValueError:
-            raise ValueError(f"--lr {item!r}: {number!r} is not a number") from None
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"--lr {item!r}: the learning rate must be a positive finite number")
+        lr = _rate(number, f"--lr {item!r}")
         if name in out:
             raise ValueError(f"--lr gives {name}'s rate twice ({out[name]:g} and {lr:g}); give each method once")
         out[name] = lr
