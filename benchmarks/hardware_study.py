@@ -188,7 +188,8 @@ def _plots(analysis: dict, out: Path) -> None:
                 ax.set_xticklabels(names, rotation=20, fontsize=8)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("test NLL (nats/token)" if metric == "nll" else "BLEU")
-        axes[0].legend(fontsize=8)
+        if axes[0].get_legend_handles_labels()[0]:
+            axes[0].legend(fontsize=8)
         fig.suptitle(f"QAA adapters under {kind}: seed-mean (points), exact (dotted) and its 95% interval (band)")
         fig.tight_layout()
         fig.savefig(out / fname, dpi=110)

@@ -51,3 +51,43 @@ def test_a_setting_missing_a_seed_is_left_out():
     evals["qaa|0|shots=10"] = _rec("qaa", 0, "shots=10", [5.0] * n, _bleu_rows(n, 2))
     a = study.analyse({"evals": evals})["qaa"]
     assert "shots=10" not in a["rows"] and a["shots_needed"]["nll"] is None
+
+
+def test_the_study_runs_end_to_end_on_a_tiny_comparison_and_resumes(tmp_path, capsys):
+    """A comparison folder holding one final adapter of a tiny model: the study scores it exactly and at 10
+    shots, writes every generation, the report and the charts, and a rerun skips what finished."""
+    import json
+
+    import torch
+
+    import qaa
+    from support import tiny_llama
+
+    model, tok = tiny_llama(hidden=32, layers=1)
+    model.save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    qaa.attach(model, qaa.QAAConfig(n_layers=1, seed=0))
+    with torch.no_grad():
+        for _, layer in qaa.qaa_layers(model):
+            layer.qaa_out["default"].weight.normal_(0, 0.5)
+    cmp = tmp_path / "compare"
+    qaa.save_adapter(model, str(cmp / "adapters" / "e2e" / "qaa" / "s0"))
+    (cmp / "results.json").write_text(json.dumps({
+        "settings": {"model": str(tmp_path / "tiny"), "seeds": [0], "split_seed": 1, "val_fraction": 0.1,
+                     "test_fraction": 0.2},
+        "selection": {"e2e|qaa": {"status": "ok", "lr": 0.01, "theta_lr_ratio": 1.0}},
+        "runs": {"e2e|qaa|lr=0.01|ratio=1|seed=0": {"status": "ok", "adapter_dir": "adapters/e2e/qaa/s0"}}}))
+    out = tmp_path / "study"
+    argv = ["--compare", str(cmp), "--methods", "qaa", "--eval-size", "2", "--settings", "exact,shots=10",
+            "--out", str(out)]
+    assert study.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["evals"]) == {"qaa|0|exact", "qaa|0|shots=10"}
+    exact, shots = res["evals"]["qaa|0|exact"], res["evals"]["qaa|0|shots=10"]
+    assert len(exact["hypotheses"]) == 2 and exact["circuits"] is None
+    assert shots["circuits"] > 0 and shots["shots_used"] == 10 * shots["circuits"]
+    assert exact["nll"] != shots["nll"]  # 10 shots move the features, hence the NLL
+    assert (out / "study.md").is_file() and (out / "shots.png").is_file()
+    capsys.readouterr()
+    assert study.main(argv) == 0  # resumes: nothing left to evaluate
+    assert "NLL" not in capsys.readouterr().out
