@@ -1,4 +1,6 @@
-"""The comparison's report: ``results.md`` and PNG plots, computed from ``results.json`` alone.
+"""The comparison's report: ``results.md`` and PNG plots, computed from ``results.json`` alone
+(:mod:`.records`: which records count and the intervals computed from them; :mod:`.plots`: the figures; this
+module: the markdown and the command line).
 
 Everything here reads the results dict that :func:`qaa.experiments.compare.run_compare` writes, so a report
 can be rebuilt from a saved (or partial) run: ``python -m qaa.experiments.report OUT``. Every number and every
@@ -29,44 +31,20 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
-
-from ..tuners.save_load import atomic_write_text
-from . import registry
-from .claims import claims_table_lines, convergence_lines, generalisation_lines, stability_lines
-from .metrics import (BERTSCORE_LABEL, bleu_from_stats, chrf_from_stats, length_ratio_from_stats, nist_from_stats,
-                      ratio_from_stats, ter_from_stats, UNAVAILABLE_METRICS)
-from .semantic import ENTITY_COVERAGE_ACCURACY, SLOT_MATCHER_ACCURACY
-from .provenance import QAA_DEFAULTS, defaults_overlap
-from .results import run_key, selection_key, split_key
-from .stats import (Interval, MetricSpec, bootstrap, format_p, holm, mean_reduce, paired_difference,
-                    seed_level_factor, signed, verdict)
+from ...tuners.save_load import atomic_write_text
+from .. import registry
+from ..claims import claims_table_lines, convergence_lines, generalisation_lines, stability_lines
+from ..metrics import BERTSCORE_LABEL, UNAVAILABLE_METRICS
+from ..semantic import ENTITY_COVERAGE_ACCURACY, SLOT_MATCHER_ACCURACY
+from ..provenance import QAA_DEFAULTS, defaults_overlap
+from ..results import split_key
+from ..stats import Interval, bootstrap, format_p, holm, paired_difference, seed_level_factor, signed, verdict
+from .plots import plot_losses, plot_metrics
+from .records import (DIFF_METRICS, EXTRA_METRICS, METRICS, REFERENCE, _intervals, _order, _paired_diffs, _subset,
+                      _tasks, collect)
 
 __all__ = ["METRICS", "write_report", "write_markdown", "plot_losses", "plot_metrics", "collect", "main"]
 
-REFERENCE = "qaa"
-
-#: The metrics of the report: key in the per-input records, spec (label, reduction, orientation).
-METRICS: Dict[str, MetricSpec] = {
-    "nll": MetricSpec("nll", "test NLL", mean_reduce, higher_is_better=False),
-    "bleu_stats": MetricSpec("bleu", "BLEU", bleu_from_stats),
-    "rougeL": MetricSpec("rougeL", "ROUGE-L", mean_reduce),
-    "bertscore_f1": MetricSpec("bertscore_f1", BERTSCORE_LABEL, mean_reduce),
-    "length_stats": MetricSpec("bleu_length_ratio", "length ratio", length_ratio_from_stats),
-    "chrf_stats": MetricSpec("chrfpp", "chrF++", chrf_from_stats),
-    "ter_stats": MetricSpec("ter", "TER", ter_from_stats, higher_is_better=False),
-    "nist_stats": MetricSpec("nist", "NIST", nist_from_stats),
-    "meteor": MetricSpec("meteor", "METEOR", mean_reduce),
-    "cider": MetricSpec("cider", "CIDEr", mean_reduce),
-    "ser_stats": MetricSpec("ser", "SER (%)", ratio_from_stats, higher_is_better=False),
-    "entity_coverage": MetricSpec("entity_coverage", "entity coverage (%)", mean_reduce),
-}
-#: The metrics compared in the QAA-minus-method table and the verdicts.
-DIFF_METRICS = ("bleu_stats", "rougeL", "nll")
-#: Further metrics, each with its interval per method and its paired difference with QAA (their own Holm family,
-#: outside the verdicts): shown where the runs recorded them.
-EXTRA_METRICS = ("length_stats", "chrf_stats", "ter_stats", "nist_stats", "meteor", "cider", "ser_stats",
-                 "entity_coverage")
 #: The line that says which test NLL the report, the log and results.json's ``metrics.nll`` give.
 NLL_LINE = ("Test NLL, everywhere (this report, the log, results.json's `metrics.nll`): the mean over test inputs of "
             "each input's NLL (nats per target token over all its references), the quantity the bootstrap "
@@ -74,68 +52,6 @@ NLL_LINE = ("Test NLL, everywhere (this report, the log, results.json's `metrics
             "equally).")
 #: A BLEU difference is flagged when the two methods' length ratios differ by more than this.
 LENGTH_RATIO_FLAG = 0.1
-
-
-# --------------------------------------------------------------------------------------------------
-# Collecting the records
-# --------------------------------------------------------------------------------------------------
-
-def _order(methods) -> List[str]:
-    known = registry.names()
-    return [m for m in known if m in methods] + sorted(set(methods) - set(known))
-
-
-def _tasks(results: dict) -> List[str]:
-    seen = list(results.get("settings", {}).get("tasks", []))
-    for t in results.get("tasks", {}):
-        if t not in seen:
-            seen.append(t)
-    return seen
-
-
-def _run_key(task, method, lr, ratio, seed) -> str:
-    return run_key(task, method, lr, ratio, seed)
-
-
-def collect(results: dict, task: str) -> Dict[str, dict]:
-    """Per method (and the base row): the chosen configuration, its finished training runs and evaluations in
-    seed order, and the per-input arrays the statistics use (``nll`` [S, N], ``bleu_stats`` [S, N, 10],
-    ``rougeL`` [S, N], ``bertscore_f1`` [S, N] when scored)."""
-    out: Dict[str, dict] = {}
-    evals, runs = results.get("evals", {}), results.get("runs", {})
-    base = evals.get(run_key(task, registry.BASE))
-    if isinstance(base, dict) and base.get("status") == "ok":
-        out[registry.BASE] = {"evals": [base], "runs": [], "selection": None}
-    methods = {split_key(k)[1] for k in results.get("selection", {}) if split_key(k)[0] == task}
-    for method in _order(methods):
-        sel = results["selection"][selection_key(task, method)]
-        entry = {"selection": sel, "evals": [], "runs": []}
-        if sel.get("status") == "ok":
-            for key, ev in sorted(evals.items()):
-                if (ev.get("status") == "ok" and ev.get("task") == task and ev.get("method") == method
-                        and ev.get("lr") == sel["lr"] and ev.get("theta_lr_ratio") == sel["theta_lr_ratio"]):
-                    entry["evals"].append(ev)
-                    run = runs.get(_run_key(task, method, sel["lr"], sel["theta_lr_ratio"], ev["seed"]))
-                    if isinstance(run, dict) and run.get("status") == "ok":
-                        entry["runs"].append(run)
-            entry["evals"].sort(key=lambda e: e["seed"])
-            entry["runs"].sort(key=lambda r: r["seed"])
-        out[method] = entry
-    for entry in out.values():
-        evs = entry["evals"]
-        arrays = {}
-        if evs:
-            arrays["nll"] = np.array([e["nll"] for e in evs], dtype=np.float64)
-            for key in (k for k in METRICS if k != "nll"):
-                if all(key in e.get("scores", {}) for e in evs):
-                    arrays[key] = np.array([e["scores"][key] for e in evs], dtype=np.float64)
-        entry["arrays"] = arrays
-    return out
-
-
-def _subset(arrays: dict, mask: Sequence[bool]) -> dict:
-    idx = np.flatnonzero(np.asarray(mask, dtype=bool))
-    return {k: v[:, idx] for k, v in arrays.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -483,14 +399,6 @@ def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
     return lines
 
 
-def _intervals(entry: dict) -> Dict[str, Optional[Interval]]:
-    out = {}
-    for key, spec in METRICS.items():
-        arr = entry["arrays"].get(key)
-        out[key] = bootstrap(arr, spec) if arr is not None and arr.shape[1] else None
-    return out
-
-
 def _results_table(task: str, entries: dict, settings: dict, intervals: dict) -> List[str]:
     n_seeds = len(settings.get("seeds", []))
     lines = ["", "| method | rate | seeds | trainable params (%) | adapter | peak mem (MiB) | step (s) | test NLL | "
@@ -515,25 +423,6 @@ def _results_table(task: str, entries: dict, settings: dict, intervals: dict) ->
                      f"{mem} | {step} | {_ci(iv['nll'], 3)} | {_ci(iv['bleu_stats'])} | {_ci(iv['rougeL'])} | "
                      f"{_ci(iv['bertscore_f1'])} |")
     return lines
-
-
-def _paired_diffs(entries: dict, pairs, n_seeds: int) -> Dict[tuple, Dict[str, Interval]]:
-    """Paired differences for ``(a, b)`` method pairs whose every planned seed is scored by both (the same seed
-    list, so seed ``s`` meets seed ``s``), Holm-adjusted over all of them and their metrics (one family)."""
-    diffs: Dict[tuple, Dict[str, Interval]] = {}
-    for a, b in pairs:
-        ea, eb = entries.get(a), entries.get(b)
-        if not ea or not eb or len(ea["evals"]) != n_seeds or len(eb["evals"]) != n_seeds:
-            continue
-        if [e["seed"] for e in ea["evals"]] != [e["seed"] for e in eb["evals"]]:
-            continue
-        diffs[(a, b)] = {k: paired_difference(ea["arrays"][k], eb["arrays"][k], METRICS[k])
-                         for k in DIFF_METRICS if k in ea["arrays"] and k in eb["arrays"]}
-    cells = [(pair, k) for pair, d in diffs.items() for k in d]
-    adjusted = holm([diffs[pair][k].p for pair, k in cells])
-    for (pair, k), p in zip(cells, adjusted):
-        diffs[pair][k] = dataclasses.replace(diffs[pair][k], p_adjusted=p)
-    return diffs
 
 
 def _diff_table(task: str, entries: dict, diffs: dict, winner_seed: Optional[int] = None) -> List[str]:
@@ -810,83 +699,6 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
                     lines += ["", f"![{name}]({Path(plots[name]).name})"]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
-
-
-# --------------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------------
-
-def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
-
-
-def _save(fig, path: Path) -> str:
-    fig.savefig(path, format="png", dpi=110)
-    return str(path)
-
-
-def plot_losses(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
-    """``loss_<task>.png``: training loss per step of each method's chosen configuration, mean over seeds with
-    the min-max band over seeds."""
-    out = {}
-    for task in _tasks(results):
-        entries = {m: e for m, e in collect(results, task).items() if e["runs"]}
-        if not entries:
-            continue
-        fig, axes = _figure(8, 4.5)
-        ax = axes[0][0]
-        for method, e in entries.items():
-            losses = np.array([r["losses"] for r in e["runs"] if r.get("losses")], dtype=np.float64)
-            if losses.size == 0:
-                continue
-            steps = np.arange(losses.shape[1])
-            colour = registry.colour(method)
-            ax.plot(steps, losses.mean(axis=0), color=colour, linestyle=registry.linestyle(method),
-                    label=f"{registry.label(method)} ({len(losses)} seeds)")
-            if len(losses) > 1:
-                ax.fill_between(steps, losses.min(axis=0), losses.max(axis=0), color=colour, alpha=0.15)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("training loss (token cross-entropy)")
-        ax.set_title(f"{task}: training loss (mean over seeds, band: min-max)")
-        ax.legend(fontsize=7)
-        out[f"loss_{task}"] = _save(fig, Path(out_dir) / f"loss_{task}.png")
-    return out
-
-
-def plot_metrics(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
-    """``metrics_<task>.png``: test NLL, BLEU and ROUGE-L per method with their 95% bootstrap intervals."""
-    out = {}
-    for task in _tasks(results):
-        entries = {m: e for m, e in collect(results, task).items() if e["evals"]}
-        if not entries:
-            continue
-        fig, axes = _figure(12, 4.2, ncols=3)
-        for ax, key in zip(axes[0], ("nll", "bleu_stats", "rougeL")):
-            names, vals, los, his, colours = [], [], [], [], []
-            for method, e in entries.items():
-                arr = e["arrays"].get(key)
-                if arr is None:
-                    continue
-                iv = bootstrap(arr, METRICS[key])
-                names.append(registry.label(method))
-                vals.append(iv.value)
-                los.append(iv.value - iv.lo)
-                his.append(iv.hi - iv.value)
-                colours.append(registry.colour(method) or "#333333")
-            ys = np.arange(len(names))
-            ax.barh(ys, vals, xerr=[los, his], color=colours, capsize=3)
-            ax.set_yticks(ys, names, fontsize=7)
-            ax.invert_yaxis()
-            ax.set_title(f"{METRICS[key].label} (95% CI)", fontsize=9)
-        fig.suptitle(f"{task}: held-out scores")
-        out[f"metrics_{task}"] = _save(fig, Path(out_dir) / f"metrics_{task}.png")
-    return out
 
 
 def write_report(results: dict, out_dir: str | os.PathLike) -> dict:
