@@ -8,8 +8,6 @@ import pytest
 import torch
 
 import qaa
-import qaa.experiments.cli
-import qaa.experiments.base_model
 from qaa import _engine_cpu as E
 from qaa import engine
 
@@ -128,10 +126,17 @@ class TestRawBindings:
             E.apply(c, theta, psi)
 
     def test_read_only_inputs_are_fine(self):
+        """Read-only inputs are accepted and give the features of writable copies of the same values."""
         c, theta, x = np_args()
+        want, want_norms = np.zeros((4, 3), np.float32), np.zeros(4, np.float32)
+        E.forward(c, theta.copy(), x.copy(), "z", want, want_norms)
+        assert np.abs(want).max() > 0
         x.setflags(write=False)
         theta.setflags(write=False)
-        E.forward(c, theta, x, "z", np.zeros((4, 3), np.float32), np.zeros(4, np.float32))
+        got, norms = np.zeros((4, 3), np.float32), np.zeros(4, np.float32)
+        E.forward(c, theta, x, "z", got, norms)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(norms, want_norms)
 
     def test_aliasing_outputs(self):
         c, theta, x = np_args()

@@ -10,8 +10,6 @@ from torch import nn
 
 import qaa
 from support import tiny_llama
-import qaa.experiments.cli
-import qaa.experiments.base_model
 
 
 # ------------------------------------------------------------------------------------------ QAALayer
