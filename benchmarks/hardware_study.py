@@ -76,11 +76,26 @@ def _metric_views(records: list):
     return nll, bleu, chrf
 
 
+def _paired_bootstrap(a: np.ndarray, b: np.ndarray, stat) -> tuple:
+    """``stat(a) - stat(b)`` and its 95% percentile interval, both resampled with the same input indices."""
+    rng = np.random.default_rng(BOOT_SEED)
+    n = a.shape[0]
+    draws = []
+    for _ in range(BOOT):
+        idx = rng.integers(0, n, n)
+        draws.append(stat(a[idx]) - stat(b[idx]))
+    return float(stat(a) - stat(b)), float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+
+
 def analyse(results: dict) -> dict:
-    """Per method: each setting's seed-mean of NLL, BLEU and chrF++ and whether it lies inside the exact
-    adapters' 95% interval; the fewest shots keeping each metric."""
+    """Per method and setting, on the seeds that setting was evaluated with: the seed-mean of NLL, BLEU and
+    chrF++; whether it lies inside the exact adapters' 95% interval on the same seeds (the issue's criterion);
+    and the paired difference setting minus exact (same inputs, same seeds) with its 95% bootstrap interval,
+    which also detects a small systematic shift. The fewest shots of the grid keeping each metric inside
+    (``shots_needed``) and with a difference whose interval includes 0 (``shots_no_difference``)."""
     from qaa.experiments.metrics import bleu_from_stats, chrf_from_stats
 
+    stats = {"nll": np.mean, "bleu": bleu_from_stats, "chrf": chrf_from_stats}
     out = {}
     methods = sorted({r["method"] for r in results["evals"].values()})
     for method in methods:
@@ -88,37 +103,48 @@ def analyse(results: dict) -> dict:
         for rec in results["evals"].values():
             if rec["method"] == method:
                 by_setting.setdefault(rec["setting"], []).append(rec)
-        exact = by_setting.get("exact")
+        exact = {r["seed"]: r for r in by_setting.get("exact", [])}
         if not exact:
             continue
-        seeds = sorted(r["seed"] for r in exact)
-        nll, bleu, chrf = _metric_views(exact)
-        intervals = {"nll": _bootstrap(nll, np.mean), "bleu": _bootstrap(bleu, bleu_from_stats)}
-        if chrf is not None:
-            intervals["chrf"] = _bootstrap(chrf, chrf_from_stats)
+        views = lambda recs: dict(zip(("nll", "bleu", "chrf"), _metric_views(recs)))  # noqa: E731
+        all_exact = views([exact[s] for s in sorted(exact)])
+        intervals = {k: _bootstrap(v, stats[k]) for k, v in all_exact.items() if v is not None}
         rows = {}
         for name, recs in by_setting.items():
-            if sorted(r["seed"] for r in recs) != seeds:
-                continue  # only settings evaluated on every seed of the exact row
-            n, b, c = _metric_views(sorted(recs, key=lambda r: r["seed"]))
-            vals = {"nll": float(np.mean(n)), "bleu": bleu_from_stats(b)}
-            if c is not None and "chrf" in intervals:
-                vals["chrf"] = chrf_from_stats(c)
-            rows[name] = {k: {"value": v, "inside": intervals[k][0] <= v <= intervals[k][1]} for k, v in vals.items()}
-        needed = {}
-        for metric in intervals:
-            kept = [shots for name, shots in SHOTS if name in rows and rows[name][metric]["inside"]]
-            tried = [shots for name, shots in SHOTS if name in rows]
-            # The fewest shots such that this and every larger shot count of the grid keep the metric.
-            ok = None
-            for shots in sorted(tried, reverse=True):
-                if shots in kept:
-                    ok = shots
-                else:
-                    break
-            needed[metric] = ok
-        out[method] = {"seeds": seeds, "intervals": intervals, "rows": rows, "shots_needed": needed,
-                       "inputs": len(nll)}
+            seeds = sorted(r["seed"] for r in recs)
+            if not set(seeds) <= set(exact):
+                continue
+            mine = views(sorted(recs, key=lambda r: r["seed"]))
+            base = views([exact[s] for s in seeds])
+            row = {}
+            for k in intervals:
+                if mine.get(k) is None or base.get(k) is None:
+                    continue
+                lo, hi = _bootstrap(base[k], stats[k])
+                value = float(stats[k](mine[k]))
+                d, dlo, dhi = _paired_bootstrap(mine[k], base[k], stats[k])
+                row[k] = {"value": value, "inside": lo <= value <= hi, "interval": [lo, hi],
+                          "diff": d, "diff_interval": [dlo, dhi], "differs": not (dlo <= 0.0 <= dhi)}
+            rows[name] = {"seeds": seeds, **row}
+
+        def fewest(test) -> dict:
+            found = {}
+            for metric in intervals:
+                tried = sorted((shots for name, shots in SHOTS if name in rows and metric in rows[name]),
+                               reverse=True)
+                ok = None
+                for shots in tried:  # this and every larger shot count of the grid pass
+                    if test(rows[f"shots={shots}"][metric]):
+                        ok = shots
+                    else:
+                        break
+                found[metric] = ok
+            return found
+
+        out[method] = {"seeds": sorted(exact), "intervals": intervals, "rows": rows,
+                       "shots_needed": fewest(lambda r: r["inside"]),
+                       "shots_no_difference": fewest(lambda r: not r["differs"]),
+                       "inputs": len(all_exact["nll"])}
     return out
 
 
@@ -133,25 +159,38 @@ def write_report(results: dict, out: Path) -> None:
              f"{BOOT} draws). Shots and noise apply to the QAA branch alone; the rest of the model is exact.", ""]
     for method, a in analysis.items():
         iv = a["intervals"]
-        lines += [f"## {registry.label(method)} (seeds {', '.join(map(str, a['seeds']))})", "",
-                  "Exact interval: " + "; ".join(f"{k} [{lo:.3f}, {hi:.3f}]" for k, (lo, hi) in iv.items()), "",
-                  "| setting | test NLL | BLEU | chrF++ |", "|---|---:|---:|---:|"]
+        lines += [f"## {registry.label(method)} (exact on seeds {', '.join(map(str, a['seeds']))})", "",
+                  "Exact interval (all those seeds): " + "; ".join(f"{k} [{lo:.3f}, {hi:.3f}]"
+                                                                    for k, (lo, hi) in iv.items()), "",
+                  "Each cell: the seed-mean (`in`/`out` of the exact interval on the same seeds), then the paired "
+                  "difference setting minus exact with its 95% bootstrap interval (`*`: the interval excludes 0).", "",
+                  "| setting | seeds | test NLL | BLEU | chrF++ |", "|---|---|---:|---:|---:|"]
         for name in list(SETTINGS) + list(LOCAL):
             row = a["rows"].get(name)
             if row is None:
                 continue
-            cell = lambda k: (f"{row[k]['value']:.3f} ({'in' if row[k]['inside'] else 'out'})"  # noqa: E731
-                              if k in row else "-")
-            lines.append(f"| {name} | {cell('nll')} | {cell('bleu')} | {cell('chrf')} |")
+
+            def cell(k, row=row):
+                if k not in row:
+                    return "-"
+                r = row[k]
+                if name == "exact":
+                    return f"{r['value']:.3f}"
+                lo, hi = r["diff_interval"]
+                return (f"{r['value']:.3f} ({'in' if r['inside'] else 'out'}); {r['diff']:+.3f} "
+                        f"[{lo:+.3f}, {hi:+.3f}]{'*' if r['differs'] else ''}")
+            lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | {cell('nll')} | {cell('bleu')} | "
+                         f"{cell('chrf')} |")
         lines.append("")
+        tried = [s for n, s in SHOTS if n in a["rows"]]
         for metric, shots in a["shots_needed"].items():
-            tried = [s for n, s in SHOTS if n in a["rows"]]
-            if shots is None:
-                lines.append(f"- {metric}: no shot count of the grid ({', '.join(map(str, tried))}) keeps it inside "
-                             "the exact interval.")
-            else:
-                lines.append(f"- {metric}: {shots} shots per circuit keep it inside the exact interval (and every "
-                             "larger count of the grid does).")
+            same = a["shots_no_difference"].get(metric)
+            first = (f"no shot count of the grid ({', '.join(map(str, tried))}) keeps it inside the exact interval"
+                     if shots is None else f"{shots} shots per circuit keep it inside the exact interval (and every "
+                     "larger count of the grid does)")
+            second = ("no count of the grid shows no paired difference" if same is None else
+                      f"from {same} shots up the paired difference's interval includes 0")
+            lines.append(f"- {metric}: {first}; {second}.")
         lines.append("")
     (out / "study.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     _plots(analysis, out)
@@ -178,7 +217,7 @@ def _plots(analysis: dict, out: Path) -> None:
                     continue
                 colour = registry.colour(method)
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colour, label=registry.label(method))
-                lo, hi = a["intervals"][metric]
+                lo, hi = a["rows"]["exact"][metric]["interval"]
                 ax.axhspan(lo, hi, color=colour, alpha=0.12)
                 ax.axhline(a["rows"]["exact"][metric]["value"], color=colour, ls=":", lw=1)
             if xs:

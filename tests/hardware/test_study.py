@@ -43,14 +43,21 @@ def test_settings_inside_and_outside_the_exact_interval_and_the_shots_needed():
     assert a["rows"]["shots=100"]["bleu"]["inside"] and not a["rows"]["shots=10"]["bleu"]["inside"]
     assert a["shots_needed"]["bleu"] == 100
     assert a["seeds"] == [0, 1, 2] and a["inputs"] == n
+    # The paired difference sees the small systematic shift at 1000 shots that the interval criterion does not.
+    assert a["rows"]["shots=1000"]["nll"]["diff"] == pytest.approx(0.001)
+    assert a["rows"]["shots=1000"]["nll"]["differs"] and not a["rows"]["shots=10000"]["nll"]["differs"]
+    assert a["shots_no_difference"]["nll"] == 10000
 
 
-def test_a_setting_missing_a_seed_is_left_out():
+def test_a_setting_on_fewer_seeds_is_compared_with_the_exact_runs_of_those_seeds():
     n = 10
-    evals = {f"qaa|{s}|exact": _rec("qaa", s, "exact", [1.0] * n, _bleu_rows(n, 8)) for s in (0, 1)}
-    evals["qaa|0|shots=10"] = _rec("qaa", 0, "shots=10", [5.0] * n, _bleu_rows(n, 2))
+    evals = {f"qaa|{s}|exact": _rec("qaa", s, "exact", [1.0 + s] * n, _bleu_rows(n, 8)) for s in (0, 1)}
+    evals["qaa|0|shots=10"] = _rec("qaa", 0, "shots=10", [1.0] * n, _bleu_rows(n, 8))
+    evals["qaa|7|shots=100"] = _rec("qaa", 7, "shots=100", [1.0] * n, _bleu_rows(n, 8))  # no exact run of seed 7
     a = study.analyse({"evals": evals})["qaa"]
-    assert "shots=10" not in a["rows"] and a["shots_needed"]["nll"] is None
+    row = a["rows"]["shots=10"]
+    assert row["seeds"] == [0] and row["nll"]["diff"] == 0.0 and row["nll"]["inside"]
+    assert "shots=100" not in a["rows"] and a["shots_needed"]["nll"] == 10
 
 
 def test_the_study_runs_end_to_end_on_a_tiny_comparison_and_resumes(tmp_path, capsys):
