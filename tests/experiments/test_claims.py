@@ -150,3 +150,42 @@ def test_claims_table_verdicts_from_constructed_results():
     # ... and the same data with the groups swapped is "weaker"
     table = "\n".join(claims_table_lines({"webnlg_unseen": gen}, {"webnlg_unseen": [not s for s in seen]}, spec))
     assert "| weaker |" in [r for r in table.splitlines() if r.startswith("| stronger generalisation")][0]
+
+
+def test_variance_ratio_f_test_by_hand():
+    from scipy.stats import f as f_dist
+
+    from qaa.experiments.claims import variance_ratio_p
+
+    # sd 0.0225 vs 0.0247 with 3 seeds each: F = 0.8298, df (2, 2): cdf = F / (1 + F) for (2, 2) df
+    ratio = (0.0225 / 0.0247) ** 2
+    assert f_dist.cdf(ratio, 2, 2) == pytest.approx(ratio / (1 + ratio))
+    assert variance_ratio_p(0.0225, 3, 0.0247, 3) == pytest.approx(2 * ratio / (1 + ratio))
+    assert variance_ratio_p(0.001, 3, 0.1, 3) < 0.05  # F = 1e-4: far below 1/39
+    assert variance_ratio_p(0.02, 3, 0.02, 3) == 1.0
+
+
+def test_stability_needs_a_measured_difference_in_seed_spread():
+    from qaa.experiments.claims import claims_table_lines
+    from qaa.experiments.stats import MetricSpec, mean_reduce
+
+    spec = {"nll": MetricSpec("nll", "test NLL", mean_reduce, higher_is_better=False)}
+    grid = [{"lr": 1e-3, "theta_lr_ratio": 1.0, "val_nll": 1.50, "status": "ok"},
+            {"lr": 3e-3, "theta_lr_ratio": 1.0, "val_nll": 1.51, "status": "ok"}]
+    narrow = [{"lr": 1e-3, "theta_lr_ratio": 1.0, "val_nll": 1.50, "status": "ok"},
+              {"lr": 3e-3, "theta_lr_ratio": 1.0, "val_nll": 1.60, "status": "ok"}]
+
+    def entry(means, g):
+        return {"selection": {"status": "ok", "grid": g}, "runs": [], "arrays": {},
+                "evals": [{"nll": [m, m], "seed": i} for i, m in enumerate(means)]}
+
+    # QAA's sd (0.01) below LoRA's (0.011) and a wider span: not a measured difference -> not shown
+    per_task = {"e2e": {"qaa": entry([1.00, 1.01, 1.02], grid), "lora": entry([1.00, 1.011, 1.022], narrow)}}
+    row = [r for r in "\n".join(claims_table_lines(per_task, {}, spec)).splitlines()
+           if r.startswith("| more stable")][0]
+    assert "| not shown |" in row and "F test p" in row
+    # a hundredfold lower sd with the wider span: more stable
+    per_task = {"e2e": {"qaa": entry([1.00, 1.0001, 1.0002], grid), "lora": entry([1.0, 1.01, 1.02], narrow)}}
+    row = [r for r in "\n".join(claims_table_lines(per_task, {}, spec)).splitlines()
+           if r.startswith("| more stable")][0]
+    assert "| more stable |" in row
