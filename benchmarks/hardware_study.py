@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -210,26 +209,29 @@ def _plots(analysis: dict, out: Path) -> None:
              "setting", "noise.png")):
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, metric in zip(axes, ("nll", "bleu")):
-            for method, a in analysis.items():
-                pts = [(x if xs else i, a["rows"][n][metric]["value"]) for i, (n, x) in
-                       enumerate(zip(names, xs or names)) if n in a["rows"]]
+            for k, (method, a) in enumerate(analysis.items()):
+                pts = [(x if xs else i, a["rows"][n][metric]) for i, (n, x) in enumerate(zip(names, xs or names))
+                       if n in a["rows"] and metric in a["rows"][n]]
                 if not pts:
                     continue
-                colour = registry.colour(method)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colour, label=registry.label(method))
-                lo, hi = a["rows"]["exact"][metric]["interval"]
-                ax.axhspan(lo, hi, color=colour, alpha=0.12)
-                ax.axhline(a["rows"]["exact"][metric]["value"], color=colour, ls=":", lw=1)
+                # methods side by side: a small horizontal offset so the error bars do not hide each other
+                px = [p[0] * (1.08 ** k) if xs else p[0] + 0.1 * k for p in pts]
+                d = [p[1]["diff"] for p in pts]
+                err = [[p[1]["diff"] - p[1]["diff_interval"][0] for p in pts],
+                       [p[1]["diff_interval"][1] - p[1]["diff"] for p in pts]]
+                ax.errorbar(px, d, yerr=err, fmt="o-", capsize=3, color=registry.colour(method),
+                            label=f"{registry.label(method)} (seeds per setting: study.md)")
+            ax.axhline(0.0, color="#555555", lw=0.8)
             if xs:
                 ax.set_xscale("log")
             else:
                 ax.set_xticks(range(len(names)))
                 ax.set_xticklabels(names, rotation=20, fontsize=8)
             ax.set_xlabel(xlabel)
-            ax.set_ylabel("test NLL (nats/token)" if metric == "nll" else "BLEU")
+            ax.set_ylabel(("test NLL" if metric == "nll" else "BLEU") + ": setting − exact (same seeds)")
         if axes[0].get_legend_handles_labels()[0]:
-            axes[0].legend(fontsize=8)
-        fig.suptitle(f"QAA adapters under {kind}: seed-mean (points), exact (dotted) and its 95% interval (band)")
+            axes[0].legend(fontsize=7)
+        fig.suptitle(f"QAA adapters under {kind}: paired difference from exact features, 95% bootstrap interval")
         fig.tight_layout()
         fig.savefig(out / fname, dpi=110)
         plt.close(fig)
