@@ -126,8 +126,6 @@ def evaluate_adapter(directory: str, task: str, out: str, model_name=None, split
         FileExistsError: ``out`` exists (a result is never overwritten).
         ValueError / FileNotFoundError: a bad adapter folder, task or base model; a ``shots`` below 1.
     """
-    import torch
-
     from ..hardware import shots as shots_setting
     from ..tuners.qaa.persistence import load_adapter, read_qaa_adapter
     from ..tuners.save_load import atomic_write_text
@@ -152,7 +150,6 @@ def evaluate_adapter(directory: str, task: str, out: str, model_name=None, split
         rec = evaluate_test(model, data, tokenizer, pad, progress=progress, bertscore=bertscore,
                             desc=f"eval {task}")
     else:
-        torch.manual_seed(seed)
         with shots_setting(shots, seed=seed):
             rec = evaluate_test(model, data, tokenizer, pad, progress=progress, bertscore=bertscore,
                                 desc=f"eval {task} ({shots} shots)")

@@ -179,16 +179,7 @@ def deepspeed_masters(model: nn.Module, params) -> dict:
     float32 values in the optimizer). Empty when there is no DeepSpeed engine or nothing is 16-bit. Collective
     under ZeRO-3 (every rank must call it): ``deepspeed.utils.safe_get_full_fp32_param`` gathers the partitions.
     """
-    m, engine = model, None
-    for _ in range(8):
-        if _is_deepspeed_engine(m):
-            engine = m
-            break
-        inner = getattr(m, "module", None)
-        if not isinstance(inner, nn.Module):
-            break
-        m = inner
-    if engine is None:
+    if not any(_is_deepspeed_engine(m) for m in model.modules()):
         return {}
     params = [p for p in params if p.dtype in (torch.bfloat16, torch.float16)]
     if not params:

@@ -4,6 +4,7 @@ before anything is touched, loading with rollback, and loading saved weights int
 already has. The files themselves are written and read by :mod:`qaa.tuners.save_load`."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Dict, List, Optional, Tuple
@@ -11,13 +12,14 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..save_load import read_adapter_files, save_adapter_files
+from ..save_load import atomic_write_text, read_adapter_files, save_adapter_files
 from ..utils import layer_dims
 from . import hf_compat
 from .config import PEFT_TYPE, QAAConfig, check_adapter_name
 from .distributed import (clean_module_name, collective, copy_full_into, deepspeed_masters, full_parameters,
                           full_tensor, is_distributed_wrapper, process_group, unwrap_model)
 from .hf_compat import register_with_peft
+from .hub import resolve_adapter_location
 from .layer import QAALayer, _cached_circuit
 from .model import (_activate, _active_names, _active_weights, _adapter_parameters, _check_weights, _restore,
                     _set_trainable, _snapshot, attach, qaa_layers, set_adapter)
@@ -53,10 +55,6 @@ def write_active(model: nn.Module, directory) -> None:
     """Record the active adapters of ``model`` and their output weights in
     ``<directory>/qaa_adapters/active.json`` (``{"active": [names], "weights": [floats]}``), read back by
     :func:`load_adapters`."""
-    from ..save_load import atomic_write_text
-
-    import json
-
     folder = os.path.join(os.fspath(directory), PRETRAINED_ADAPTERS)
     os.makedirs(folder, exist_ok=True)
     atomic_write_text(os.path.join(folder, ACTIVE_FILE), json.dumps(
@@ -287,8 +285,6 @@ def _expected_layout(config: QAAConfig, name: str, info) -> Tuple[int, int, int,
 def saved_adapter_name(directory) -> Optional[str]:
     """The adapter name an adapter folder records (``adapter_name`` in its config; None for folders saved before
     names were recorded, or no readable adapter config)."""
-    import json
-
     try:
         with open(os.path.join(os.fspath(directory), "adapter_config.json"), encoding="utf-8") as f:
             meta = json.load(f)
@@ -320,8 +316,6 @@ def _adapter_folder(load_directory, adapter_name: str) -> str:
             several.
     """
     check_adapter_name(adapter_name)
-    from .hub import resolve_adapter_location
-
     root = resolve_adapter_location(load_directory)
     nested = os.path.join(root, PRETRAINED_ADAPTERS, adapter_name)
     if os.path.isfile(os.path.join(nested, "adapter_config.json")):
@@ -478,8 +472,6 @@ def load_adapter_weights(model: nn.Module, load_directory: str, adapter_name: st
 def _read_active(directory, names: List[str]) -> Tuple[Optional[List[str]], Optional[List[float]]]:
     """The active adapters and weights recorded in ``directory`` (None, None when nothing is recorded).
     Raises ValueError for a record that is not valid JSON of that form or names an adapter not saved there."""
-    import json
-
     path = os.path.join(os.fspath(directory), PRETRAINED_ADAPTERS, ACTIVE_FILE)
     if not os.path.isfile(path):
         return None, None
@@ -516,8 +508,6 @@ def load_adapters(model: nn.Module, load_directory: str, is_trainable: bool = Fa
         raise ValueError("load_adapters adds adapters, which cannot be done inside a "
                          f"{type(model).__name__}: load into the plain model, then wrap it")
     model = unwrap_model(model)
-    from .hub import resolve_adapter_location
-
     root = resolve_adapter_location(load_directory)
     folders = {name: os.path.join(root, PRETRAINED_ADAPTERS, name) for name in nested_adapter_names(root)}
     root_name = None
