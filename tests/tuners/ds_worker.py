@@ -46,3 +46,7 @@ else:
 if int(os.environ["RANK"]) == 0:
     torch.save(expected, os.path.join(out, "expected.pt"))
 print("done", stage)
+# Shut the gloo group down before exit: left to interpreter teardown, its threads could abort rank 0
+# ("terminate called without an active exception") after the work was done.
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
