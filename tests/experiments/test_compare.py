@@ -172,6 +172,10 @@ def test_rates_from_an_earlier_run_are_per_task_and_need_the_same_split(tmp_path
                                lr_from=str(earlier)))
     # this task's own choice where there is one; another task's where there is none; failed ones are not rates
     assert s.lr == {"qaa": 1e-2, "lora": 1e-3} and s.theta_lr_ratio == {"qaa": 10.0, "lora": 1.0}
+    assert s.lr_chosen_on == {"qaa": ["e2e"], "lora": ["webnlg"]}  # recorded for the report
+    s = resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa,lora", split_seed=0, lr="qaa=0.5",
+                               lr_from=str(earlier)))
+    assert s.lr == {"qaa": 0.5, "lora": 1e-3} and s.lr_chosen_on == {"lora": ["webnlg"]}  # --lr wins
     with pytest.raises(ValueError, match="differ by task"):
         resolve_settings(_args(preset="cpu", tasks="e2e,webnlg", methods="qaa", split_seed=0, lr_from=str(earlier)))
     with pytest.raises(ValueError, match="--lr-from .* split_seed 0, this run uses 3"):

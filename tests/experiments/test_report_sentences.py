@@ -104,6 +104,8 @@ def test_given_and_swept_methods_in_one_run_are_each_named(tmp_path):
     assert "LoRA r=8: given on the command line (`--lr`)" in md
     assert "training seed 0 of QAA is the run that won its validation sweep" in md
     assert "| LoRA r=8 | " in md and "(given by `--lr`)" in md
+    results["selection"]["e2e|lora"].update(given_by="--lr-from", chosen_on=["dart", "webnlg"])
+    assert "(given by `--lr-from`: chosen on dart, webnlg's validation split)" in _markdown(results, tmp_path)
 
 
 @pytest.mark.parametrize("load, threads, torch_threads, shared", [

@@ -45,6 +45,8 @@ def test_incompatible_settings_are_refused_and_resumable_ones_are_not(tmp_path):
     Store(tmp_path, _Settings(), {})
     Store(tmp_path, _Settings(tasks=["dart"], threads=2), {})  # tasks, threads: resumable differences
     Store(tmp_path, _Settings(eval_size={"dart": 9}), {})  # per-task sizes compare on common tasks only
+    # given rates and ratios (--lr-from sets both) are in each run's key: a folder resumes with others
+    Store(tmp_path, _Settings(lr={"qaa": 0.01}, theta_lr_ratio={"qaa": 10.0}), {})
     with pytest.raises(ValueError, match="incompatible comparison.*steps"):
         Store(tmp_path, _Settings(steps=8), {})
     assert incompatible_settings({"eval_size": {"e2e": 5}}, {"eval_size": {"e2e": 6}}) == ["eval_size"]

@@ -26,9 +26,11 @@ __all__ = ["RESULTS_FILE", "RESULTS_VERSION", "run_key", "selection_key", "split
 RESULTS_FILE = "results.json"
 #: Version of the results.json layout (a folder holding another version is not resumed).
 RESULTS_VERSION = 2
-#: Settings that do not change what a record means: they may differ between a run and its resumption.
+#: Settings that do not change what a record means: they may differ between a run and its resumption. Given
+#: rates and angle-rate ratios (``--lr``, ``--lr-from``) are in every run's key and its selection record.
 _RESUMABLE_DIFFERENCES = {"tasks", "methods", "progress", "threads", "out", "bertscore", "lr", "lr_from",
-                          "preset", "full", "max_widen", "eval_size_given", "lr_given_by"}
+                          "theta_lr_ratio",
+                          "preset", "full", "max_widen", "eval_size_given", "lr_given_by", "lr_chosen_on"}
 
 
 def run_key(task: str, method: str, lr: Optional[float] = None, ratio: Optional[float] = None,

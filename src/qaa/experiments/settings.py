@@ -100,7 +100,8 @@ class CompareSettings:
         vendored releases). selection_seed: the training seed of the learning-rate sweeps (when it is one of
         ``seeds``, that final run is the sweep's own). curve_points / curve_pairs: validation-NLL checkpoints per
         run and the validation pairs they score (0: none). lr_given_by: per method in ``lr``, the option that
-        gave its rate (``"--lr"`` or ``"--lr-from"``; ``--lr`` wins where both name a method).
+        gave its rate (``"--lr"`` or ``"--lr-from"``; ``--lr`` wins where both name a method). lr_chosen_on:
+        per method whose rate came from ``--lr-from``, the tasks whose validation split chose it.
     """
 
     preset: str
@@ -138,6 +139,7 @@ class CompareSettings:
     curve_points: int = 0
     curve_pairs: int = 0
     lr_given_by: Dict[str, str] = dataclasses.field(default_factory=dict)
+    lr_chosen_on: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
 
     def methods_for(self, task: str) -> Tuple[str, ...]:
         return self.methods[task]
@@ -209,8 +211,10 @@ def _parse_lr(value: Optional[str]) -> Dict[str, float]:
     return out
 
 
-def _rates_from(path: str, methods, tasks, split: dict) -> Tuple[Dict[str, float], Dict[str, float]]:
-    """Rates and angle ratios chosen by an earlier comparison (its ``selection``), for ``--lr-from``.
+def _rates_from(path: str, methods, tasks, split: dict
+                ) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, List[str]]]:
+    """Rates, angle ratios and the tasks whose validation split chose them (``{method: [tasks]}``) from an
+    earlier comparison's ``selection``, for ``--lr-from``.
 
     A method's rate is read from the selections on this run's ``tasks`` when the file has any, else from all of
     its tasks; rates that differ across those tasks are refused (run the tasks one at a time). The earlier
@@ -240,16 +244,17 @@ def _rates_from(path: str, methods, tasks, split: dict) -> Tuple[Dict[str, float
         task, method = split_key(key)
         if method in methods and isinstance(sel, dict) and sel.get("status") == "ok":
             found.setdefault(method, {})[task] = (float(sel["lr"]), float(sel.get("theta_lr_ratio", 1.0)))
-    lrs, ratios = {}, {}
+    lrs, ratios, chosen_on = {}, {}, {}
     for method, by_task in found.items():
         own = {t: v for t, v in by_task.items() if t in tasks} or by_task
         if len(set(own.values())) > 1:
             raise ValueError(f"--lr-from {path}: {method}'s chosen rates differ by task ({own}); run one task at a "
                              "time with --tasks")
         lrs[method], ratios[method] = next(iter(own.values()))
+        chosen_on[method] = sorted(own)
     if not lrs:
         raise ValueError(f"--lr-from {path}: no selected rate for any of {', '.join(methods)}")
-    return lrs, ratios
+    return lrs, ratios, chosen_on
 
 
 def _positive(name: str, value) -> int:
@@ -357,14 +362,16 @@ def resolve_settings(args) -> CompareSettings:
     every = sorted({m for ms in methods.values() for m in ms}, key=known.index)
     lr: Dict[str, float] = {}
     ratio: Dict[str, float] = {}
+    chosen_on: Dict[str, List[str]] = {}
     if get("lr_from"):
-        lr, ratio = _rates_from(str(get("lr_from")), every, tasks,
+        lr, ratio, chosen_on = _rates_from(str(get("lr_from")), every, tasks,
                                 {"split_seed": split_seed, "val_fraction": val_fraction,
                                  "test_fraction": test_fraction})
     given_by = {m: "--lr-from" for m in lr}
     from_command_line = parse_lr(get("lr"), every)
     lr.update(from_command_line)
     given_by.update({m: "--lr" for m in from_command_line})
+    chosen_on = {m: t for m, t in chosen_on.items() if m not in from_command_line}
     select = get("select_lr")
     select_lr = bool(preset["select_lr"] if select is None else select)
     max_widen = get("max_widen")
@@ -401,7 +408,8 @@ def resolve_settings(args) -> CompareSettings:
         progress=not get("no_progress", False), out=str(get("out") or "runs/compare"),
         lr_from=str(get("lr_from")) if get("lr_from") else None, eval_size_given=get("eval_size") is not None,
         data=data_dir, selection_seed=selection_seed, curve_points=int(preset.get("curve_points", 0)),
-        curve_pairs=int(preset.get("curve_pairs", 0)), lr_given_by=given_by)
+        curve_pairs=int(preset.get("curve_pairs", 0)), lr_given_by=given_by,
+        lr_chosen_on=chosen_on)
 
 
 #: Validation share ``qaa finetune`` holds out by default (``--val-fraction``).

@@ -390,6 +390,8 @@ def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
             note = ""
         elif sel.get("given"):
             note = f" (given by `{sel['given_by']}`)" if sel.get("given_by") else " (given)"
+            if sel.get("chosen_on"):
+                note = note[:-1] + f": chosen on {', '.join(sel['chosen_on'])}'s validation split)"
         else:
             note = " (default, no sweep)"
         rates = [g["lr"] for g in sel.get("grid", [])]
