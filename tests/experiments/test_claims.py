@@ -103,7 +103,7 @@ def test_stability_table_counts():
 def test_difference_of_differences_by_hand():
     import numpy as np
 
-    from qaa.experiments.claims import difference_of_differences
+    from qaa.experiments.generalisation import difference_of_differences
     from qaa.experiments.stats import MetricSpec, mean_reduce
 
     spec = MetricSpec("nll", "NLL", mean_reduce, higher_is_better=False)
@@ -135,7 +135,8 @@ def test_claims_table_verdicts_from_constructed_results():
     row = [r for r in table.splitlines() if r.startswith("| faster convergence")][0]
     assert "not faster: faster in 1, slower in 0, indistinguishable in 1 of 2 comparisons" in row
     assert "e2e: faster than LoRA r=8 (-0.1100" in row
-    assert "| stronger generalisation across tasks | held-out categories | no data in this run |" in table
+    assert "| stronger generalisation across tasks | held-out categories, several tasks | no data in this run |" \
+        in table
     assert "| parameter efficiency and capacity |" in table and "not measured in this run" in table
     # generalisation: QAA's NLL gap to LoRA r=4 is 0.3 smaller on the unseen inputs in every seed -> stronger
     seen = [True, True, False, False]
@@ -146,7 +147,8 @@ def test_claims_table_verdicts_from_constructed_results():
     table = "\n".join(claims_table_lines({"webnlg_unseen": gen}, {"webnlg_unseen": seen}, spec))
     row = [r for r in table.splitlines() if r.startswith("| stronger generalisation")][0]
     # per seed: -0.30, (-0.31 - 0.29) / 2 = -0.30, (-0.30 - 0.32) / 2 = -0.31 -> mean -0.3033
-    assert "| stronger |" in row and "webnlg_unseen, vs LoRA r=4 (QAA's parameter count): -0.3033" in row
+    assert "| stronger |" in row
+    assert "webnlg_unseen held-out minus seen categories, vs LoRA r=4 (QAA's parameter count): -0.3033" in row
     # ... and the same data with the groups swapped is "weaker"
     table = "\n".join(claims_table_lines({"webnlg_unseen": gen}, {"webnlg_unseen": [not s for s in seen]}, spec))
     assert "| weaker |" in [r for r in table.splitlines() if r.startswith("| stronger generalisation")][0]
@@ -189,3 +191,65 @@ def test_stability_needs_a_measured_difference_in_seed_spread():
     row = [r for r in "\n".join(claims_table_lines(per_task, {}, spec)).splitlines()
            if r.startswith("| more stable")][0]
     assert "| more stable |" in row
+
+
+def _two_task_gaps(gap_a, gap_b, noise=0.0):
+    """Per-input NLL of QAA and a method on two tasks whose per-seed gaps (QAA − method) are given."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    out = {}
+    for task, gaps in (("e2e", gap_a), ("dart", gap_b)):
+        method = rng.normal(1.5, 0.2, size=(len(gaps), 6))
+        qaa = method + np.asarray(gaps)[:, None] + noise * rng.normal(size=method.shape)
+        out[task] = {"qaa": {"arrays": {"nll": qaa}, "runs": [], "evals": []},
+                     "lora_r4": {"arrays": {"nll": method}, "runs": [], "evals": []}}
+    return out
+
+
+def test_task_contrast_by_hand():
+    import numpy as np
+
+    from qaa.experiments.generalisation import task_contrast
+    from qaa.experiments.stats import MetricSpec, mean_reduce
+
+    spec = MetricSpec("nll", "NLL", mean_reduce, higher_is_better=False)
+    per_task = _two_task_gaps([0.1, 0.2, 0.3], [0.3, 0.3, 0.3])
+    pairs = [(per_task[t]["qaa"]["arrays"]["nll"], per_task[t]["lora_r4"]["arrays"]["nll"]) for t in ("e2e", "dart")]
+    macro = task_contrast(pairs, [0.5, 0.5], spec, n_boot=400)
+    # gaps are constant over inputs: e2e 0.2 (seed mean), dart 0.3; per seed (0.1+0.3)/2, (0.2+0.3)/2, (0.3+0.3)/2
+    assert macro["per_task"] == pytest.approx([0.2, 0.3]) and macro["value"] == pytest.approx(0.25)
+    assert macro["per_seed"] == pytest.approx([0.2, 0.25, 0.3])
+    half = 4.302652729911275 * np.std([0.2, 0.25, 0.3], ddof=1) / np.sqrt(3)    # t(2, 0.975)
+    assert (macro["seed_lo"], macro["seed_hi"]) == pytest.approx((0.25 - half, 0.25 + half))
+    # inputs resampling moves nothing; resampled seeds keep the e2e mean within [0.1, 0.3]
+    assert 0.2 - 1e-9 <= macro["lo"] <= macro["value"] <= macro["hi"] <= 0.3 + 1e-9
+    change = task_contrast(pairs, [-1.0, 1.0], spec, n_boot=400)
+    assert change["value"] == pytest.approx(0.1) and change["per_seed"] == pytest.approx([0.2, 0.1, 0.0])
+    with pytest.raises(ValueError, match="one weight per task"):
+        task_contrast(pairs, [1.0], spec)
+    with pytest.raises(ValueError, match="same inputs"):
+        task_contrast([(pairs[0][0], pairs[0][1][:, :3])], [1.0], spec)
+
+
+@pytest.mark.parametrize("gaps, verdict", [
+    (([-0.10, -0.12, -0.11], [-0.05, -0.06, -0.04]), "stronger"),   # QAA better on both tasks, every seed
+    (([0.10, 0.12, 0.11], [0.05, 0.06, 0.04]), "weaker"),
+    (([-0.10, -0.12, -0.11], [0.10, 0.12, 0.11]), "not shown"),     # better on one task, worse on the other
+])
+def test_generalisation_row_across_tasks(gaps, verdict):
+    from qaa.experiments.claims import claims_table_lines
+    from qaa.experiments.generalisation import cross_task_lines
+    from qaa.experiments.stats import MetricSpec, mean_reduce
+
+    spec = {"nll": MetricSpec("nll", "test NLL", mean_reduce, higher_is_better=False)}
+    per_task = _two_task_gaps(*gaps)
+    row = [r for r in claims_table_lines(per_task, {}, spec) if r.startswith("| stronger generalisation")][0]
+    assert f"| {verdict} |" in row and "macro mean over e2e, dart, vs LoRA r=4 (QAA's parameter count)" in row
+    table = "\n".join(cross_task_lines(per_task, spec, 3))
+    expected = (sum(gaps[0]) / 3 + sum(gaps[1]) / 3) / 2
+    assert f"| LoRA r=4 (QAA's parameter count) | test NLL | e2e {sum(gaps[0]) / 3:+.3f}; dart " in table
+    assert f"| {expected:+.3f} [" in table
+    # a method without every planned seed on two tasks is left out of both
+    assert cross_task_lines(per_task, spec, 4) == []
+    assert "no data in this run" in "\n".join(claims_table_lines(per_task, {}, spec, n_seeds=4))

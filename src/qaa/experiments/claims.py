@@ -22,6 +22,8 @@ import math
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .generalisation import generalisation_verdict
+
 __all__ = ["curve_area", "steps_to_target", "common_target", "seed_paired_interval", "loss_spikes",
            "rate_sensitivity", "SPIKE_FACTOR", "SPIKE_WINDOW", "RATE_TOLERANCE"]
 
@@ -251,109 +253,6 @@ def stability_lines(entries: Dict[str, dict]) -> List[str]:
             "|---|---:|---:|---:|---:|"] + rows
 
 
-# ---------------------------------------------------------------------------------------------- generalisation
-
-def difference_of_differences(a, b, unseen: Sequence[bool], spec, n_boot: int = 2000, seed: int = 0,
-                              level: float = 0.95) -> dict:
-    """The test of "stronger generalisation": ``(metric(a) - metric(b))`` on the unseen inputs minus the same on
-    the seen inputs, for two methods scored on the same inputs with the same seeds (rows paired by seed).
-
-    Args:
-        a, b: per-input data ``[seeds, inputs, ...]`` as :func:`qaa.experiments.stats.paired_difference` takes.
-        unseen: one flag per input (True: from a category held out of training).
-        spec: the metric (:class:`qaa.experiments.stats.MetricSpec`).
-
-    Returns:
-        ``{"value", "lo", "hi", "seed_lo", "seed_hi", "per_seed", "n_unseen", "n_seen"}``: the point estimate
-        (seeds averaged), a two-level bootstrap interval (inputs drawn with replacement within each group, the
-        same draw for both methods; seeds drawn with replacement, paired), and a Student-t interval over the
-        per-seed values (``None`` with one seed). Positive means ``a``'s advantage over ``b`` (in the metric's
-        units, before orientation) is larger on unseen inputs.
-
-    Raises:
-        ValueError: shapes differ, the seed counts differ, or a group is empty.
-    """
-    import numpy as np
-    from scipy.stats import t as student_t
-
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    mask = np.asarray(unseen, dtype=bool)
-    if x.shape != y.shape or x.shape[1] != mask.shape[0]:
-        raise ValueError(f"a {x.shape}, b {y.shape} and unseen ({mask.shape[0]}) must agree")
-    iu, iseen = np.flatnonzero(mask), np.flatnonzero(~mask)
-    if not len(iu) or not len(iseen):
-        raise ValueError("both the seen and the unseen group need inputs")
-
-    def stat(s, idx_u, idx_s):
-        return ((spec.reduce(x[s][idx_u]) - spec.reduce(y[s][idx_u]))
-                - (spec.reduce(x[s][idx_s]) - spec.reduce(y[s][idx_s])))
-
-    per_seed = np.array([stat(s, iu, iseen) for s in range(x.shape[0])])
-    rng = np.random.default_rng(seed)
-    reps = np.empty(n_boot)
-    for r in range(n_boot):
-        du = iu[rng.integers(0, len(iu), len(iu))]
-        ds = iseen[rng.integers(0, len(iseen), len(iseen))]
-        seeds = rng.integers(0, x.shape[0], x.shape[0])
-        reps[r] = np.mean([stat(s, du, ds) for s in seeds])
-    alpha = (1 - level) / 2
-    out = {"value": float(per_seed.mean()), "lo": float(np.quantile(reps, alpha)),
-           "hi": float(np.quantile(reps, 1 - alpha)), "seed_lo": None, "seed_hi": None,
-           "per_seed": [float(v) for v in per_seed], "n_unseen": int(len(iu)), "n_seen": int(len(iseen))}
-    if len(per_seed) >= 2:
-        half = float(student_t.ppf(1 - alpha, len(per_seed) - 1) * per_seed.std(ddof=1) / np.sqrt(len(per_seed)))
-        out["seed_lo"], out["seed_hi"] = out["value"] - half, out["value"] + half
-    return out
-
-
-def _dod_sign(d: dict) -> int:
-    """-1 / +1 when the bootstrap and the seed-level intervals of a difference of differences both lie below /
-    above 0, else 0 (also with no seed-level interval)."""
-    if d["seed_lo"] is None:
-        return 0
-    if d["hi"] < 0 and d["seed_hi"] < 0:
-        return -1
-    if d["lo"] > 0 and d["seed_lo"] > 0:
-        return 1
-    return 0
-
-
-def generalisation_lines(entries: Dict[str, dict], seen: Sequence[bool], metrics: Dict[str, object],
-                         reference: str = "qaa", against: Sequence[str] = ("lora_r4", "lora", "bias")) -> List[str]:
-    """The difference-of-differences table of a task with seen / held-out test inputs (``seen`` flags, as
-    recorded in ``results["tasks"][task]["test_seen"]``): for each method of ``against`` present with as many
-    seeds as the reference, the reference-minus-method gap on unseen inputs minus the gap on seen ones, per
-    metric of ``metrics`` (name -> MetricSpec), with its bootstrap and seed-level intervals. Empty when the
-    task has no such groups."""
-    if not seen or all(seen) or not any(seen) or reference not in entries:
-        return []
-    unseen = [not s for s in seen]
-    ref = entries[reference].get("arrays", {})
-    rows = []
-    for m in against:
-        arr = entries.get(m, {}).get("arrays", {})
-        cells = []
-        for key, spec in metrics.items():
-            if key not in ref or key not in arr or ref[key].shape != arr[key].shape:
-                cells.append("-")
-                continue
-            d = difference_of_differences(ref[key], arr[key], unseen, spec)
-            seed = "" if d["seed_lo"] is None else f"; seed-level [{d['seed_lo']:+.3f}, {d['seed_hi']:+.3f}]"
-            both = _dod_sign(d) != 0
-            cells.append(f"{'**' if both else ''}{d['value']:+.3f}{'**' if both else ''} "
-                         f"[{d['lo']:+.3f}, {d['hi']:+.3f}{seed}]")
-        if any(c != "-" for c in cells):
-            rows.append(f"| {_label(m)} | " + " | ".join(cells) + " |")
-    if not rows:
-        return []
-    head = " | ".join(getattr(spec, "label", key) for key, spec in metrics.items())
-    return ["", f"**Generalisation** ({_label(reference)} − method on held-out-category inputs, minus the same on "
-                "seen-category inputs; in each metric's units: a higher value for a higher-is-better metric, a lower "
-                "one for NLL, means the reference generalises better than the method; bold where the bootstrap and "
-                "the seed-level intervals both exclude 0):", "",
-            f"| method | {head} |", "|---|" + "---:|" * len(metrics)] + rows
-
-
 # ---------------------------------------------------------------------------------------------- claims table
 
 #: The baselines the QAA paper names, in the order its claims do.
@@ -399,10 +298,12 @@ def variance_ratio_p(sd_a: float, n_a: int, sd_b: float, n_b: int) -> float:
 
 
 def claims_table_lines(per_task: Dict[str, Dict[str, dict]], seen_by_task: Dict[str, Sequence[bool]],
-                       metrics: Dict[str, object], reference: str = "qaa") -> List[str]:
+                       metrics: Dict[str, object], reference: str = "qaa", n_seeds: int = 3) -> List[str]:
     """The table "claim | what was measured | verdict" for the QAA paper's claims, from one comparison's records
     (``per_task``: task -> entries as :func:`qaa.experiments.report.collect` returns them; ``seen_by_task``: the
-    recorded seen flags of tasks with held-out inputs; ``metrics``: name -> MetricSpec, ``nll`` used). Each
+    recorded seen flags of tasks with held-out inputs; ``metrics``: name -> MetricSpec, ``nll`` used; ``n_seeds``:
+    the planned seeds, which a method needs on a task for the generalisation row,
+    :func:`qaa.experiments.generalisation.generalisation_verdict`). Each
     verdict follows a stated rule; a claim without data in this run says so. Memory is measured by
     ``benchmarks/memory_account.py`` (deterministic bytes, not part of a comparison run) and capacity by a
     separate study, so their rows point there."""
@@ -457,28 +358,13 @@ def claims_table_lines(per_task: Dict[str, Dict[str, dict]], seen_by_task: Dict[
                      "no data in this run", "-"))
     rows.append(("up to 37% less GPU memory", "deterministic bytes per component of one training step",
                  "measured apart: benchmarks/memory_account.py", "see benchmarks/README.md"))
-    gen = []
     spec = metrics.get("nll")
-    for task, seen in seen_by_task.items():
-        entries = per_task.get(task, {})
-        ref = entries.get(reference, {}).get("arrays", {})
-        if spec is None or not seen or all(seen) or not any(seen) or "nll" not in ref:
-            continue
-        for m in ("lora_r4", "lora"):
-            arr = entries.get(m, {}).get("arrays", {})
-            if "nll" in arr and arr["nll"].shape == ref["nll"].shape:
-                d = difference_of_differences(ref["nll"], arr["nll"], [not s for s in seen], spec)
-                word = {-1: "stronger", 1: "weaker", 0: "not shown"}[_dod_sign(d)]
-                gen.append((word, f"{task}, vs {_label(m)}: {d['value']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"))
+    gen = generalisation_verdict(per_task, seen_by_task, spec, n_seeds, reference) if spec is not None else None
     if gen:
-        words = {w for w, _ in gen}
-        verdict = "stronger" if words == {"stronger"} else "weaker" if words == {"weaker"} else "not shown"
-        rows.append(("stronger generalisation across tasks",
-                     "QAA − method test NLL on held-out categories minus on seen ones (negative: QAA generalises "
-                     "better; bootstrap and seed-level intervals must both exclude 0)", verdict,
-                     "; ".join(t for _, t in gen)))
+        rows.append(("stronger generalisation across tasks",) + gen)
     else:
-        rows.append(("stronger generalisation across tasks", "held-out categories", "no data in this run", "-"))
+        rows.append(("stronger generalisation across tasks", "held-out categories, several tasks",
+                     "no data in this run", "-"))
     rows.append(("parameter efficiency and capacity", "longer budgets and a size sweep", "not measured in this run",
                  "-"))
     return ["", "**The QAA paper's claims** (each verdict by the rule stated in its row):", "",

@@ -33,7 +33,8 @@ from typing import Dict, List, Optional, Sequence
 
 from ...tuners.save_load import atomic_write_text
 from .. import registry
-from ..claims import claims_table_lines, convergence_lines, generalisation_lines, stability_lines
+from ..claims import claims_table_lines, convergence_lines, stability_lines
+from ..generalisation import cross_task_lines, generalisation_lines
 from ..metrics import BERTSCORE_LABEL, UNAVAILABLE_METRICS
 from ..semantic import ENTITY_COVERAGE_ACCURACY, SLOT_MATCHER_ACCURACY
 from ..provenance import QAA_DEFAULTS, defaults_overlap
@@ -655,7 +656,8 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
     per_task = {task: collect(results, task) for task in _tasks(results)}
     seen = {task: results.get("tasks", {}).get(task, {}).get("test_seen") or [] for task in _tasks(results)
             if results.get("tasks", {}).get(task, {}).get("test_seen_rule") == "category"}
-    lines += claims_table_lines(per_task, seen, {"nll": METRICS["nll"]}, REFERENCE)
+    n_seeds = len(settings.get("seeds", []))
+    lines += claims_table_lines(per_task, seen, {"nll": METRICS["nll"]}, REFERENCE, n_seeds)
     for task in _tasks(results):
         entries = per_task[task]
         info = results.get("tasks", {}).get(task, {})
@@ -699,6 +701,7 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
             for name in (f"loss_{task}", f"metrics_{task}"):
                 if name in plots:
                     lines += ["", f"![{name}]({Path(plots[name]).name})"]
+    lines += cross_task_lines(per_task, {k: METRICS[k] for k in ("nll", "bleu_stats", "rougeL")}, n_seeds, REFERENCE)
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
