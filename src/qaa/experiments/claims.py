@@ -365,8 +365,36 @@ def claims_table_lines(per_task: Dict[str, Dict[str, dict]], seen_by_task: Dict[
     else:
         rows.append(("stronger generalisation across tasks", "held-out categories, several tasks",
                      "no data in this run", "-"))
-    rows.append(("parameter efficiency and capacity", "longer budgets and a size sweep", "not measured in this run",
-                 "-"))
+    rows.append(_efficiency_row(per_task, metrics, n_seeds, reference))
     return ["", "**The QAA paper's claims** (each verdict by the rule stated in its row):", "",
             "| claim | what was measured | verdict | numbers |", "|---|---|---|---|"] + \
         [f"| {c} | {w} | {v} | {n} |" for c, w, v, n in rows]
+
+
+def _efficiency_row(per_task: Dict[str, Dict[str, dict]], metrics: Dict[str, object], n_seeds: int,
+                    reference: str) -> Tuple[str, str, str, str]:
+    """The parameter-efficiency row: on each task with a size sweep (at least 4 methods with every seed and a
+    recorded size), whether any configuration of the reference's family is on the test-NLL front
+    (:func:`qaa.experiments.capacity.pareto_front`). Capacity at a longer budget is a separate run
+    (``python -m qaa.experiments.capacity``)."""
+    from .capacity import pareto_front, size_points
+
+    claim = "parameter efficiency and capacity"
+    spec = metrics.get("nll")
+    found = []
+    for task, entries in per_task.items():
+        pts = size_points(entries, "nll", spec, n_seeds) if spec is not None else []
+        if len(pts) < 4:
+            continue
+        front = pareto_front([(p["method"], p["params"], p["value"]) for p in pts])
+        ours = [m for m in front if m.startswith(reference)]
+        found.append((task, front, ours))
+    if not found:
+        return (claim, "a size sweep (quality per trainable parameter) and a longer budget",
+                "not measured in this run", "-")
+    verdict = ("on the front" if all(o for _, _, o in found) else
+               "not on the front" if not any(o for _, _, o in found) else "on the front on some tasks")
+    numbers = "; ".join(f"{task}: front {', '.join(_label(m) for m in front)}" for task, front, _ in found)
+    return (claim, f"test NLL against trainable parameters, the Pareto front of point estimates (rule: "
+                   f"\"on the front\" if a {_label(reference)} configuration is on it on every task); capacity at "
+                   f"a longer budget: python -m qaa.experiments.capacity", verdict, numbers)

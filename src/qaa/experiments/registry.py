@@ -21,7 +21,7 @@ from ..tuners.qaa.config import DEFAULT_N_LAYERS
 __all__ = ["Method", "TrainHooks", "register", "unregister", "get", "names", "default_names", "colour", "label", "linestyle",
            "RunContext",
            "BASE", "BASE_COLOUR", "TARGET_MODULES", "QAA_N_LAYERS", "LORA_R", "LORA_ALPHA", "PREFIX_TOKENS",
-           "SORA_XI", "SORA_XI_FACTORS"]
+           "SORA_XI", "SORA_XI_FACTORS", "ATTENTION_MODULES", "ALL_LINEAR_MODULES", "SIZE_SWEEP"]
 
 #: Name of the untuned base model's reference row (not a method: nothing is attached or trained).
 BASE = "base"
@@ -29,6 +29,10 @@ BASE_COLOUR = "#7f7f7f"
 
 #: Fixed method settings (the same for every preset): adapted layers and sizes.
 TARGET_MODULES: Tuple[str, ...] = ("q_proj", "v_proj")
+#: The larger target sets of the size sweep: every attention projection, and every linear layer of attention
+#: and MLP (Llama / SmolLM2 names).
+ATTENTION_MODULES: Tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+ALL_LINEAR_MODULES: Tuple[str, ...] = ATTENTION_MODULES + ("gate_proj", "up_proj", "down_proj")
 QAA_N_LAYERS = DEFAULT_N_LAYERS  # QAAConfig's default
 LORA_R, LORA_ALPHA = 8, 16  # LoRA paper sec. 7 / SoRA reference settings (r_max=8, alpha=16)
 PREFIX_TOKENS = 16          # attach_prefix default
@@ -177,23 +181,34 @@ def linestyle(name: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------- built-in methods
-def _qaa(model, ctx, **config):
+def _qaa(model, ctx, targets=TARGET_MODULES, **config):
     from ..tuners import qaa
 
-    return qaa.attach(model, qaa.QAAConfig(target_modules=list(TARGET_MODULES), n_layers=QAA_N_LAYERS,
-                                           seed=ctx.seed, **config))
+    config.setdefault("n_layers", QAA_N_LAYERS)
+    return qaa.attach(model, qaa.QAAConfig(target_modules=list(targets), seed=ctx.seed, **config))
+
+
+def _attach_qaa_variant(**config):
+    def attach(model, ctx):
+        return _qaa(model, ctx, **config)
+
+    return attach
 
 
 def _attach_qaa(model, ctx):
     return _qaa(model, ctx)
 
 
-def _attach_qaa_std(model, ctx):
+def _attach_qaa_std(model, ctx, **config):
     from ..tuners import qaa
 
-    model = _qaa(model, ctx, input_transform="standardize")
+    model = _qaa(model, ctx, input_transform="standardize", **config)
     qaa.calibrate_input_transform(model, ctx.first_batches(4))
     return model
+
+
+def _attach_qaa_std_l1(model, ctx):
+    return _attach_qaa_std(model, ctx, n_layers=1)
 
 
 def _freeze_angles(model):
@@ -259,13 +274,21 @@ def _attach_lora_r(r):
     return attach
 
 
-def _attach_prefix(model, ctx):
-    from ..tuners.baselines import attach_prefix
+def _attach_prefix_tokens(n_tokens):
+    def attach(model, ctx):
+        from ..tuners.baselines import attach_prefix
 
-    # Real-token initialisation (Li & Liang 2021): the model's own keys and values of the first training
-    # prompt's tokens, so the prefixed model starts close to the base model instead of from N(0, 1) noise.
-    tokens = list(ctx.train_pairs[0][0][:PREFIX_TOKENS]) if len(ctx.train_pairs) else None
-    return attach_prefix(model, num_virtual_tokens=PREFIX_TOKENS, init_token_ids=tokens)
+        # Real-token initialisation (Li & Liang 2021): the model's own keys and values of the first training
+        # prompt's tokens, so the prefixed model starts close to the base model instead of from N(0, 1) noise.
+        # A prompt shorter than the prefix falls back to peft's random initialisation.
+        prompt = list(ctx.train_pairs[0][0]) if len(ctx.train_pairs) else []
+        tokens = prompt[:n_tokens] if len(prompt) >= n_tokens else None
+        return attach_prefix(model, num_virtual_tokens=n_tokens, init_token_ids=tokens)
+
+    return attach
+
+
+_attach_prefix = _attach_prefix_tokens(PREFIX_TOKENS)
 
 
 def _save_peft(model, folder):
@@ -385,3 +408,37 @@ register(Method("sora", _attach_sora, _save_sora, _reload_sora, lr=1e-3, colour=
 register(Method("full", _attach_full, _save_full, _reload_full, lr=5e-5, colour="#8c564b", default=False,
                 label="full fine-tuning", lr_grid=(2e-5, 5e-5, 2e-4),
                 lr_source="full fine-tuning of a small causal LM: 5e-5 (transformers' Trainer / run_clm default)"))
+
+
+# ------------------------------------------------------------------------------------- the size sweep
+# Sizes of each family for the quality-per-parameter chart (not run by default; the presets' method lists do
+# not name them). Rates: each variant's grid is its family's, centred where the family's default sits.
+_QAA_RED = ("#67000d", "#a50f15", "#cb181d", "#ef3b2c", "#fb6a4a", "#fc9272", "#fcbba1")
+for _i, (_name, _label, _config) in enumerate((
+        ("qaa_l1", "QAA, L=1", {"n_layers": 1}),
+        ("qaa_qkvo", "QAA on q,k,v,o", {"targets": ATTENTION_MODULES}),
+        ("qaa_qkvo_l1", "QAA on q,k,v,o, L=1", {"targets": ATTENTION_MODULES, "n_layers": 1}),
+        ("qaa_all", "QAA on every linear layer", {"targets": ALL_LINEAR_MODULES}),
+        ("qaa_all_l1", "QAA on every linear layer, L=1", {"targets": ALL_LINEAR_MODULES, "n_layers": 1}),
+        ("qaa_probs", "QAA, probs readout", {"readout": "probs"}),
+        ("qaa_rescale", "QAA, branch rescaled by the input norm", {"rescale_by_norm": True}))):
+    register(Method(_name, _attach_qaa_variant(**_config), _save_qaa, _reload_qaa, lr=3e-3, colour=_QAA_RED[_i],
+                    default=False, label=_label, lr_grid=_QAA_GRID, theta=True, lr_source=_QAA_SOURCE,
+                    linestyle=(0, (2, 1))))
+register(Method("qaa_std_l1", _attach_qaa_std_l1, _save_qaa, _reload_qaa, lr=3e-3, colour="#fdae6b",
+                default=False, label="QAA, standardised input, L=1", lr_grid=_QAA_GRID, theta=True,
+                lr_source=_QAA_SOURCE, linestyle=(0, (2, 1))))
+for _r, _colour in ((1, "#deebf7"), (2, "#c6dbef"), (16, "#08519c")):
+    register(Method(f"lora_r{_r}", _attach_lora_r(_r), _save_peft, _reload_peft, lr=1e-3, colour=_colour,
+                    default=False, label=f"LoRA r={_r}", lr_grid=(3e-4, 1e-3, 3e-3), lr_source="as LoRA r=8"))
+for _t, _colour in ((4, "#c7e9c0"), (8, "#74c476"), (32, "#00441b")):
+    register(Method(f"prefix_t{_t}", _attach_prefix_tokens(_t), _save_peft, _reload_peft, lr=1e-2,
+                    colour=_colour, default=False, label=f"prefix tuning ({_t} tokens)", lr_grid=(3e-3, 1e-2, 3e-2),
+                    lr_source="as prefix tuning (16 tokens)"))
+
+#: The size sweep's methods, family by family (the family's registered default sizes included): the methods of
+#: ``qaa compare --preset cpu --tasks e2e --methods ...`` for the quality-per-parameter chart.
+SIZE_SWEEP: Tuple[str, ...] = (
+    "qaa", "qaa_l1", "qaa_qkvo", "qaa_qkvo_l1", "qaa_all", "qaa_all_l1", "qaa_probs", "qaa_rescale", "qaa_std",
+    "qaa_std_l1", "lora_r1", "lora_r2", "lora_r4", "lora", "lora_r16", "prefix_t4", "prefix_t8", "prefix",
+    "prefix_t32", "bias")

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence
 from ...tuners.save_load import atomic_write_text
 from .. import registry
 from ..claims import claims_table_lines, convergence_lines, stability_lines
+from ..capacity import plot_quality_per_parameter, quality_per_parameter_lines
 from ..generalisation import cross_task_lines, generalisation_lines
 from ..metrics import BERTSCORE_LABEL, UNAVAILABLE_METRICS
 from ..semantic import ENTITY_COVERAGE_ACCURACY, SLOT_MATCHER_ACCURACY
@@ -688,6 +689,7 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
                                       {k: METRICS[k] for k in ("nll", "rougeL") if k in METRICS}, REFERENCE)
         lines += convergence_lines(entries, REFERENCE)
         lines += stability_lines(entries)
+        lines += quality_per_parameter_lines(entries, {k: METRICS[k] for k in ("nll", "bleu_stats")}, n_seeds)
         lines += _memory(entries)
         missing = [registry.label(m) for m, e in entries.items()
                    if m != registry.BASE and len(e["evals"]) < len(settings.get("seeds", []))]
@@ -698,7 +700,7 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         for r in failed:
             lines.append(f"\n**{r.get('method')} (lr {r.get('lr')}, seed {r.get('seed')}) failed**: `{r.get('error')}`")
         if plots:
-            for name in (f"loss_{task}", f"metrics_{task}"):
+            for name in (f"loss_{task}", f"metrics_{task}", f"size_{task}"):
                 if name in plots:
                     lines += ["", f"![{name}]({Path(plots[name]).name})"]
     lines += cross_task_lines(per_task, {k: METRICS[k] for k in ("nll", "bleu_stats", "rougeL")}, n_seeds, REFERENCE)
@@ -711,6 +713,12 @@ def write_report(results: dict, out_dir: str | os.PathLike) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = {**plot_losses(results, out), **plot_metrics(results, out)}
+    n_seeds = len(results.get("settings", {}).get("seeds", []))
+    for task in _tasks(results):
+        png = plot_quality_per_parameter(collect(results, task), {k: METRICS[k] for k in ("nll", "bleu_stats")},
+                                         n_seeds, out / f"size_{task}.png", f"{task}: quality per parameter")
+        if png:
+            plots[f"size_{task}"] = png
     md = write_markdown(results, out / "results.md", plots)
     return {"markdown": str(md), "plots": plots}
 

@@ -1,0 +1,293 @@
+"""Parameter efficiency and capacity: the quality-per-parameter front of a size sweep, and how a method's gap
+to the reference changes with the training budget.
+
+* **Pareto front** (:func:`pareto_front`): among points ``(trainable parameters, metric)``, those no other point
+  dominates (at most as many parameters and at least as good a metric, strictly better in one). The front is
+  drawn through point estimates; the intervals beside them say how firmly a point sits on or off it.
+* **Budget interaction** (:func:`budget_interaction`): on one task's test inputs, the reference-minus-method
+  gap at a long budget minus the gap at a short one. The two budgets score the same inputs, so every replicate
+  draws one set of input indices (and, with equal seed counts, one set of seed indices) for all four arrays,
+  as :func:`qaa.experiments.stats.paired_difference` does for two; the seed-level interval is Student's t over
+  the per-seed values. Negative in NLL: the reference gains on the method as training runs longer.
+
+Trainable parameters of a run are its ``trainable_params`` record; for SoRA, the count kept after pruning
+(``sora.pruned_trainable_params``: what the saved adapter holds).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["pareto_front", "budget_interaction", "trainable_count", "size_points", "quality_per_parameter_lines",
+           "plot_quality_per_parameter", "budget_lines", "main"]
+
+
+def pareto_front(points: Sequence[Tuple[str, float, float]], lower_is_better: bool = True) -> List[str]:
+    """Names of the non-dominated points, ordered by parameter count (then name).
+
+    Args:
+        points: ``(name, trainable parameters, metric value)``; parameters >= 0 and values finite.
+        lower_is_better: the metric's orientation (True for NLL, False for BLEU).
+
+    Returns:
+        Every point that no other point dominates: another point dominates it when it has at most as many
+        parameters and an at-least-as-good value, and is strictly better in one of the two. Equal points are
+        both kept.
+
+    Raises:
+        ValueError: a negative or non-finite parameter count, a non-finite value, or a repeated name.
+    """
+    names = [p[0] for p in points]
+    if len(set(names)) != len(names):
+        raise ValueError(f"point names must be unique, got {names}")
+    for name, n, v in points:
+        if not (math.isfinite(n) and n >= 0) or not math.isfinite(v):
+            raise ValueError(f"point {name!r}: parameters must be finite and >= 0 and the value finite, "
+                             f"got ({n!r}, {v!r})")
+    sign = 1.0 if lower_is_better else -1.0
+
+    def dominates(q, p):
+        better_or_equal = q[1] <= p[1] and sign * q[2] <= sign * p[2]
+        return better_or_equal and (q[1] < p[1] or sign * q[2] < sign * p[2])
+
+    front = [p for p in points if not any(dominates(q, p) for q in points if q is not p)]
+    return [p[0] for p in sorted(front, key=lambda p: (p[1], p[0]))]
+
+
+def budget_interaction(a_short, b_short, a_long, b_long, spec, n_boot: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> dict:
+    """``(metric(a_long) - metric(b_long)) - (metric(a_short) - metric(b_short))`` with intervals.
+
+    Args:
+        a_short, b_short, a_long, b_long: per-input data ``[seeds, inputs, ...]`` of the reference (a) and the
+            method (b) at the short and the long budget, on the same test inputs in the same order.
+        spec: the metric (:class:`qaa.experiments.stats.MetricSpec`).
+
+    Returns:
+        ``{"value", "lo", "hi", "seed_lo", "seed_hi", "per_seed", "short", "long"}``: the point estimate (seeds
+        averaged), the bootstrap interval (shared input draws; shared seed draws when all four have the same
+        seed count, else each array's seeds drawn on its own), the Student-t interval over the per-seed values
+        (``None`` unless all four have the same count >= 2), and the two gaps.
+
+    Raises:
+        ValueError: input counts that differ, or malformed data.
+    """
+    import numpy as np
+    from scipy.stats import t as student_t
+
+    from .stats import _check, _per_seed, _replicates
+
+    arrs = [_check(x) for x in (a_short, b_short, a_long, b_long)]
+    if len({a.shape[1] for a in arrs}) != 1:
+        raise ValueError(f"the four arrays must score the same inputs, got {[a.shape[1] for a in arrs]}")
+    full = np.arange(arrs[0].shape[1])
+    per = [_per_seed(a, spec, full) for a in arrs]
+    short, long = float(per[0].mean() - per[1].mean()), float(per[2].mean() - per[3].mean())
+    reps = _replicates(arrs, spec, n_boot, seed, True)
+    stat = (reps[:, 2] - reps[:, 3]) - (reps[:, 0] - reps[:, 1])
+    alpha = (1 - level) / 2
+    out = {"value": long - short, "lo": float(np.quantile(stat, alpha)), "hi": float(np.quantile(stat, 1 - alpha)),
+           "seed_lo": None, "seed_hi": None, "per_seed": None, "short": short, "long": long}
+    if len({len(p) for p in per}) == 1 and len(per[0]) >= 2:
+        d = (per[2] - per[3]) - (per[0] - per[1])
+        half = float(student_t.ppf(1 - alpha, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d)))
+        out.update(seed_lo=float(d.mean() - half), seed_hi=float(d.mean() + half), per_seed=[float(v) for v in d])
+    return out
+
+
+def trainable_count(run: dict) -> Optional[int]:
+    """A run record's trainable parameters as saved (SoRA: after pruning); ``None`` if not recorded."""
+    sora = run.get("sora")
+    if isinstance(sora, dict) and isinstance(sora.get("pruned_trainable_params"), int):
+        return sora["pruned_trainable_params"]
+    n = run.get("trainable_params")
+    return n if isinstance(n, int) else None
+
+
+def size_points(entries: Dict[str, dict], key: str, spec, n_seeds: int) -> List[dict]:
+    """Per method with ``n_seeds`` scored seeds and a recorded size: ``{"method", "params", "value", "lo",
+    "hi"}`` (the mean parameter count over its runs; the metric with its 95% bootstrap interval)."""
+    from .stats import bootstrap
+
+    out = []
+    for method, e in entries.items():
+        arr = e.get("arrays", {}).get(key)
+        counts = [c for c in (trainable_count(r) for r in e.get("runs", [])) if c is not None]
+        if arr is None or arr.shape[0] != n_seeds or not counts:
+            continue
+        iv = bootstrap(arr, spec)
+        out.append({"method": method, "params": sum(counts) / len(counts), "value": iv.value, "lo": iv.lo,
+                    "hi": iv.hi})
+    return out
+
+
+def _label(method: str) -> str:
+    from . import registry
+
+    return registry.label(method)
+
+
+def quality_per_parameter_lines(entries: Dict[str, dict], metrics: Dict[str, object], n_seeds: int,
+                                reference_prefix: str = "qaa", min_methods: int = 4) -> List[str]:
+    """The quality-per-parameter table of one task and the front per metric (``metrics``: key -> MetricSpec),
+    with a verdict naming the front and whether any configuration of the reference family (method names
+    starting with ``reference_prefix``) is on it. Empty below ``min_methods`` sized methods (no sweep)."""
+    per_metric = {k: size_points(entries, k, spec, n_seeds) for k, spec in metrics.items()}
+    first = next(iter(per_metric.values()), [])
+    if len(first) < min_methods:
+        return []
+    fronts = {k: pareto_front([(p["method"], p["params"], p["value"]) for p in pts],
+                              lower_is_better=not metrics[k].higher_is_better)
+              for k, pts in per_metric.items() if pts}
+    heads = [getattr(metrics[k], "label", k) for k in per_metric]
+    lines = ["", "**Quality per parameter** (every method with all planned seeds; trainable parameters as saved, "
+                 "SoRA after pruning; the metric with its 95% bootstrap interval; * on the front of that metric: no "
+                 "other method has at most as many parameters and an at-least-as-good point estimate, strictly "
+                 "better in one):", "",
+             "| method | trainable params | " + " | ".join(heads) + " |", "|---|---:|" + "---:|" * len(heads)]
+    by_method = {k: {p["method"]: p for p in pts} for k, pts in per_metric.items()}
+    for p in sorted(first, key=lambda p: p["params"]):
+        cells = []
+        for k in per_metric:
+            q = by_method[k].get(p["method"])
+            star = "*" if q and p["method"] in fronts.get(k, []) else ""
+            cells.append(f"{q['value']:.3f}{star} [{q['lo']:.3f}, {q['hi']:.3f}]" if q else "-")
+        lines.append(f"| {_label(p['method'])} | {p['params']:,.0f} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for k, front in fronts.items():
+        ours = [m for m in front if m.startswith(reference_prefix)]
+        lines.append(f"- Front in {getattr(metrics[k], 'label', k)}: {', '.join(_label(m) for m in front)}. "
+                     + (f"QAA configurations on it: {', '.join(_label(m) for m in ours)}." if ours
+                        else "No QAA configuration is on it.")
+                     + " (Point estimates; a neighbour inside a front point's interval is not measurably worse.)")
+    return lines
+
+
+def plot_quality_per_parameter(entries: Dict[str, dict], metrics: Dict[str, object], n_seeds: int, path,
+                               title: str, min_methods: int = 4) -> Optional[str]:
+    """One panel per metric: the metric (95% interval) against trainable parameters on a log axis, each method in
+    its registry colour, the front joined by a line. Returns the PNG path, or ``None`` below ``min_methods``
+    sized methods (as :func:`quality_per_parameter_lines`)."""
+    from . import registry
+    from .report.plots import _figure, _save
+
+    per_metric = {k: size_points(entries, k, spec, n_seeds) for k, spec in metrics.items()}
+    if len(next(iter(per_metric.values()), [])) < min_methods:
+        return None
+    fig, axes = _figure(6 * len(per_metric), 4.8, ncols=len(per_metric))
+    for ax, (k, pts) in zip(axes[0], per_metric.items()):
+        spec = metrics[k]
+        for p in pts:
+            ax.errorbar([max(p["params"], 1.0)], [p["value"]], yerr=[[p["value"] - p["lo"]], [p["hi"] - p["value"]]],
+                        fmt="o", color=registry.colour(p["method"]) or "#333333", capsize=3,
+                        label=_label(p["method"]))
+        front = pareto_front([(p["method"], p["params"], p["value"]) for p in pts],
+                             lower_is_better=not spec.higher_is_better)
+        on = sorted((p for p in pts if p["method"] in front), key=lambda p: p["params"])
+        ax.plot([max(p["params"], 1.0) for p in on], [p["value"] for p in on], color="black", linewidth=1,
+                linestyle="--", label="front")
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters (log scale)")
+        ax.set_ylabel(f"{spec.label} (95% CI)")
+        ax.legend(fontsize=6)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- budgets
+
+def _final_loss(entry: dict, share: float = 0.1) -> Optional[float]:
+    """Mean training loss over the last ``share`` of the steps (at least one), averaged over the runs."""
+    vals = []
+    for r in entry.get("runs", []):
+        losses = r.get("losses") or []
+        if losses:
+            k = max(1, round(share * len(losses)))
+            vals.append(sum(losses[-k:]) / k)
+    return sum(vals) / len(vals) if vals else None
+
+
+def budget_lines(short: dict, long: dict, reference: str = "qaa") -> List[str]:
+    """The budget table of two comparisons of the same tasks and split at different step counts (their
+    ``results.json`` dicts): per task and method present in both with every planned seed, the reference's gap in
+    test NLL at each budget and the change (:func:`budget_interaction`), and each method's final training loss
+    (last 10% of steps) at both budgets, so a reader sees whose training NLL keeps falling.
+
+    Raises:
+        ValueError: the two comparisons split the data differently or use another model, or share no task.
+    """
+    from .report.records import METRICS, collect
+
+    s_set, l_set = short.get("settings", {}), long.get("settings", {})
+    for key in ("model", "split_seed", "val_fraction", "test_fraction", "batch_size"):
+        if s_set.get(key) != l_set.get(key):
+            raise ValueError(f"the two comparisons differ in {key} ({s_set.get(key)!r} vs {l_set.get(key)!r}): "
+                             "their test inputs or runs are not comparable")
+    tasks = [t for t in s_set.get("tasks", []) if t in l_set.get("tasks", [])]
+    if not tasks:
+        raise ValueError("the two comparisons share no task")
+    spec = METRICS["nll"]
+    n_s, n_l = len(s_set.get("seeds", [])), len(l_set.get("seeds", []))
+    lines = ["# qaa: the training budget", "",
+             f"Short budget: {s_set.get('steps')} steps x {s_set.get('batch_size')} sequences; long budget: "
+             f"{l_set.get('steps')} steps x {l_set.get('batch_size')} sequences; the same split (seed "
+             f"{s_set.get('split_seed')}) and test inputs; each budget's rates chosen on validation at that budget. "
+             f"Gap: {_label(reference)} − method in test NLL (negative favours {_label(reference)}); change: the "
+             "long budget's gap minus the short one's, with a 95% bootstrap interval (the same input and seed draws "
+             "for all four arrays) and a seed-level Student-t interval; \"grows\" / \"shrinks\" only when both "
+             "exclude 0. Final training loss: mean over the last 10% of steps and the seeds."]
+    for task in tasks:
+        es, el = collect(short, task), collect(long, task)
+        ref_s, ref_l = es.get(reference, {}).get("arrays", {}).get("nll"), el.get(reference, {}).get("arrays", {}).get("nll")
+        lines += ["", f"## {task}", "",
+                  "| method | final training loss, short | long | gap, short | gap, long | change (long − short) | "
+                  "verdict |", "|---|---:|---:|---:|---:|---:|---|"]
+        for method in es:
+            if method not in el or method == "base":
+                continue
+            fs, fl = _final_loss(es[method]), _final_loss(el[method])
+            loss = (f"{fs:.3f}" if fs is not None else "-", f"{fl:.3f}" if fl is not None else "-")
+            bs, bl = es[method].get("arrays", {}).get("nll"), el[method].get("arrays", {}).get("nll")
+            if (method == reference or ref_s is None or ref_l is None or bs is None or bl is None
+                    or ref_s.shape[0] != n_s or bs.shape[0] != n_s or ref_l.shape[0] != n_l or bl.shape[0] != n_l):
+                lines.append(f"| {_label(method)} | {loss[0]} | {loss[1]} | - | - | - | - |")
+                continue
+            d = budget_interaction(ref_s, bs, ref_l, bl, spec)
+            both = [d["lo"], d["hi"]] + ([d["seed_lo"], d["seed_hi"]] if d["seed_lo"] is not None else [])
+            word = ("no seed-level check" if d["seed_lo"] is None else
+                    f"the gap moves towards {_label(reference)}" if max(both) < 0 else
+                    f"the gap moves away from {_label(reference)}" if min(both) > 0 else "no measured change")
+            seed = "" if d["seed_lo"] is None else f"; seed-level [{d['seed_lo']:+.3f}, {d['seed_hi']:+.3f}]"
+            lines.append(f"| {_label(method)} | {loss[0]} | {loss[1]} | {d['short']:+.3f} | {d['long']:+.3f} | "
+                         f"{d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}{seed}] | {word} |")
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m qaa.experiments.capacity SHORT LONG``: write ``LONG/budget.md`` comparing the two
+    comparison folders' budgets (:func:`budget_lines`)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from ..tuners.save_load import atomic_write_text
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 2:
+        print("usage: python -m qaa.experiments.capacity SHORT_FOLDER LONG_FOLDER  (each holding results.json)",
+              file=sys.stderr)
+        return 2
+    try:
+        short, long = (json.loads((Path(a) / "results.json").read_text(encoding="utf-8")) for a in argv)
+        lines = budget_lines(short, long)
+    except (OSError, ValueError) as e:
+        print(f"qaa capacity: error: {e}", file=sys.stderr)
+        return 2
+    path = Path(argv[1]) / "budget.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

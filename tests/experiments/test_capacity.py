@@ -1,0 +1,111 @@
+"""Parameter efficiency and capacity: the Pareto front against constructed points, the budget interaction
+against a hand computation, the quality-per-parameter report lines and the budget command."""
+import json
+
+import numpy as np
+import pytest
+
+from qaa.experiments.capacity import budget_interaction, budget_lines, main, pareto_front, quality_per_parameter_lines
+from qaa.experiments.stats import MetricSpec, mean_reduce
+
+NLL = MetricSpec("nll", "test NLL", mean_reduce, higher_is_better=False)
+
+
+def test_pareto_front_of_constructed_points():
+    pts = [("a", 10, 2.0), ("b", 100, 1.5), ("c", 1000, 1.6),   # c: more parameters and worse than b
+           ("d", 100, 1.7),                                       # d: as many parameters as b, worse
+           ("e", 5000, 1.2), ("f", 10, 2.0)]                      # f equals a: both stay
+    assert pareto_front(pts) == ["a", "f", "b", "e"]
+    # higher is better (BLEU): the order of dominance flips on the value axis
+    assert pareto_front([("x", 1, 30.0), ("y", 2, 35.0), ("z", 3, 33.0)], lower_is_better=False) == ["x", "y"]
+    assert pareto_front([("x", 1, 30.0), ("y", 2, 35.0), ("z", 3, 33.0)]) == ["x"]
+    assert pareto_front([]) == []
+    with pytest.raises(ValueError, match="unique"):
+        pareto_front([("a", 1, 1.0), ("a", 2, 0.5)])
+    with pytest.raises(ValueError, match="finite"):
+        pareto_front([("a", -1, 1.0)])
+    with pytest.raises(ValueError, match="finite"):
+        pareto_front([("a", 1, float("nan"))])
+
+
+def test_budget_interaction_by_hand():
+    rng = np.random.default_rng(0)
+    b_short = rng.normal(1.8, 0.1, size=(3, 5))
+    b_long = rng.normal(1.5, 0.1, size=(3, 5))
+    # gaps constant over inputs: short +0.10, +0.12, +0.14 per seed; long +0.02, +0.05, +0.02
+    a_short = b_short + np.array([0.10, 0.12, 0.14])[:, None]
+    a_long = b_long + np.array([0.02, 0.05, 0.02])[:, None]
+    d = budget_interaction(a_short, b_short, a_long, b_long, NLL, n_boot=500)
+    per_seed = [0.02 - 0.10, 0.05 - 0.12, 0.02 - 0.14]
+    assert d["per_seed"] == pytest.approx(per_seed) and d["value"] == pytest.approx(np.mean(per_seed))
+    assert d["short"] == pytest.approx(0.12) and d["long"] == pytest.approx(0.03)
+    half = 4.302652729911275 * np.std(per_seed, ddof=1) / np.sqrt(3)
+    assert (d["seed_lo"], d["seed_hi"]) == pytest.approx((np.mean(per_seed) - half, np.mean(per_seed) + half))
+    # shared seed draws: a replicate is the mean of 3 drawn per-seed values, so within [min, max] of them
+    assert min(per_seed) - 1e-12 <= d["lo"] <= d["value"] <= d["hi"] <= max(per_seed) + 1e-12
+    with pytest.raises(ValueError, match="same inputs"):
+        budget_interaction(a_short, b_short, a_long[:, :4], b_long[:, :4], NLL)
+
+
+def _entries(sizes):
+    """Per method: runs with a trainable count and per-input NLL of 3 seeds around a given mean."""
+    out = {}
+    for i, (method, params, mean) in enumerate(sizes):
+        nll = np.full((3, 6), mean) + 0.001 * np.arange(6)[None, :] + 0.002 * np.arange(3)[:, None]
+        runs = [{"seed": s, "trainable_params": params} for s in range(3)]
+        if method == "sora":
+            for r in runs:
+                r["sora"] = {"pruned_trainable_params": params // 2}
+        out[method] = {"arrays": {"nll": nll}, "runs": runs, "evals": [{"seed": s} for s in range(3)]}
+    return out
+
+
+def test_quality_per_parameter_lines_name_the_front():
+    entries = _entries([("qaa", 1000, 1.60), ("lora_r1", 500, 1.70), ("lora_r4", 2000, 1.55), ("sora", 4000, 1.58),
+                        ("qaa_probs", 90000, 1.59)])
+    text = "\n".join(quality_per_parameter_lines(entries, {"nll": NLL}, 3))
+    # SoRA counts its pruned size (2000, as many as LoRA r=4, and worse): off the front; QAA probs: off
+    assert "| SoRA r_max=8 | 2,000 |" in text
+    assert "Front in test NLL: LoRA r=1, QAA, LoRA r=4 (QAA's parameter count). QAA configurations on it: QAA." in text
+    assert quality_per_parameter_lines(entries, {"nll": NLL}, 4) == []   # no method has 4 seeds
+    from qaa.experiments.claims import claims_table_lines
+
+    row = [r for r in claims_table_lines({"e2e": entries}, {}, {"nll": NLL}) if r.startswith("| parameter eff")][0]
+    assert "| on the front |" in row and "e2e: front LoRA r=1, QAA, LoRA r=4" in row
+    worse = _entries([("qaa", 1000, 1.80), ("lora_r1", 500, 1.70), ("lora_r4", 2000, 1.55), ("bias", 100, 1.9)])
+    row = [r for r in claims_table_lines({"e2e": worse}, {}, {"nll": NLL}) if r.startswith("| parameter eff")][0]
+    assert "| not on the front |" in row
+
+
+def _results(steps, gap, seeds=(0, 1, 2), split_seed=1):
+    rng = np.random.default_rng(steps)
+    lora = rng.normal(1.6, 0.1, size=(len(seeds), 6))
+    arrays = {"qaa": lora + gap, "lora_r4": lora}
+    selection, evals, runs = {}, {}, {}
+    for method, nll in arrays.items():
+        selection[f"e2e|{method}"] = {"status": "ok", "lr": 0.01, "theta_lr_ratio": 1.0}
+        for i, s in enumerate(seeds):
+            key = f"e2e|{method}|lr=0.01|ratio=1|seed={s}"
+            evals[key] = {"status": "ok", "task": "e2e", "method": method, "lr": 0.01, "theta_lr_ratio": 1.0,
+                          "seed": s, "nll": nll[i].tolist(), "scores": {}}
+            runs[key] = {"status": "ok", "seed": s, "losses": [2.0] * (steps - 1) + [1.0 + 0.1 * i]}
+    return {"settings": {"model": "m", "split_seed": split_seed, "val_fraction": 0.1, "test_fraction": 0.2,
+                         "batch_size": 4, "steps": steps, "tasks": ["e2e"], "seeds": list(seeds)},
+            "selection": selection, "evals": evals, "runs": runs}
+
+
+def test_budget_command_writes_the_table(tmp_path):
+    short, long = tmp_path / "short", tmp_path / "long"
+    for folder, res in ((short, _results(32, 0.05)), (long, _results(128, -0.05))):
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(res))
+    assert main([str(short), str(long)]) == 0
+    md = (long / "budget.md").read_text()
+    # the gap goes from +0.05 to -0.05 on every input and seed: change -0.100, towards QAA
+    row = [r for r in md.splitlines() if r.startswith("| LoRA r=4")][0]
+    assert "| +0.050 | -0.050 | -0.100 [-0.100, -0.100; seed-level [-0.100, -0.100]] | the gap moves towards QAA |" in row
+    # final training loss: last 10% of the steps (3 of 32: 2, 2, 1.0 + 0.1 i), seeds averaged
+    assert row.startswith(f"| LoRA r=4 (QAA's parameter count) | {np.mean([(4 + 1.0 + 0.1 * i) / 3 for i in range(3)]):.3f} |")
+    with pytest.raises(ValueError, match="split_seed"):
+        budget_lines(_results(32, 0.0), _results(128, 0.0, split_seed=2))
+    assert main([str(short)]) == 2 and main([str(short), str(tmp_path / "nope")]) == 2
