@@ -90,11 +90,12 @@ def adapter_info(directory: str) -> dict:
 def adapter_skeleton(directory: str):
     """A stand-in model with adapter ``directory`` loaded: one ``nn.Linear(d_in, d_out)`` per recorded module,
     under its recorded name (weights left uninitialised: only the adapter's own tensors are meaningful).
-    Returns ``(model, adapter_name)``. Raises what :func:`qaa.tuners.qaa.persistence.read_qaa_adapter` raises."""
+    Returns ``(model, adapter_name)``. Raises what :func:`qaa.tuners.qaa.adapter_folder.read_qaa_adapter` raises."""
     import torch
     from torch import nn
 
-    from ..tuners.qaa.persistence import load_adapter, read_qaa_adapter
+    from ..tuners.qaa.adapter_folder import read_qaa_adapter
+    from ..tuners.qaa.persistence import load_adapter
 
     _, modules, _, meta = read_qaa_adapter(directory, with_meta=True)
     root = nn.Module()
@@ -127,7 +128,8 @@ def evaluate_adapter(directory: str, task: str, out: str, model_name=None, split
         ValueError / FileNotFoundError: a bad adapter folder, task or base model; a ``shots`` below 1.
     """
     from ..hardware import shots as shots_setting
-    from ..tuners.qaa.persistence import load_adapter, read_qaa_adapter
+    from ..tuners.qaa.adapter_folder import read_qaa_adapter
+    from ..tuners.qaa.persistence import load_adapter
     from ..tuners.save_load import atomic_write_text
     from .base_model import DEFAULT_MODEL, load_base_model
     from .pipeline import evaluate_test, load_splits, prepare_task, set_threads

@@ -21,7 +21,8 @@ from ..tuners.qaa.config import DEFAULT_N_LAYERS
 __all__ = ["Method", "TrainHooks", "register", "unregister", "get", "names", "default_names", "colour", "label", "linestyle",
            "RunContext",
            "BASE", "BASE_COLOUR", "TARGET_MODULES", "QAA_N_LAYERS", "LORA_R", "LORA_ALPHA", "PREFIX_TOKENS",
-           "SORA_XI", "SORA_XI_FACTORS", "ATTENTION_MODULES", "ALL_LINEAR_MODULES", "SIZE_SWEEP"]
+           "SORA_XI", "SORA_XI_FACTORS", "ATTENTION_MODULES", "ALL_LINEAR_MODULES", "SIZE_SWEEP", "REFERENCE",
+           "MEMORY_REFERENCE", "SECONDARY_COMPARISONS"]
 
 #: Name of the untuned base model's reference row (not a method: nothing is attached or trained).
 BASE = "base"
@@ -442,3 +443,20 @@ SIZE_SWEEP: Tuple[str, ...] = (
     "qaa", "qaa_l1", "qaa_qkvo", "qaa_qkvo_l1", "qaa_all", "qaa_all_l1", "qaa_probs", "qaa_rescale", "qaa_std",
     "qaa_std_l1", "lora_r1", "lora_r2", "lora_r4", "lora", "lora_r16", "prefix_t4", "prefix_t8", "prefix",
     "prefix_t32", "bias")
+
+
+# ------------------------------------------------------------------------------------- the study design
+# What the report compares, declared beside the methods so a new study changes this block, not the report.
+#: The method every other is compared with (the main table's differences, convergence, claims).
+REFERENCE = "qaa"
+#: The method the reference's peak training memory is stated against in each task's report.
+MEMORY_REFERENCE = "full"
+#: Secondary comparisons (variant, other, the question it answers), outside the main table and in their own Holm
+#: family: whether the circuit angles matter under the standardised input (its own frozen-angle control,
+#: declared before its runs), and, post hoc (added after both had been scored), the standardised variant
+#: against LoRA at both ranks. The main table compares plain QAA only.
+SECONDARY_COMPARISONS: Tuple[Tuple[str, str, str], ...] = (
+    ("qaa_std", "qaa_std_frozen_theta", "Do the angles matter for {a}? (declared before its control ran)"),
+    ("qaa_std", "lora", "{a} against {b} (post hoc):"),
+    ("qaa_std", "lora_r4", "{a} against {b} (post hoc):"),
+)

