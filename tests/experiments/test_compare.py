@@ -19,9 +19,9 @@ import torch
 
 import qaa
 from qaa.experiments import compare, registry
-from qaa.experiments.compare import PRESETS, resolve_settings, run_compare, run_key
+from qaa.experiments.compare import run_compare, run_key
 from qaa.experiments.data import split_three
-from qaa.experiments.settings import CORE_METHODS, E2E_METHODS
+from qaa.experiments.settings import E2E_METHODS
 from support import compare_args as _args
 from support import fake_examples
 
@@ -67,147 +67,6 @@ def swept_run(tiny_model_dir, fake_tasks, tmp_path_factory):
     """QAA and LoRA with the validation sweep (grids, widening, angle ratios)."""
     out = tmp_path_factory.mktemp("swept")
     return run_compare(_tiny_args(tiny_model_dir, out, methods="qaa,lora", select_lr=True)), out
-
-
-# --------------------------------------------------------------------------------------------------
-# Settings
-# --------------------------------------------------------------------------------------------------
-
-def test_presets_resolve_to_their_values():
-    cpu = resolve_settings(_args(preset="cpu"))
-    assert cpu.tasks == ("e2e", "webnlg_unseen", "dart")
-    assert cpu.methods == {"e2e": E2E_METHODS, "webnlg_unseen": CORE_METHODS, "dart": CORE_METHODS}
-    assert set(E2E_METHODS) >= {"qaa", "qaa_std", "qaa_frozen_theta", "qaa_no_entangler", "random_features", "bias",
-                                "lora", "lora_r4", "prefix", "full"}
-    assert cpu.excluded == {} and "sora" in cpu.methods["e2e"]  # SoRA runs, its threshold swept
-    # the sweeps' training seed is apart from the final seeds, and the split seed is one nothing was tuned on
-    assert cpu.seeds == (0, 1, 2) and cpu.select_lr and cpu.split_seed == 1 and cpu.selection_seed == 100
-    assert cpu.curve_points == 8 and cpu.curve_pairs > 0
-    assert (cpu.steps, cpu.batch_size) == (PRESETS["cpu"]["steps"], PRESETS["cpu"]["batch_size"])
-    assert cpu.max_length == {"e2e": None, "webnlg_unseen": None, "dart": None}  # fitted to the training split
-    assert cpu.eval_size == {"e2e": 50, "webnlg_unseen": 50, "dart": 50} and not cpu.eval_size_given
-    assert cpu.val_size == {"e2e": 40, "webnlg_unseen": 40, "dart": 40}
-    assert cpu.lr == {} and cpu.warmup_steps == max(1, round(0.1 * cpu.steps)) and cpu.threads == 1
-    label = resolve_settings(_args(preset="cpu", model="smollm2-135m-instruct")).model_label
-    assert "de-quantised" in label and "Q4_1" in label
-    gpu = resolve_settings(_args(preset="gpu"))
-    assert gpu.tasks == cpu.tasks and "sora" in gpu.methods["e2e"] and "full" in gpu.methods["e2e"]
-    assert gpu.steps > cpu.steps and gpu.batch_size > cpu.batch_size and gpu.eval_size["e2e"] is None
-    smoke = resolve_settings(_args(preset="smoke"))
-    assert smoke.steps < cpu.steps and smoke.seeds == (0,) and not smoke.select_lr
-
-
-def test_options_override_the_preset():
-    s = resolve_settings(_args(preset="cpu", tasks="webnlg", methods="sora,qaa", full=True, steps=7,
-                               batch_size=3, eval_size=5, max_length=64, max_new_tokens=9, seeds="4,2",
-                               lr="qaa=1e-2,full=1e-5", sora_xi=0.01, no_bertscore=True, split_seed=3,
-                               max_widen=0))
-    assert s.tasks == ("webnlg",)
-    assert s.methods == {"webnlg": ("sora", "qaa", "full")}     # the order given, --full appended
-    assert (s.steps, s.batch_size, s.eval_size, s.max_new_tokens) == (7, 3, {"webnlg": 5}, {"webnlg": 9})
-    assert s.max_length == {"webnlg": 64} and s.eval_size_given
-    assert s.lr == {"qaa": 1e-2, "full": 1e-5} and s.seeds == (4, 2) and s.split_seed == 3
-    assert s.sora_xi == 0.01 and not s.bertscore and s.warmup_steps == 1 and s.max_widen == 0
-    assert resolve_settings(_args(preset="cpu")).max_widen == 4
-    assert resolve_settings(_args(preset="cpu", seed=5)).seeds == (5,)   # the common --seed: one training seed
-
-
-@pytest.mark.parametrize("kw, message", [
-    (dict(methods="qaa,dora"), "unknown method"),
-    (dict(tasks="e2e,squad"), "unknown task"),
-    (dict(steps=0), "--steps must be an integer >= 1"),
-    (dict(steps=10**9), "--steps must be <= 1000000"),
-    (dict(batch_size=-2), "--batch-size must be an integer >= 1"),
-    (dict(eval_size=0), "--eval-size must be an integer >= 1"),
-    (dict(preset="tpu"), "unknown preset"),
-    (dict(lr="lora"), "METHOD=LR"),
-    (dict(lr="lora=-1"), "positive finite"),
-    (dict(lr="dora=1e-3"), "--lr takes METHOD=LR"),
-    (dict(max_length=4), "--max-length must be an integer >= 8"),
-    (dict(sora_xi=-1.0), "--sora-xi"),
-    (dict(threads=-1), "--threads must be >= 0"),
-    (dict(seeds="0,x"), "--seeds"),
-    (dict(seeds="1,1"), "--seeds must be distinct"),
-    (dict(lr_from="/nonexistent/results.json"), "--lr-from"),
-    (dict(max_widen=-1), "--max-widen must be an integer >= 0"),
-    (dict(max_widen=11), "--max-widen must be <= 10"),
-])
-def test_bad_settings_raise_clear_errors(kw, message):
-    with pytest.raises(ValueError, match=message):
-        resolve_settings(_args(**kw))
-
-
-@pytest.mark.parametrize("nll, max_widen, expected", [
-    # best inside the grid: nothing added
-    ({1e-3: 2.0, 3e-3: 1.0, 1e-2: 1.5}, 4, [1e-3, 3e-3, 1e-2]),
-    # falling with the rate: the high edge is followed 3x at a time until max_widen is spent
-    (lambda lr: -lr, 2, [1e-3, 3e-3, 1e-2, 3e-2, 9e-2]),
-    # falling, then rising past 0.27: widening stops at the first rate that is worse than the edge
-    (lambda lr: abs(math.log(lr / 0.09)), 4, [1e-3, 3e-3, 1e-2, 3e-2, 9e-2, 0.27]),
-    # best on the low edge: the low side is widened first; the high edge is no longer the best
-    (lambda lr: lr, 1, [1e-3, 3e-3, 1e-2, 1e-3 / 3]),
-    # every run failed: no edge to follow
-    (lambda lr: math.inf, 4, [1e-3, 3e-3, 1e-2]),
-    # max_widen 0: the registered grid only
-    (lambda lr: -lr, 0, [1e-3, 3e-3, 1e-2]),
-])
-def test_widen_sweep_follows_an_edge_best_by_factors_of_three(nll, max_widen, expected):
-    calls = []
-
-    def val_nll(lr):
-        calls.append(lr)
-        return nll(lr) if callable(nll) else nll[lr]
-
-    tried = compare.widen_sweep([1e-3, 3e-3, 1e-2], val_nll, max_widen)
-    assert tried == pytest.approx(expected, rel=1e-12)
-    assert calls == tried  # each rate trained once, in the order tried
-
-
-def test_rates_from_an_earlier_run_are_per_task_and_need_the_same_split(tmp_path):
-    earlier = tmp_path / "results.json"
-    earlier.write_text(json.dumps({
-        "settings": {"split_seed": 0, "val_fraction": 0.1, "test_fraction": 0.25},
-        "selection": {"e2e|qaa": {"status": "ok", "lr": 1e-2, "theta_lr_ratio": 10.0},
-                      "webnlg|qaa": {"status": "ok", "lr": 3e-3, "theta_lr_ratio": 1.0},
-                      "webnlg|lora": {"status": "ok", "lr": 1e-3, "theta_lr_ratio": 1.0},
-                      "e2e|bias": {"status": "error", "error": "diverged"}}}))
-    s = resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa,lora,bias", split_seed=0,
-                               lr_from=str(earlier)))
-    # this task's own choice where there is one; another task's where there is none; failed ones are not rates
-    assert s.lr == {"qaa": 1e-2, "lora": 1e-3} and s.theta_lr_ratio == {"qaa": 10.0, "lora": 1.0}
-    assert s.lr_chosen_on == {"qaa": ["e2e"], "lora": ["webnlg"]}  # recorded for the report
-    s = resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa,lora", split_seed=0, lr="qaa=0.5",
-                               lr_from=str(earlier)))
-    assert s.lr == {"qaa": 0.5, "lora": 1e-3} and s.lr_chosen_on == {"lora": ["webnlg"]}  # --lr wins
-    with pytest.raises(ValueError, match="differ by task"):
-        resolve_settings(_args(preset="cpu", tasks="e2e,webnlg", methods="qaa", split_seed=0, lr_from=str(earlier)))
-    with pytest.raises(ValueError, match="--lr-from .* split_seed 0, this run uses 3"):
-        resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa", split_seed=3, lr_from=str(earlier)))
-
-
-def test_cli_reports_bad_input_before_loading_anything(tmp_path, capsys):
-    from qaa.experiments.cli import main
-
-    assert main(["compare", "--methods", "qaa,dora", "--out", str(tmp_path)]) == 2
-    assert "qaa compare: error: unknown method(s) dora" in capsys.readouterr().err
-    assert main(["compare", "--steps", "0", "--out", str(tmp_path)]) == 2
-    assert "--steps must be an integer >= 1" in capsys.readouterr().err
-    assert main(["compare", "--lr", "nope=1e-3", "--out", str(tmp_path)]) == 2
-    assert "--lr takes METHOD=LR" in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())   # nothing was written
-
-
-def test_cli_parser_leaves_preset_values_unset():
-    import qaa.experiments.cli as cli
-
-    parser = cli.build_parser()
-    s = resolve_settings(parser.parse_args(["compare"]))
-    assert s.eval_size == {t: PRESETS["cpu"]["eval_size"]["*"] for t in s.tasks} and s.threads == 1
-    assert s.seeds == (0, 1, 2) and s.select_lr
-    s = resolve_settings(parser.parse_args(["compare", "--eval-size", "3", "--max-length", "80", "--lr", "qaa=2e-3",
-                                            "--no-select-lr", "--seeds", "1"]))
-    assert set(s.eval_size.values()) == {3} and set(s.max_length.values()) == {80} and s.lr["qaa"] == 2e-3
-    assert not s.select_lr and s.seeds == (1,)
 
 
 def test_adapter_size_bytes(tmp_path):

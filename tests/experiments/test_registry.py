@@ -1,5 +1,6 @@
-"""Adding a method to the comparison is one registry entry: a toy method (the final norm's weight trained)
-runs through attach, training, save, reload and the report without any other change."""
+"""Adding a method or a task is one registry entry: a toy method (the final norm's weight trained) and a toy
+task (colour facts) run through attach, training, save, reload, both commands and the report without any other
+change."""
 import json
 
 import pytest
@@ -91,3 +92,42 @@ def test_sora_threshold_at_the_top_of_its_grid_zeroes_gates_within_a_few_steps(f
     assert (expected_zero > 0) == zeroed
     if zeroed:
         assert 0.1 < expected_zero / gates.numel() < 0.6
+
+
+@pytest.fixture
+def toy_task():
+    from qaa.experiments import tasks
+    from qaa.experiments.data import Example, split_three
+
+    colours = ["red", "green", "blue", "black", "white", "grey", "pink", "brown", "gold", "teal", "navy", "plum"]
+    pool = [Example(f"thing[{i}], colour[{c}]", (f"Thing {i} is {c}.", f"The colour of thing {i} is {c}."))
+            for i, c in enumerate(colours * 2)]
+
+    def build(split_seed, val_fraction, test_fraction, data_dir=None):
+        train, val, test = split_three(pool, split_seed=split_seed, val_fraction=val_fraction,
+                                       test_fraction=test_fraction)
+        return tasks.TaskSplits(train, val, test, info={"rule": "toy pool split three ways"})
+
+    task = tasks.register(tasks.Task("toy_colours", "toy colour facts", "Describe: {input}\nText:", build))
+    yield task
+    del tasks.TASKS["toy_colours"]
+
+
+def test_a_registered_task_runs_through_both_commands_and_the_report(toy_method, toy_task, tiny_model_dir,
+                                                                     tmp_path):
+    from qaa.experiments.cli import main
+
+    args = _args(model=str(tiny_model_dir), tasks="toy_colours", methods="toy", steps=2, batch_size=2,
+                 eval_size=2, max_new_tokens=4, no_bertscore=True, out=str(tmp_path / "cmp"), seeds="0",
+                 select_lr=False)
+    results = run_compare(args)
+    assert results["settings"]["tasks"] == ["toy_colours"]
+    assert [e["status"] for e in results["evals"].values() if e["method"] == "toy"] == ["ok"]
+    report = (tmp_path / "cmp" / "results.md").read_text()
+    assert "## toy_colours" in report and "| toy |" in report
+    out = tmp_path / "ft"
+    assert main(["finetune", "--model", str(tiny_model_dir), "--task", "toy_colours", "--steps", "2",
+                 "--batch-size", "2", "--eval-size", "2", "--max-new-tokens", "4", "--threads", "1",
+                 "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["test_inputs"] == 2 and all(g["input"].startswith("thing[") for g in summary["generations"])
