@@ -21,7 +21,7 @@ import qaa
 from qaa.experiments import compare, registry
 from qaa.experiments.compare import run_compare, run_key
 from qaa.experiments.data import split_three
-from qaa.experiments.settings import E2E_METHODS
+from qaa.experiments.presets import E2E_METHODS
 from support import compare_args as _args
 from support import fake_examples
 

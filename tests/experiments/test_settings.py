@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from qaa.experiments.settings import CORE_METHODS, E2E_METHODS, PRESETS, resolve_settings
+from qaa.experiments.presets import CORE_METHODS, E2E_METHODS, PRESETS
+from qaa.experiments.settings import resolve_settings
 from support import compare_args as _args
 
 
