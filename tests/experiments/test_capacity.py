@@ -109,3 +109,57 @@ def test_budget_command_writes_the_table(tmp_path):
     with pytest.raises(ValueError, match="split_seed"):
         budget_lines(_results(32, 0.0), _results(128, 0.0, split_seed=2))
     assert main([str(short)]) == 2 and main([str(short), str(tmp_path / "nope")]) == 2
+
+
+def test_curve_turn_and_the_small_pool_table():
+    from qaa.experiments.capacity import capacity_lines, curve_turn
+
+    turn = curve_turn([[0, 2.0], [4, 1.5], [8, 1.4], [12, 1.45], [16, 1.6]])
+    assert turn == {"best_step": 8.0, "best": 1.4, "final": 1.6, "rise": pytest.approx(0.2)}
+    assert curve_turn([[0, 2.0], [4, 1.0], [8, 1.0]])["best_step"] == 4.0   # the first step of the minimum
+    assert curve_turn([[0, 2.0], [4, 1.0]])["rise"] == 0.0
+    with pytest.raises(ValueError):
+        curve_turn([])
+    entries = {"qaa": {"runs": [{"val_curve": [[0, 2.0], [8, 1.4], [16, 1.6]], "losses": [2.0] * 9 + [1.0]},
+                                {"val_curve": [[0, 2.0], [8, 1.5], [16, 1.5]], "losses": [2.0] * 9 + [0.8]}]},
+               "base": {"runs": []}}
+    text = "\n".join(capacity_lines(entries, 8))
+    # means over the two seeds: final loss 0.9, lowest 1.45 at step 8, final 1.55, rise 0.1
+    assert "| QAA | 2 | 0.900 | 1.4500 | 8 | 1.5500 | +0.1000 |" in text and "8 training inputs" in text
+    assert capacity_lines({"qaa": {"runs": [{"losses": [1.0]}]}}, 8) == []
+
+
+def test_a_training_cap_keeps_the_first_inputs_with_every_reference():
+    from qaa.experiments.data import Example
+    from qaa.experiments.tasks import TaskSplits
+
+    train = [Example("a", ("1", "2")), Example("b", ("3",)), Example("a", ("4",)), Example("c", ("5",))]
+    capped = TaskSplits(train, [Example("v", ("6",))], [Example("t", ("7",))]).capped(train_size=2)
+    assert [(e.input, e.references) for e in capped.train] == [("a", ("1", "2")), ("b", ("3",)), ("a", ("4",))]
+    assert len(capped.val) == len(capped.test) == 1
+    assert TaskSplits(train, [], []).capped().train == train
+
+
+def test_the_capacity_preset_and_train_size_option():
+    from qaa.experiments.settings import resolve_settings
+    from support import compare_args
+
+    s = resolve_settings(compare_args(preset="cpu_capacity"))
+    assert s.train_size == 8 and s.steps == 132 and not s.select_lr and s.curve_points == 16
+    assert resolve_settings(compare_args(preset="cpu")).train_size is None
+    assert resolve_settings(compare_args(preset="cpu", train_size=64)).train_size == 64
+    with pytest.raises(ValueError, match="--train-size"):
+        resolve_settings(compare_args(preset="cpu", train_size=0))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+def test_a_small_pool_comparison_trains_on_the_cap_and_reports_it(tiny_model_dir, fake_tasks, tmp_path):
+    from qaa.experiments.compare import run_compare
+    from support import compare_args
+
+    results = run_compare(compare_args(model=str(tiny_model_dir), tasks="e2e", methods="qaa", steps=2, batch_size=2,
+                                       eval_size=2, max_new_tokens=4, no_bertscore=True, out=str(tmp_path),
+                                       seeds="0", select_lr=False, train_size=2))
+    info = results["tasks"]["e2e"]
+    assert info["train_inputs"] == 2 and info["train_size"] == 2 and results["settings"]["train_size"] == 2
+    assert "**Capacity on a small pool** (2 training inputs" in (tmp_path / "results.md").read_text()

@@ -19,7 +19,7 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["pareto_front", "budget_interaction", "trainable_count", "size_points", "quality_per_parameter_lines",
-           "plot_quality_per_parameter", "budget_lines", "main"]
+           "plot_quality_per_parameter", "budget_lines", "curve_turn", "capacity_lines", "main"]
 
 
 def pareto_front(points: Sequence[Tuple[str, float, float]], lower_is_better: bool = True) -> List[str]:
@@ -192,6 +192,47 @@ def plot_quality_per_parameter(entries: Dict[str, dict], metrics: Dict[str, obje
         ax.legend(fontsize=6)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- small pool
+
+def curve_turn(curve: Sequence[Sequence[float]]) -> dict:
+    """Where a validation curve ``[[step, nll], ...]`` bottoms out: ``{"best_step", "best", "final", "rise"}``
+    (the first step of the lowest NLL, that NLL, the last point's NLL, and ``final - best`` >= 0: how far
+    validation NLL has turned up since its minimum; 0 when the last point is the lowest).
+
+    Raises:
+        ValueError: an empty curve or a non-finite value."""
+    if not curve:
+        raise ValueError("empty validation curve")
+    steps, values = [float(p[0]) for p in curve], [float(p[1]) for p in curve]
+    if not all(math.isfinite(v) for v in steps + values):
+        raise ValueError("validation curve holds non-finite values")
+    i = min(range(len(values)), key=lambda k: (values[k], k))
+    return {"best_step": steps[i], "best": values[i], "final": values[-1], "rise": values[-1] - values[i]}
+
+
+def capacity_lines(entries: Dict[str, dict], train_size: int) -> List[str]:
+    """The small-pool table of one task: per method, the final training loss (last 10% of steps), the lowest
+    validation-curve NLL and its step, the final one, and the rise since the minimum (:func:`curve_turn`), each
+    averaged over seeds. Empty when no run recorded a curve."""
+    rows = []
+    for method, e in entries.items():
+        turns = [curve_turn(r["val_curve"]) for r in e.get("runs", []) if r.get("val_curve")]
+        if not turns:
+            continue
+        loss = _final_loss(e)
+        mean = {k: sum(t[k] for t in turns) / len(turns) for k in ("best_step", "best", "final", "rise")}
+        rows.append(f"| {_label(method)} | {len(turns)} | {'-' if loss is None else f'{loss:.3f}'} | "
+                    f"{mean['best']:.4f} | {mean['best_step']:.0f} | {mean['final']:.4f} | {mean['rise']:+.4f} |")
+    if not rows:
+        return []
+    return ["", f"**Capacity on a small pool** ({train_size} training inputs with all their references): where "
+                "training loss floors and where validation NLL turns up. Per method, means over seeds: the final "
+                "training loss (last 10% of steps), the lowest validation-curve NLL and the step of it, the final "
+                "validation-curve NLL and its rise since the minimum (> 0: validation NLL has turned up).", "",
+            "| method | seeds | final training loss | lowest validation NLL | at step | final validation NLL | rise |",
+            "|---|---:|---:|---:|---:|---:|---:|"] + rows
 
 
 # ---------------------------------------------------------------------------------------------- budgets

@@ -114,6 +114,9 @@ def _compare_parser(sub, presets, tasks) -> None:
                    help="training seed of the learning-rate sweeps (default: the preset's; 100 for cpu and gpu, "
                         "apart from the final seeds)")
     p.add_argument("--val-size", type=int, default=None, help="validation inputs used per task (default: all)")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="training inputs used per task, the first of the split's seeded order with every reference "
+                        "(default: all; the cpu_capacity preset's small pool)")
     p.add_argument("--lr", default=None,
                    help="fixed peak learning rates, e.g. 'lora=5e-4,prefix=3e-2' (those methods are not swept); a "
                         "plain rate when one method runs")

@@ -158,7 +158,8 @@ def _release_memory() -> None:
 def _split_task(task: str, settings: CompareSettings):
     """The task's splits with the evaluation caps applied (:func:`qaa.experiments.pipeline.load_splits`)."""
     return load_splits(task, settings.split_seed, settings.val_fraction, settings.test_fraction, settings.data,
-                       settings.eval_size.get(task), settings.val_size.get(task), settings.eval_size_given)
+                       settings.eval_size.get(task), settings.val_size.get(task), settings.eval_size_given,
+                       train_size=settings.train_size)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -56,10 +56,11 @@ class TaskData:
 
 
 def load_splits(task: str, split_seed: int, val_fraction: float, test_fraction: float, data_dir=None,
-                eval_size: Optional[int] = None, val_size: Optional[int] = None, eval_size_given: bool = True
-                ) -> TaskSplits:
+                eval_size: Optional[int] = None, val_size: Optional[int] = None, eval_size_given: bool = True,
+                train_size: Optional[int] = None) -> TaskSplits:
     """The task's splits (:func:`qaa.experiments.tasks.load_splits`) with the caps applied: at most ``eval_size``
-    test inputs (a prefix of the seeded order, every reference kept) and ``val_size`` validation inputs.
+    test inputs (a prefix of the seeded order, every reference kept), ``val_size`` validation inputs and
+    ``train_size`` training inputs (the first of the training split's seeded order).
 
     Raises:
         ValueError: whatever :func:`~qaa.experiments.tasks.load_splits` raises; an ``eval_size`` beyond the test
@@ -70,8 +71,10 @@ def load_splits(task: str, split_seed: int, val_fraction: float, test_fraction: 
     if eval_size is not None and eval_size_given and eval_size > len(splits.test) and not splits.test_groups:
         raise ValueError(f"--eval-size {eval_size} exceeds the {len(splits.test)} test inputs of {task}; lower it "
                          "or omit it")
-    capped = splits.capped(eval_size, val_size)
+    capped = splits.capped(eval_size, val_size, train_size)
     capped.info.update(eval_size=eval_size, val_size=val_size)
+    if train_size is not None:
+        capped.info.update(train_size=train_size)
     return capped
 
 

@@ -54,6 +54,15 @@ PRESETS: Dict[str, dict] = {
                  "split_seed": 1, "curve_points": 8, "curve_pairs": 48, "select_lr": True,
                  "eval_size": {"*": 50}, "val_size": {"*": 40},
                  "max_new_tokens": {"*": None}, "max_length": {"*": None}, "threads": 1},
+    # Capacity on a small pool: the first 8 training inputs of E2E (about 66 (input, reference) pairs) for about
+    # 8 epochs (132 steps x 4), so training NLL can floor and validation NLL turn up; rates from an earlier
+    # comparison (`--lr-from`), 16 validation-curve checkpoints. `--train-size` and `--steps` change the pool
+    # and the epochs (the gpu preset's scale: 64 inputs).
+    "cpu_capacity": {"tasks": ("e2e",), "methods": {"*": ("qaa", "lora_r4", "qaa_frozen_theta", "bias")},
+                     "full": False, "steps": 132, "batch_size": 4, "seeds": (0, 1, 2), "selection_seed": 100,
+                     "split_seed": 1, "curve_points": 16, "curve_pairs": 48, "select_lr": False, "train_size": 8,
+                     "eval_size": {"*": 50}, "val_size": {"*": 40},
+                     "max_new_tokens": {"*": None}, "max_length": {"*": None}, "threads": 1},
     # One GPU: the same protocol at a larger budget, the whole test sets, every method (SoRA too).
     "gpu": {"tasks": ("e2e", "webnlg_unseen", "dart"), "methods": {"*": E2E_METHODS}, "full": False,
             "steps": 400, "batch_size": 16, "seeds": (0, 1, 2), "selection_seed": 100, "split_seed": 1,

@@ -60,7 +60,9 @@ class CompareSettings:
         ``seeds``, that final run is the sweep's own). curve_points / curve_pairs: validation-NLL checkpoints per
         run and the validation pairs they score (0: none). lr_given_by: per method in ``lr``, the option that
         gave its rate (``"--lr"`` or ``"--lr-from"``; ``--lr`` wins where both name a method). lr_chosen_on:
-        per method whose rate came from ``--lr-from``, the tasks whose validation split chose it.
+        per method whose rate came from ``--lr-from``, the tasks whose validation split chose it. train_size:
+        training inputs used per task (None: the whole training split; else the first ``train_size`` inputs
+        of its seeded order, every reference kept: the small pool of a capacity run).
     """
 
     preset: str
@@ -99,6 +101,7 @@ class CompareSettings:
     curve_pairs: int = 0
     lr_given_by: Dict[str, str] = dataclasses.field(default_factory=dict)
     lr_chosen_on: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+    train_size: Optional[int] = None
 
     def methods_for(self, task: str) -> Tuple[str, ...]:
         return self.methods[task]
@@ -289,6 +292,8 @@ def resolve_settings(args) -> CompareSettings:
             return {t: _cap(f"--{option.replace('_', '-')}", given, minimum) for t in tasks}
         return {t: _per_task(preset[key], t) for t in tasks}
 
+    train_size = get("train_size") if get("train_size") is not None else preset.get("train_size")
+    train_size = None if train_size is None else _cap("--train-size", train_size, 1)
     eval_size = per_task("eval_size", "eval_size", 1)
     val_size = per_task("val_size", "val_size", 1)
     max_new = per_task("max_new_tokens", "max_new_tokens", 1)
@@ -368,7 +373,7 @@ def resolve_settings(args) -> CompareSettings:
         lr_from=str(get("lr_from")) if get("lr_from") else None, eval_size_given=get("eval_size") is not None,
         data=data_dir, selection_seed=selection_seed, curve_points=int(preset.get("curve_points", 0)),
         curve_pairs=int(preset.get("curve_pairs", 0)), lr_given_by=given_by,
-        lr_chosen_on=chosen_on)
+        lr_chosen_on=chosen_on, train_size=train_size)
 
 
 #: Validation share ``qaa finetune`` holds out by default (``--val-fraction``).

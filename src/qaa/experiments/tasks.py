@@ -65,9 +65,10 @@ class TaskSplits:
     test_groups: Dict[str, List[bool]] = dataclasses.field(default_factory=dict)
     info: dict = dataclasses.field(default_factory=dict)
 
-    def capped(self, eval_size: Optional[int] = None, val_size: Optional[int] = None) -> "TaskSplits":
-        """The splits with at most ``eval_size`` test and ``val_size`` validation inputs (their first ones).
-        ``None`` keeps a split whole. Where the test inputs form groups (``test_groups``, one mask), the cap
+    def capped(self, eval_size: Optional[int] = None, val_size: Optional[int] = None,
+               train_size: Optional[int] = None) -> "TaskSplits":
+        """The splits with at most ``eval_size`` test, ``val_size`` validation and ``train_size`` training inputs
+        (their first ones; a training input keeps every example of it). ``None`` keeps a split whole. Where the test inputs form groups (``test_groups``, one mask), the cap
         applies to each side of the mask, so both stay represented (``webnlg_unseen``: up to ``eval_size``
         seen-category and ``eval_size`` held-out-category inputs)."""
         test, groups = self.test, dict(self.test_groups)
@@ -84,7 +85,11 @@ class TaskSplits:
                 test = test[:eval_size]
                 groups = {k: v[:len(test)] for k, v in groups.items()}
         val = self.val if val_size is None else self.val[:val_size]
-        return TaskSplits(self.train, val, test, groups, dict(self.info))
+        train = self.train
+        if train_size is not None:
+            kept = set(list(dict.fromkeys(e.input for e in self.train))[:train_size])
+            train = [e for e in self.train if e.input in kept]
+        return TaskSplits(train, val, test, groups, dict(self.info))
 
 
 @dataclasses.dataclass(frozen=True)

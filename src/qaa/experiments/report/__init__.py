@@ -29,7 +29,7 @@ from typing import Dict, Optional, Sequence
 
 from ...tuners.save_load import atomic_write_text
 from .. import registry
-from ..capacity import plot_quality_per_parameter, quality_per_parameter_lines
+from ..capacity import capacity_lines, plot_quality_per_parameter, quality_per_parameter_lines
 from ..claims import claims_table_lines, convergence_lines, stability_lines
 from ..generalisation import cross_task_lines, generalisation_lines
 # the markdown's parts, re-exported for the tests that check each piece
@@ -84,6 +84,8 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         lines += convergence_lines(entries, REFERENCE)
         lines += stability_lines(entries)
         lines += quality_per_parameter_lines(entries, {k: METRICS[k] for k in ("nll", "bleu_stats")}, n_seeds)
+        if settings.get("train_size"):
+            lines += capacity_lines(entries, settings["train_size"])
         lines += _memory(entries)
         missing = [registry.label(m) for m, e in entries.items()
                    if m != registry.BASE and len(e["evals"]) < len(settings.get("seeds", []))]
