@@ -195,6 +195,39 @@ def extrapolate(shape, layers_total, configs, methods, attn, analytic_full, log=
     return out
 
 
+#: Components in the memory chart, bottom to top, with their legend names.
+PLOT_COMPONENTS = (("frozen_param_bytes", "frozen weights"), ("activation_bytes", "saved activations"),
+                   ("trainable_param_bytes", "trainable parameters"), ("gradient_bytes", "gradients"),
+                   ("optimizer_state_bytes", "AdamW state"))
+
+
+def plot_components(result: dict, path: str) -> str:
+    """A stacked bar per method and batch x length of the measured 135M account (MiB by component), one panel
+    per configuration, from a memory_account JSON's ``measured_135m``; returns ``path`` (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    measured = result["measured_135m"]
+    methods = list(measured)
+    configs = list(measured[methods[0]])
+    fig = Figure(figsize=(4 * len(configs), 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(configs), squeeze=False)[0]
+    for ax, key in zip(axes, configs):
+        bottom = [0.0] * len(methods)
+        for comp, name in PLOT_COMPONENTS:
+            vals = [measured[m][key].get(comp, 0) / MiB for m in methods]
+            ax.bar(methods, vals, bottom=bottom, label=name)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_title(f"{key.replace('x', ' x ').replace('b', 'batch ').replace('L', 'length ')}", fontsize=9)
+        ax.set_ylabel("MiB (one training step)")
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("SmolLM2-135M: bytes of one training step by component (deterministic count)")
+    fig.savefig(path, format="png", dpi=110)
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[64, 256])
@@ -206,7 +239,14 @@ def main():
     ap.add_argument("--analytic-full-state", nargs="*", default=["Llama-7B"],
                     help="shapes where full fine-tuning's AdamW state is the closed form (memory)")
     ap.add_argument("--json", default=os.path.join(HERE, "results", "memory_account.json"))
+    ap.add_argument("--plot-only", action="store_true",
+                    help="only draw the chart (memory_account.png beside --json) from an existing --json")
     args = ap.parse_args()
+    png = os.path.splitext(args.json)[0] + ".png"
+    if args.plot_only:
+        with open(args.json) as fh:
+            print(plot_components(json.load(fh), png))
+        return
     if args.methods[0] != "qaa":
         raise SystemExit("--methods must start with qaa (the ratios are QAA / method)")
     lines = []
@@ -288,6 +328,7 @@ def main():
         json.dump(result, fh, indent=1)
     with open(os.path.splitext(args.json)[0] + ".txt", "w") as fh:
         fh.write("\n".join(lines) + "\n")
+    plot_components(result, png)
 
 
 if __name__ == "__main__":

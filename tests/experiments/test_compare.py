@@ -227,11 +227,13 @@ def test_outputs_report_and_plots(tiny_run, tmp_path):
     md = (out / "results.md").read_text()
     for text in ("## e2e", "## webnlg", "Learning-rate selection", "QAA minus each method", "Verdicts",
                  "validation", "seen", "unseen", "Peak training memory", "Model:", "Secondary comparisons", "Do the angles matter for",
-                 f"{registry.label('qaa_std')} against {registry.label('lora_r4')} (post hoc):"):
+                 f"{registry.label('qaa_std')} against {registry.label('lora_r4')} (post hoc):",
+                 "## Across tasks", "| LoRA r=8 | test NLL | e2e ", "![differences](differences.png)"):
         assert text in md, text
     for method in ALL_METHODS:
         assert f"| {registry.label(method)} |" in md, method
-    for name in ("loss_e2e.png", "metrics_e2e.png", "loss_webnlg.png", "metrics_webnlg.png"):
+    for name in ("loss_e2e.png", "metrics_e2e.png", "loss_webnlg.png", "metrics_webnlg.png", "curves_e2e.png",
+                 "curves_webnlg.png", "differences.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     # the report is a function of results.json alone
     from qaa.experiments.report import main

@@ -35,7 +35,7 @@ from ..generalisation import cross_task_lines, generalisation_lines
 # the markdown's parts, re-exported for the tests that check each piece
 from .format import LENGTH_RATIO_FLAG, NLL_LINE, _diff, _lr  # noqa: F401
 from .header import _header, rate_sources, seed_notice, selection_seed, shared_cores  # noqa: F401
-from .plots import plot_losses, plot_metrics
+from .plots import plot_curves, plot_differences, plot_losses, plot_metrics
 from .records import METRICS, REFERENCE, _intervals, _paired_diffs, _tasks, collect  # noqa: F401
 from .tables import (_diff_table, _extra_metrics, _length_flags, _memory, _results_table, _secondary,  # noqa: F401
                      _seen_unseen, _selection_table, _verdicts)
@@ -96,10 +96,12 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         for r in failed:
             lines.append(f"\n**{r.get('method')} (lr {r.get('lr')}, seed {r.get('seed')}) failed**: `{r.get('error')}`")
         if plots:
-            for name in (f"loss_{task}", f"metrics_{task}", f"size_{task}"):
+            for name in (f"loss_{task}", f"curves_{task}", f"metrics_{task}", f"size_{task}"):
                 if name in plots:
                     lines += ["", f"![{name}]({Path(plots[name]).name})"]
     lines += cross_task_lines(per_task, {k: METRICS[k] for k in ("nll", "bleu_stats", "rougeL")}, n_seeds, REFERENCE)
+    if plots and "differences" in plots:
+        lines += ["", f"![differences]({Path(plots['differences']).name})"]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
@@ -108,7 +110,8 @@ def write_report(results: dict, out_dir: str | os.PathLike) -> dict:
     """Plots and ``results.md`` into ``out_dir``; returns ``{"markdown": path, "plots": {name: path}}``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plots = {**plot_losses(results, out), **plot_metrics(results, out)}
+    plots = {**plot_losses(results, out), **plot_metrics(results, out), **plot_curves(results, out),
+             **plot_differences(results, out)}
     n_seeds = len(results.get("settings", {}).get("seeds", []))
     for task in _tasks(results):
         png = plot_quality_per_parameter(collect(results, task), {k: METRICS[k] for k in ("nll", "bleu_stats")},

@@ -1,5 +1,6 @@
-"""The report's plots (matplotlib ``Figure`` on the Agg canvas, no display needed): ``loss_<task>.png`` and
-``metrics_<task>.png``."""
+"""The report's plots (matplotlib ``Figure`` on the Agg canvas, no display needed): ``loss_<task>.png``,
+``metrics_<task>.png``, ``curves_<task>.png`` (validation curves) and ``differences.png`` (QAA minus each
+method across tasks)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import numpy as np
 
 from .. import registry
 from ..stats import bootstrap
-from .records import METRICS, _tasks, collect
+from .records import METRICS, REFERENCE, _tasks, collect
 
 # --------------------------------------------------------------------------------------------------
 # Plots
@@ -87,3 +88,66 @@ def plot_metrics(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
         fig.suptitle(f"{task}: held-out scores")
         out[f"metrics_{task}"] = _save(fig, Path(out_dir) / f"metrics_{task}.png")
     return out
+
+
+def plot_curves(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
+    """``curves_<task>.png``: the validation-NLL checkpoints of each method's final runs (teacher-forced NLL of
+    the fixed validation subset), mean over seeds with the min-max band."""
+    out = {}
+    for task in _tasks(results):
+        curves = {m: [r["val_curve"] for r in e["runs"] if r.get("val_curve")]
+                  for m, e in collect(results, task).items()}
+        curves = {m: c for m, c in curves.items() if c and len({len(x) for x in c}) == 1}
+        if not curves:
+            continue
+        fig, axes = _figure(8, 4.5)
+        ax = axes[0][0]
+        for method, runs in curves.items():
+            arr = np.array(runs, dtype=np.float64)   # [seeds, points, 2]
+            steps, nll = arr[0, :, 0], arr[:, :, 1]
+            colour = registry.colour(method)
+            ax.plot(steps, nll.mean(axis=0), marker="o", markersize=3, color=colour,
+                    linestyle=registry.linestyle(method), label=f"{registry.label(method)} ({len(runs)} seeds)")
+            if len(runs) > 1:
+                ax.fill_between(steps, nll.min(axis=0), nll.max(axis=0), color=colour, alpha=0.15)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("validation NLL (nats/token, fixed subset)")
+        ax.set_title(f"{task}: validation curves (mean over seeds, band: min-max)")
+        ax.legend(fontsize=7)
+        out[f"curves_{task}"] = _save(fig, Path(out_dir) / f"curves_{task}.png")
+    return out
+
+
+def plot_differences(results: dict, out_dir: str | os.PathLike, reference: str = REFERENCE) -> Dict[str, str]:
+    """``differences.png``: the reference minus each method in test NLL with its 95% paired-bootstrap interval,
+    every task in one figure (only methods with every planned seed scored beside the reference). Empty when
+    no pair qualifies."""
+    from ..stats import paired_difference
+
+    n_seeds = len(results.get("settings", {}).get("seeds", []))
+    rows = []
+    for task in _tasks(results):
+        entries = collect(results, task)
+        ref = entries.get(reference, {}).get("arrays", {}).get("nll")
+        if ref is None or ref.shape[0] != n_seeds:
+            continue
+        for method, e in entries.items():
+            arr = e.get("arrays", {}).get("nll")
+            if method in (reference, registry.BASE) or arr is None or arr.shape != ref.shape:
+                continue
+            iv = paired_difference(ref, arr, METRICS["nll"])
+            rows.append((f"{task}: {registry.label(method)}", iv, registry.colour(method) or "#333333"))
+    if not rows:
+        return {}
+    fig, axes = _figure(8, 1.0 + 0.45 * len(rows))
+    ax = axes[0][0]
+    ys = np.arange(len(rows))
+    for y, (name, iv, colour) in zip(ys, rows):
+        ax.errorbar([iv.value], [y], xerr=[[iv.value - iv.lo], [iv.hi - iv.value]], fmt="o", color=colour, capsize=3)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(ys, [r[0] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{registry.label(reference)} − method, test NLL (nats/token; negative favours "
+                  f"{registry.label(reference)}), 95% paired bootstrap")
+    ax.set_title("Test NLL differences across tasks")
+    return {"differences": _save(fig, Path(out_dir) / "differences.png")}
