@@ -10,14 +10,10 @@
 
 namespace qaa::test {
 
-struct CpuTraits {
+struct CpuTraits : MemoryOn<HostMemory> {
   template <typename T>
   static std::unique_ptr<Backend<T>> make() { return make_cpu_backend<T>(); }
   static std::string skip_reason() { return {}; }
-  static DeviceMemory& memory() {
-    static HostMemory m;
-    return m;
-  }
 };
 
 INSTANTIATE_TYPED_TEST_SUITE_P(Cpu, BackendTest, BackendTypes<CpuTraits>);

@@ -10,22 +10,19 @@
 #include <vector>
 
 #include "backend_test_suite.hpp"
+#include "cpu_parity.hpp"
 #include "cuda_memory.hpp"
 #include "engine_cuda.hpp"
 #include "qaa/backend.hpp"
 
 namespace qaa::test {
 
-struct CudaTraits {
+struct CudaTraits : MemoryOn<CudaMemory> {
   template <typename T>
   static std::unique_ptr<Backend<T>> make() { return make_cuda_backend<T>(); }
   static std::string skip_reason() {
     static const std::string reason = cuda_device_count() > 0 ? std::string() : std::string("no CUDA device");
     return reason;
-  }
-  static DeviceMemory& memory() {
-    static CudaMemory m;
-    return m;
   }
 };
 
@@ -43,9 +40,6 @@ std::vector<T> flatten(const std::vector<std::complex<T>>& v) {
   return out;
 }
 
-template <typename T>
-constexpr double parity_tol() { return std::is_same_v<T, float> ? 1e-5 : 1e-12; }
-
 using RealTypes = ::testing::Types<float, double>;
 
 /// Restores the default chunk size when a test ends.
@@ -55,78 +49,17 @@ struct ChunkBytesGuard {
 };
 
 template <typename T>
-class CudaBackendTest : public BackendTest<On<CudaTraits, T>> {
- public:
-  using C = std::complex<T>;
-  std::unique_ptr<Backend<T>> cpu = make_cpu_backend<T>();
-
-  /// Inputs with the edge rows of embedding.hpp: a zero row, a NaN row, an infinite row and a huge row.
-  std::vector<T> inputs(int64_t B, int64_t d) {
-    auto x = this->randn(B * d);
-    if (B >= 5) {
-      for (int64_t i = 0; i < d; ++i) x[1 * d + i] = 0;
-      x[2 * d + d / 2] = std::numeric_limits<T>::quiet_NaN();
-      x[3 * d] = -std::numeric_limits<T>::infinity();
-      for (int64_t i = 0; i < d; ++i) x[4 * d + i] *= std::is_same_v<T, float> ? T(1e36) : T(1e300);
-    }
-    return x;
-  }
-
-  struct Fused {
-    std::vector<T> features, norms, grad_theta, grad_x;
-  };
-
-  Fused run_cuda(const Circuit& c, const std::vector<T>& theta, const std::vector<T>& x, int64_t B, int64_t d,
-                 Readout r, const std::vector<T>& g, const std::vector<T>& gn, const ExecContext& ctx = {}) {
-    const int64_t F = readout_features(r, c.n_qubits());
-    T* f = this->template dev_zeros<T>(B * F);
-    T* nr = this->template dev_zeros<T>(B);
-    T* gt = this->template dev_zeros<T>(c.n_params());
-    T* gx = this->template dev_zeros<T>(B * d);
-    T* dth = this->dev(theta);
-    T* dx = this->dev(x);
-    T* dg = this->dev(g);
-    T* dgn = this->dev(gn);
-    this->mem().synchronize();  // uploads done before work on a caller's (possibly non-blocking) stream
-    this->be->forward(c, dth, dx, B, d, r, f, nr, ctx);
-    this->be->backward(c, dth, dx, B, d, r, dg, dgn, gt, gx, ctx);
-    return {this->host(f, B * F), this->host(nr, B), this->host(gt, c.n_params()), this->host(gx, B * d)};
-  }
-
-  Fused run_cpu(const Circuit& c, const std::vector<T>& theta, const std::vector<T>& x, int64_t B, int64_t d,
-                Readout r, const std::vector<T>& g, const std::vector<T>& gn) {
-    const int64_t F = readout_features(r, c.n_qubits());
-    Fused out{std::vector<T>(B * F), std::vector<T>(B), std::vector<T>(c.n_params()), std::vector<T>(B * d)};
-    cpu->forward(c, theta.data(), x.data(), B, d, r, out.features.data(), out.norms.data(), {});
-    cpu->backward(c, theta.data(), x.data(), B, d, r, g.data(), gn.data(), out.grad_theta.data(), out.grad_x.data(),
-                  {});
-    return out;
-  }
-
-  void expect_same(const Fused& got, const Fused& want, double tol, const std::string& what) {
-    expect_close_rel(got.features, want.features, tol, what + " features");
-    expect_close_rel(got.norms, want.norms, tol, what + " norms");
-    expect_close_rel(got.grad_theta, want.grad_theta, tol, what + " grad_theta");
-    expect_close_rel(got.grad_x, want.grad_x, tol, what + " grad_x");
-  }
-};
+class CudaBackendTest : public CpuParity<On<CudaTraits, T>> {};
 
 TYPED_TEST_SUITE(CudaBackendTest, RealTypes);
 
 TYPED_TEST(CudaBackendTest, FusedForwardBackwardMatchCpu) {
-  using T = TypeParam;
   for (const char* name : {"ry_cnot_ring", "ry_rz_ring_ry", "ry_layers"}) {
     for (int n : {1, 2, 4, 7, 10}) {
       for (Readout r : {Readout::kZ, Readout::kProbs}) {
         const Circuit c = build_ansatz(name, n, 2);
         const int64_t N = c.dim(), B = 23, d = N > 4 ? N - 3 : N;
-        const auto theta = this->randn(c.n_params());
-        const auto x = this->inputs(B, d);
-        const auto g = this->randn(B * readout_features(r, n));
-        const auto gn = this->randn(B);
-        const std::string what = std::string(name) + " n=" + std::to_string(n) + (r == Readout::kZ ? " z" : " probs");
-        this->expect_same(this->run_cuda(c, theta, x, B, d, r, g, gn), this->run_cpu(c, theta, x, B, d, r, g, gn),
-                          parity_tol<T>(), what);
+        this->check_fused(c, B, d, r, std::string(name) + " n=" + std::to_string(n) + (r == Readout::kZ ? " z" : " probs"));
       }
     }
   }
@@ -148,15 +81,15 @@ TYPED_TEST(CudaBackendTest, StateLevelApiMatchesCpu) {
     std::vector<C> psi_cpu(B * N);
     std::vector<T> nr_cpu(B);
     this->cpu->embed(n, x.data(), B, d, psi_cpu.data(), nr_cpu.data(), {});
-    expect_close_rel(flatten(this->host(psi, B * N)), flatten(psi_cpu), parity_tol<T>(), "embed psi0");
-    expect_close_rel(this->host(nr, B), nr_cpu, parity_tol<T>(), "embed norms");
+    expect_close_rel(flatten(this->host(psi, B * N)), flatten(psi_cpu), this->kTol, "embed psi0");
+    expect_close_rel(this->host(nr, B), nr_cpu, this->kTol, "embed norms");
     // apply, forward and adjoint
     for (bool adjoint : {false, true}) {
       C* p = this->dev(psi_cpu);
       this->be->apply(c, dth, p, B, adjoint, ExecContext{});
       std::vector<C> q = psi_cpu;
       this->cpu->apply(c, theta.data(), q.data(), B, adjoint, {});
-      expect_close_rel(flatten(this->host(p, B * N)), flatten(q), parity_tol<T>(),
+      expect_close_rel(flatten(this->host(p, B * N)), flatten(q), this->kTol,
                        adjoint ? "apply adjoint" : "apply");
     }
     // readouts and the state-level VJP on U psi0
@@ -169,20 +102,20 @@ TYPED_TEST(CudaBackendTest, StateLevelApiMatchesCpu) {
       this->be->readout(n, dfin, B, r, f, ExecContext{});
       std::vector<T> f_cpu(B * F);
       this->cpu->readout(n, fin.data(), B, r, f_cpu.data(), {});
-      expect_close_rel(this->host(f, B * F), f_cpu, parity_tol<T>(), "readout");
+      expect_close_rel(this->host(f, B * F), f_cpu, this->kTol, "readout");
       const auto g = this->randn(B * F);
       T* gt = this->template dev_zeros<T>(c.n_params());
       T* gp = this->template dev_zeros<T>(B * N);
       this->be->vjp(c, dth, dfin, this->dev(g), r, B, gt, gp, ExecContext{});
       std::vector<T> gt_cpu(c.n_params()), gp_cpu(B * N);
       this->cpu->vjp(c, theta.data(), fin.data(), g.data(), r, B, gt_cpu.data(), gp_cpu.data(), {});
-      expect_close_rel(this->host(gt, c.n_params()), gt_cpu, parity_tol<T>(), "vjp grad_theta");
-      expect_close_rel(this->host(gp, B * N), gp_cpu, parity_tol<T>(), "vjp grad_psi0");
+      expect_close_rel(this->host(gt, c.n_params()), gt_cpu, this->kTol, "vjp grad_theta");
+      expect_close_rel(this->host(gp, B * N), gp_cpu, this->kTol, "vjp grad_psi0");
     }
     // circuit matrix
     std::vector<C> u_cpu(N * N);
     this->cpu->circuit_matrix(c, theta.data(), u_cpu.data(), {});
-    expect_close_rel(flatten(this->matrix(c, theta)), flatten(u_cpu), parity_tol<T>(), "circuit_matrix");
+    expect_close_rel(flatten(this->matrix(c, theta)), flatten(u_cpu), this->kTol, "circuit_matrix");
   }
 }
 
@@ -195,10 +128,10 @@ TYPED_TEST(CudaBackendTest, ChunkingDoesNotChangeResults) {
   for (Readout r : {Readout::kZ, Readout::kProbs}) {
     const auto g = this->randn(B * readout_features(r, 5));
     const auto gn = this->randn(B);
-    const auto whole = this->run_cuda(c, theta, x, B, d, r, g, gn);
+    const auto whole = this->run_backend(c, theta, x, B, d, r, g, gn);
     ChunkBytesGuard small(3 * N * sizeof(std::complex<T>));  // 3 states per chunk: 7 chunks, the last of 2
     EXPECT_EQ(this->be->workspace_size(Op::kBackward, c, B), this->be->workspace_size(Op::kBackward, c, 3));
-    this->expect_same(this->run_cuda(c, theta, x, B, d, r, g, gn), whole, parity_tol<T>(), "chunked");
+    this->expect_same(this->run_backend(c, theta, x, B, d, r, g, gn), whole, this->kTol, "chunked");
   }
 }
 
@@ -210,7 +143,7 @@ TYPED_TEST(CudaBackendTest, CallerWorkspaceAndStream) {
   const auto x = this->inputs(B, d);
   const auto g = this->randn(B * 6);
   const auto gn = this->randn(B);
-  const auto ref = this->run_cuda(c, theta, x, B, d, Readout::kZ, g, gn);
+  const auto ref = this->run_backend(c, theta, x, B, d, Readout::kZ, g, gn);
   size_t need = 0;
   for (Op op : {Op::kForward, Op::kBackward}) need = std::max(need, this->be->workspace_size(op, c, B));
   ASSERT_GT(need, 0u);
@@ -221,8 +154,8 @@ TYPED_TEST(CudaBackendTest, CallerWorkspaceAndStream) {
   ctx.workspace = this->mem().allocate(need);
   ctx.workspace_bytes = need;
   this->owned.push_back(ctx.workspace);
-  const auto got = this->run_cuda(c, theta, x, B, d, Readout::kZ, g, gn, ctx);  // host() synchronises the device
-  this->expect_same(got, ref, parity_tol<T>(), "caller workspace on a non-blocking stream");
+  const auto got = this->run_backend(c, theta, x, B, d, Readout::kZ, g, gn, ctx);  // host() synchronises the device
+  this->expect_same(got, ref, this->kTol, "caller workspace on a non-blocking stream");
   ctx.workspace_bytes = this->be->workspace_size(Op::kBackward, c, B) - 1;
   T* gt = this->template dev_zeros<T>(c.n_params());
   T* gx = this->template dev_zeros<T>(B * d);
@@ -267,7 +200,7 @@ TYPED_TEST(CudaBackendTest, ExtremeMagnitudeRows) {
   const Circuit c = build_ansatz("ry_cnot_ring", 2, 1);
   const std::vector<T> g(2, T(0)), gn(1, T(1));
   const auto theta = this->randn(c.n_params());
-  const auto out = this->run_cuda(c, theta, x, B, d, Readout::kZ, g, gn);
+  const auto out = this->run_backend(c, theta, x, B, d, Readout::kZ, g, gn);
   for (T f : out.features) EXPECT_TRUE(std::isfinite(f));
   for (T v : out.grad_theta) EXPECT_EQ(v, T(0));
   for (int k = 0; k < 4; ++k) EXPECT_NEAR(out.grad_x[k], want_psi[k], 10 * tol<T>()) << k;

@@ -23,14 +23,10 @@ std::string fused_skip_reason() {
   return reason;
 }
 
-struct FusedCudaTraits {
+struct FusedCudaTraits : MemoryOn<CudaMemory> {
   template <typename T>
   static std::unique_ptr<Backend<T>> make() { return make_fused_cuda_backend<T>(nullptr); }
   static std::string skip_reason() { return fused_skip_reason(); }
-  static DeviceMemory& memory() {
-    static CudaMemory m;
-    return m;
-  }
 };
 
 INSTANTIATE_TYPED_TEST_SUITE_P(FusedCuda, BackendTest, BackendTypes<FusedCudaTraits>);

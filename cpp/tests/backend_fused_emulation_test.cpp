@@ -17,14 +17,10 @@
 
 namespace qaa::test {
 
-struct FusedEmulationTraits {
+struct FusedEmulationTraits : MemoryOn<HostMemory> {
   template <typename T>
   static std::unique_ptr<Backend<T>> make() { return make_fused_emulation_backend<T>(); }
   static std::string skip_reason() { return {}; }
-  static DeviceMemory& memory() {
-    static HostMemory m;
-    return m;
-  }
 };
 
 INSTANTIATE_TYPED_TEST_SUITE_P(FusedEmulation, BackendTest, BackendTypes<FusedEmulationTraits>);

@@ -3,7 +3,7 @@
 // backend_cuda_test.cpp) with On<Traits, T> parameters. A backend's Traits provides
 //   template <typename T> static std::unique_ptr<Backend<T>> make();   the backend under test
 //   static std::string skip_reason();    non-empty: every check skips (e.g. no GPU)
-//   static DeviceMemory& memory();       memory on the backend's device (device_memory.hpp)
+//   static DeviceMemory& memory();       memory on the backend's device (device_memory.hpp; MemoryOn gives it)
 #pragma once
 
 #include <gtest/gtest.h>
@@ -44,6 +44,15 @@ template <typename BackendTraits, typename Real>
 struct On {
   using Traits = BackendTraits;
   using T = Real;
+};
+
+/// Base of a backend's Traits: memory() is one process-wide Memory (a DeviceMemory).
+template <typename Memory>
+struct MemoryOn {
+  static DeviceMemory& memory() {
+    static Memory m;
+    return m;
+  }
 };
 
 /// float32 and float64 on one backend.
@@ -312,6 +321,19 @@ inline double rel_err(const std::vector<double>& a, const std::vector<double>& b
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-300);
 }
 
+/// Central finite differences (loss(v + eps e_i) - loss(v - eps e_i)) / (2 eps) for every entry i of v.
+template <typename Loss>
+std::vector<double> central_differences(const std::vector<double>& v, Loss&& loss, double eps = 1e-6) {
+  std::vector<double> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    auto vp = v, vm = v;
+    vp[i] += eps;
+    vm[i] -= eps;
+    out[i] = (loss(vp) - loss(vm)) / (2 * eps);
+  }
+  return out;
+}
+
 template <typename Fixture>
 void check_fused_vjp(Fixture* f, const Circuit& c, Readout r, int64_t B, int64_t d) {
   using T = double;
@@ -325,20 +347,10 @@ void check_fused_vjp(Fixture* f, const Circuit& c, Readout r, int64_t B, int64_t
   f->be->backward(c, f->dev(theta), f->dev(x), B, d, r, f->dev(g), f->dev(gn), gt, gx, ExecContext{});
   const auto grad_theta = f->host(gt, c.n_params());
   const auto grad_x = f->host(gx, B * d);
-  const double eps = 1e-6;
-  std::vector<double> fd_theta(c.n_params()), fd_x(B * d);
-  for (int p = 0; p < c.n_params(); ++p) {
-    auto tp = theta, tm = theta;
-    tp[p] += eps;
-    tm[p] -= eps;
-    fd_theta[p] = (f->loss(c, tp, x, B, r, g, gn) - f->loss(c, tm, x, B, r, g, gn)) / (2 * eps);
-  }
-  for (int64_t i = 0; i < B * d; ++i) {
-    auto xp = x, xm = x;
-    xp[i] += eps;
-    xm[i] -= eps;
-    fd_x[i] = (f->loss(c, theta, xp, B, r, g, gn) - f->loss(c, theta, xm, B, r, g, gn)) / (2 * eps);
-  }
+  const auto fd_theta =
+      central_differences(theta, [&](const std::vector<T>& th) { return f->loss(c, th, x, B, r, g, gn); });
+  const auto fd_x =
+      central_differences(x, [&](const std::vector<T>& xs) { return f->loss(c, theta, xs, B, r, g, gn); });
   EXPECT_LT(rel_err(grad_theta, fd_theta), 1e-7);
   EXPECT_LT(rel_err(grad_x, fd_x), 1e-7);
 }
@@ -382,20 +394,8 @@ TYPED_TEST_P(BackendVjpTest, StateLevelVjpMatchesFiniteDifferences) {
     this->be->vjp(c, this->dev(theta), this->dev(psi), this->dev(g), r, B, gt, gp, ExecContext{});
     const auto grad_theta = this->host(gt, c.n_params());
     const auto grad_psi0 = this->host(gp, B * N);
-    const double eps = 1e-6;
-    std::vector<double> fd_t(c.n_params()), fd_p(B * N);
-    for (int p = 0; p < c.n_params(); ++p) {
-      auto tp = theta, tm = theta;
-      tp[p] += eps;
-      tm[p] -= eps;
-      fd_t[p] = (run(tp, psi0).first - run(tm, psi0).first) / (2 * eps);
-    }
-    for (int64_t i = 0; i < B * N; ++i) {
-      auto pp = psi0, pm = psi0;
-      pp[i] += eps;
-      pm[i] -= eps;
-      fd_p[i] = (run(theta, pp).first - run(theta, pm).first) / (2 * eps);
-    }
+    const auto fd_t = central_differences(theta, [&](const std::vector<double>& th) { return run(th, psi0).first; });
+    const auto fd_p = central_differences(psi0, [&](const std::vector<double>& p0) { return run(theta, p0).first; });
     EXPECT_LT(rel_err(grad_theta, fd_t), 1e-7);
     EXPECT_LT(rel_err(grad_psi0, fd_p), 1e-7);
   }

@@ -1,6 +1,6 @@
 // Memory on a backend's device, for the tests: the backends themselves never allocate or copy for their
 // callers (the Python bindings pass torch's memory), so this lives with the tests, one implementation per
-// device (HostMemory here; the CUDA one in backend_cuda_test.cpp). Every call is synchronous except that
+// device (HostMemory here; CudaMemory in cuda_memory.hpp). Every call is synchronous except that
 // work queued by the engine may still run until synchronize().
 #pragma once
 

@@ -1,61 +1,20 @@
 // Parity of a backend with the CPU backend on the fused token-level calls (forward, backward) and the
 // state-level calls (apply both ways, vjp), over every kernel shape of the fused engine: n = 1..5 (one thread
 // per state, phantom index bits), 6..10 (2..32 threads per state), 11..13 (64..256 threads per state), both
-// ansaetze, both readouts, with the edge rows of embedding.hpp: a type-parameterised suite (ParityTest,
-// On<Traits, T> parameters as in backend_test_suite.hpp), instantiated by backend_fused_emulation_test.cpp and
+// ansaetze, both readouts, with the edge rows of embedding.hpp: a type-parameterised suite (ParityTest, the
+// CpuParity fixture of cpu_parity.hpp), instantiated by backend_fused_emulation_test.cpp and
 // backend_fused_cuda_test.cpp.
 #pragma once
 
-#include <cmath>
-#include <limits>
 #include <string>
 #include <vector>
 
-#include "backend_test_suite.hpp"
+#include "cpu_parity.hpp"
 
 namespace qaa::test {
 
 template <typename P>
-class ParityTest : public BackendTest<P> {
- public:
-  using T = typename P::T;
-  std::unique_ptr<Backend<T>> cpu = make_cpu_backend<T>();
-  static constexpr double kTol = std::is_same_v<T, float> ? 1e-5 : 1e-12;
-
-  std::vector<T> inputs(int64_t B, int64_t d) {
-    auto x = this->randn(B * d);
-    if (B >= 5) {
-      for (int64_t i = 0; i < d; ++i) x[1 * d + i] = 0;
-      x[2 * d + d / 2] = std::numeric_limits<T>::quiet_NaN();
-      x[3 * d] = -std::numeric_limits<T>::infinity();
-      for (int64_t i = 0; i < d; ++i) x[4 * d + i] *= std::is_same_v<T, float> ? T(1e36) : T(1e300);
-    }
-    return x;
-  }
-
-  void check_fused(const Circuit& c, int64_t B, int64_t d, Readout r, const std::string& what) {
-    const int64_t F = readout_features(r, c.n_qubits());
-    const auto theta = this->randn(c.n_params());
-    const auto x = inputs(B, d);
-    const auto g = this->randn(B * F);
-    const auto gn = this->randn(B);
-    T* f = this->template dev_zeros<T>(B * F);
-    T* nr = this->template dev_zeros<T>(B);
-    T* gt = this->template dev_zeros<T>(c.n_params());
-    T* gx = this->template dev_zeros<T>(B * d);
-    T* dth = this->dev(theta);
-    T* dx = this->dev(x);
-    this->be->forward(c, dth, dx, B, d, r, f, nr, ExecContext{});
-    this->be->backward(c, dth, dx, B, d, r, this->dev(g), this->dev(gn), gt, gx, ExecContext{});
-    std::vector<T> f_c(B * F), nr_c(B), gt_c(c.n_params()), gx_c(B * d);
-    cpu->forward(c, theta.data(), x.data(), B, d, r, f_c.data(), nr_c.data(), {});
-    cpu->backward(c, theta.data(), x.data(), B, d, r, g.data(), gn.data(), gt_c.data(), gx_c.data(), {});
-    expect_close_rel(this->host(f, B * F), f_c, kTol, what + " features");
-    expect_close_rel(this->host(nr, B), nr_c, kTol, what + " norms");
-    expect_close_rel(this->host(gt, c.n_params()), gt_c, kTol, what + " grad_theta");
-    expect_close_rel(this->host(gx, B * d), gx_c, kTol, what + " grad_x");
-  }
-};
+class ParityTest : public CpuParity<P> {};
 
 TYPED_TEST_SUITE_P(ParityTest);
 

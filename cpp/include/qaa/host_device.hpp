@@ -42,4 +42,15 @@ QAA_HOST_DEVICE inline T infinity() {
   return static_cast<T>(HUGE_VAL);
 }
 
+/// Combiners of the fixed-order reductions (the CUDA kernels' block reductions, the fused kernel's group
+/// reductions and their host emulation).
+struct SumOp {
+  template <typename V>
+  QAA_HOST_DEVICE V operator()(V a, V b) const { return a + b; }
+};
+struct MaxOp {
+  template <typename V>
+  QAA_HOST_DEVICE V operator()(V a, V b) const { return a > b ? a : b; }
+};
+
 }  // namespace qaa::hd

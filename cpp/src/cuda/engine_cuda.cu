@@ -1,19 +1,19 @@
-// CUDA backend of the qaa engine on cuStateVec (design notes: README.md in this folder).
-//
-// Gates: custatevecApplyMatrixBatched, BROADCAST map (one matrix shared by the whole batch), with the 2x2
-// matrices built on the device from theta by build_matrices_kernel (theta never travels to the host), the
-// adjoint flag for inverse gates, and CNOT / CZ as X / Z with one control bit. Everything else (embedding,
-// readouts, observable, derivative terms and their reduction) are the kernels of kernels_cuda.cuh.
+// CUDA backend of the qaa engine on cuStateVec (design notes: README.md in this folder): call orchestration,
+// the scratch layout and chunking of the batch, and the adjoint sweep. The gates go through cuStateVec
+// (gate_runner.cuh); everything else (embedding, readouts, observable, derivative terms and their reduction) is
+// the device kernels of embedding_kernels.cuh, measurement_kernels.cuh and adjoint_kernels.cuh.
 #include <algorithm>
 #include <atomic>
 #include <complex>
 #include <string>
-#include <type_traits>
-#include <vector>
 
+#include "adjoint_kernels.cuh"
 #include "cuda_support.cuh"
+#include "embedding_kernels.cuh"
 #include "engine_cuda.hpp"
-#include "kernels_cuda.cuh"
+#include "gate_kernels.cuh"
+#include "gate_runner.cuh"
+#include "measurement_kernels.cuh"
 
 namespace qaa {
 
@@ -23,8 +23,6 @@ namespace {
 constexpr size_t kDefaultChunkBytes = size_t{128} << 20;
 std::atomic<size_t> g_chunk_bytes{0};
 
-/// Most state vectors one cuStateVec call gets (its nSVs is 32-bit).
-constexpr int64_t kMaxSvsPerCall = int64_t{1} << 30;
 /// Most blocks a rotation's derivative-term kernel runs with (each writes one partial sum).
 constexpr int kMaxGradBlocks = 512;
 /// Most blocks of a grid-stride kernel.
@@ -39,35 +37,6 @@ int grid_for(int64_t total, int threads) {
   return static_cast<int>(std::clamp<int64_t>((total + threads - 1) / threads, 1, kMaxBlocks));
 }
 int row_grid(int64_t rows) { return static_cast<int>(std::clamp<int64_t>(rows, 1, kMaxBlocks)); }
-
-/// Host-side view of a circuit for the device: rotation slots and their descriptors.
-struct Plan {
-  int n = 0;
-  int64_t N = 0;
-  int R = 0;                      // rotation gates
-  int P = 0;                      // parameters
-  bool has_two_qubit = false;
-  std::vector<int32_t> slot;      // per gate: rotation slot (matrix index) or -1
-  std::vector<int32_t> codes;     // per rotation slot: param * 4 + kind
-};
-
-Plan make_plan(const Circuit& c) {
-  Plan p;
-  p.n = c.n_qubits();
-  p.N = c.dim();
-  p.P = c.n_params();
-  p.slot.reserve(c.gates().size());
-  for (const Gate& g : c.gates()) {
-    if (is_rotation(g.kind)) {
-      p.slot.push_back(p.R++);
-      p.codes.push_back(g.param * 4 + static_cast<int32_t>(g.kind));
-    } else {
-      p.slot.push_back(-1);
-      p.has_two_qubit = true;
-    }
-  }
-  return p;
-}
 
 /// Byte offsets of the scratch regions of one call (all 256-byte aligned) and the chunking of the batch.
 struct Layout {
@@ -126,103 +95,101 @@ void check_width(int64_t d, int64_t N) {
   }
 }
 
+/// One call that applies the circuit through cuStateVec, set up in this order: the circuit's plan, the scratch
+/// layout of `op` and the scratch, the gate matrices built from theta (and, for vjp and backward, the zeroed
+/// per-rotation accumulators), then the cuStateVec handle of (device, stream), held for the call, and the gate
+/// runner sized for the most states one cuStateVec call of `op` passes.
 template <typename T>
-struct TypeInfo;
-template <>
-struct TypeInfo<float> {
-  static constexpr cudaDataType_t data = CUDA_C_32F;
-  static constexpr custatevecComputeType_t compute = CUSTATEVEC_COMPUTE_32F;
-};
-template <>
-struct TypeInfo<double> {
-  static constexpr cudaDataType_t data = CUDA_C_64F;
-  static constexpr custatevecComputeType_t compute = CUSTATEVEC_COMPUTE_64F;
-};
-
-/// Build the device gate matrices of `plan` from device theta (see build_matrices_kernel).
-template <typename T>
-void build_matrices(const Plan& plan, const T* theta, Amp<T>* mats, int32_t* rot_param, cudaStream_t stream) {
-  int done = 0;
-  do {
-    RotationBatch rb{};
-    rb.offset = done;
-    rb.count = std::min(plan.R - done, kRotationsPerLaunch);
-    rb.const_slot = plan.R;
-    rb.write_consts = done == 0 ? 1 : 0;
-    for (int i = 0; i < rb.count; ++i) rb.code[i] = plan.codes[done + i];
-    build_matrices_kernel<T><<<1, kRotationsPerLaunch, 0, stream>>>(rb, theta, mats, rot_param);
-    QAA_CUDA_CHECK_LAUNCH();
-    done += rb.count;
-  } while (done < plan.R);
-}
-
-/// Applies the gates of one circuit to contiguous batches of states through cuStateVec.
-template <typename T>
-class GateRunner {
+class CircuitCall {
  public:
-  /// `max_svs`: the most states any later call passes (sizes cuStateVec's extra workspace, normally 0).
-  GateRunner(custatevecHandle_t handle, const Circuit& c, const Plan& plan, const Amp<T>* mats, int64_t max_svs,
-             cudaStream_t stream)
-      : handle_(handle), circuit_(c), plan_(plan), mats_(mats), extra_(extra_bytes(handle, plan, mats, max_svs), stream) {}
+  using A = Amp<T>;
 
-  /// Apply gate `gi` (or its inverse when `adjoint`) to `rows` states sv[rows, N].
-  void gate(Amp<T>* sv, int64_t rows, size_t gi, bool adjoint) {
-    const Gate& g = circuit_.gates()[gi];
-    const int n = plan_.n;
-    const Amp<T>* m;
-    int32_t target, control = -1;
-    if (is_rotation(g.kind)) {
-      target = n - 1 - g.wires[0];
-      m = mats_ + 4 * int64_t(plan_.slot[gi]);
-    } else {
-      // CNOT(c, t) = X on t controlled by c; CZ(a, b) = Z on b controlled by a (symmetric).
-      target = n - 1 - g.wires[1];
-      control = n - 1 - g.wires[0];
-      m = mats_ + 4 * int64_t(plan_.R + (g.kind == GateKind::CNOT ? 0 : 1));
+  CircuitCall(Op op, const Circuit& c, const T* theta, int64_t batch, int dev, const ExecContext& ctx,
+              cudaStream_t s)
+      : circuit_(c),
+        s_(s),
+        plan_(make_plan(c)),
+        L_(make_layout(op, c, batch, sizeof(A))),
+        scratch_(ctx, L_.total, s),
+        mats_(prepare(op, theta)),
+        lease_(HandleCache::acquire(dev, s)),
+        run_(lease_.handle, c, plan_, mats_, max_svs(op, L_, batch), s) {}
+  CircuitCall(const CircuitCall&) = delete;
+  CircuitCall& operator=(const CircuitCall&) = delete;
+
+  GateRunner<T>& gates() { return run_; }
+
+  /// f(b0, rows, states) for each chunk [b0, b0 + rows) of the batch [0, B), `states` the chunk's state buffer
+  /// (room for two chunks of states in vjp and backward).
+  template <typename F>
+  void each_chunk(int64_t B, F&& f) {
+    A* states = scratch_.at<A>(L_.states);
+    for (int64_t b0 = 0; b0 < B; b0 += L_.chunk) f(b0, std::min(L_.chunk, B - b0), states);
+  }
+
+  /// Adjoint pass over one chunk. On entry phi[rows, N] = U psi0; lam[rows, N] (adjacent to phi, so one
+  /// cuStateVec call moves both) becomes O phi, O the diagonal observable of the readout cotangent g[rows, F],
+  /// and on exit lam = U^dagger O U psi0. Each rotation's derivative term goes to its partial sums before the
+  /// gate is undone on both phi and lam; the chunk's terms are then added to the per-rotation accumulators.
+  void adjoint(A* phi, int64_t rows, const T* g, Readout r) {
+    const int64_t N = plan_.N;
+    A* lam = phi + rows * N;
+    observable_kernel<T><<<grid_for(rows * N, kThreads), kThreads, 0, s_>>>(
+        phi, lam, g, rows * N, plan_.n, r == Readout::kProbs ? 1 : 0);
+    QAA_CUDA_CHECK_LAUNCH();
+    double* partial = scratch_.at<double>(L_.partial);
+    for (size_t gi = circuit_.gates().size(); gi-- > 0;) {
+      const Gate& gate = circuit_.gates()[gi];
+      const int k = plan_.slot[gi];
+      if (k >= 0) {
+        rotation_grad_kernel<T><<<L_.grad_blocks, kThreads, 0, s_>>>(static_cast<int>(gate.kind), phi, lam, rows,
+                                                                     plan_.n, plan_.n - 1 - gate.wires[0],
+                                                                     partial + int64_t(k) * L_.grad_blocks);
+        QAA_CUDA_CHECK_LAUNCH();
+      }
+      run_.gate(phi, 2 * rows, gi, true);
     }
-    const uint32_t n_controls = control >= 0 ? 1u : 0u;
-    for (int64_t b0 = 0; b0 < rows; b0 += kMaxSvsPerCall) {
-      const int64_t cnt = std::min(rows - b0, kMaxSvsPerCall);
-      QAA_CUSV_CHECK(custatevecApplyMatrixBatched(
-          handle_, sv + b0 * plan_.N, TypeInfo<T>::data, static_cast<uint32_t>(n), static_cast<uint32_t>(cnt),
-          static_cast<custatevecIndex_t>(plan_.N), CUSTATEVEC_MATRIX_MAP_TYPE_BROADCAST, nullptr, m,
-          TypeInfo<T>::data, CUSTATEVEC_MATRIX_LAYOUT_ROW, adjoint ? 1 : 0, 1, &target, 1,
-          n_controls ? &control : nullptr, nullptr, n_controls, TypeInfo<T>::compute, extra_.get(), extra_.size()));
+    if (plan_.R > 0) {
+      accumulate_partials_kernel<<<(plan_.R + kThreads - 1) / kThreads, kThreads, 0, s_>>>(
+          partial, L_.grad_blocks, plan_.R, scratch_.at<double>(L_.gate_acc));
+      QAA_CUDA_CHECK_LAUNCH();
     }
   }
 
-  /// Apply the whole circuit (U), or its inverse (U^dagger: gates reversed, each adjoint).
-  void circuit(Amp<T>* sv, int64_t rows, bool adjoint) {
-    const size_t G = circuit_.gates().size();
-    if (!adjoint) {
-      for (size_t gi = 0; gi < G; ++gi) gate(sv, rows, gi, false);
-    } else {
-      for (size_t gi = G; gi-- > 0;) gate(sv, rows, gi, true);
-    }
+  /// Sum the per-rotation accumulators into grad_theta[P] (on the device; no host sync).
+  void finish_grads(T* grad_theta) {
+    if (plan_.P == 0) return;
+    finalize_grad_kernel<T><<<(plan_.P + kThreads - 1) / kThreads, kThreads, 0, s_>>>(
+        scratch_.at<double>(L_.gate_acc), scratch_.at<int32_t>(L_.rot_param), plan_.R, plan_.P, grad_theta);
+    QAA_CUDA_CHECK_LAUNCH();
   }
 
  private:
-  static size_t extra_bytes(custatevecHandle_t h, const Plan& plan, const Amp<T>* mats, int64_t max_svs) {
-    size_t need = 0;
-    const uint32_t svs = static_cast<uint32_t>(std::clamp<int64_t>(max_svs, 1, kMaxSvsPerCall));
-    for (uint32_t n_controls : {0u, 1u}) {
-      if (n_controls == 0 && plan.R == 0) continue;
-      if (n_controls == 1 && !plan.has_two_qubit) continue;
-      size_t bytes = 0;
-      QAA_CUSV_CHECK(custatevecApplyMatrixBatchedGetWorkspaceSize(
-          h, TypeInfo<T>::data, static_cast<uint32_t>(plan.n), svs, static_cast<custatevecIndex_t>(plan.N),
-          CUSTATEVEC_MATRIX_MAP_TYPE_BROADCAST, nullptr, mats, TypeInfo<T>::data, CUSTATEVEC_MATRIX_LAYOUT_ROW, 0, 1,
-          1, n_controls, TypeInfo<T>::compute, &bytes));
-      need = std::max(need, bytes);
+  static bool grads(Op op) { return op == Op::kVjp || op == Op::kBackward; }
+  /// The most states one cuStateVec call passes: a chunk (forward), phi and lam of a chunk (vjp, backward),
+  /// else the whole batch.
+  static int64_t max_svs(Op op, const Layout& L, int64_t batch) {
+    if (grads(op)) return 2 * L.chunk;
+    return op == Op::kForward ? L.chunk : batch;
+  }
+  /// The gate matrices (and the zeroed accumulators of a gradient call), queued on the call's stream.
+  A* prepare(Op op, const T* theta) {
+    A* mats = scratch_.at<A>(L_.mats);
+    build_matrices<T>(plan_, theta, mats, scratch_.at<int32_t>(L_.rot_param), s_);
+    if (grads(op) && plan_.R > 0) {
+      QAA_CUDA_CHECK(cudaMemsetAsync(scratch_.at<double>(L_.gate_acc), 0, plan_.R * sizeof(double), s_));
     }
-    return need;
+    return mats;
   }
 
-  custatevecHandle_t handle_;
   const Circuit& circuit_;
-  const Plan& plan_;
-  const Amp<T>* mats_;
-  TempBuffer extra_;
+  cudaStream_t s_;
+  Plan plan_;
+  Layout L_;
+  Scratch scratch_;
+  A* mats_;
+  HandleCache::Lease lease_;
+  GateRunner<T> run_;
 };
 
 template <typename T>
@@ -255,15 +222,8 @@ class CudaBackend final : public Backend<T> {
     if (B == 0) return;
     const int dev = device_of(psi, "psi");
     DeviceGuard guard(dev);
-    const cudaStream_t s = stream(ctx);
-    const Plan plan = make_plan(c);
-    const Layout L = make_layout(Op::kApply, c, B, sizeof(A));
-    Scratch scratch(ctx, L.total, s);
-    A* mats = scratch.at<A>(L.mats);
-    build_matrices<T>(plan, theta, mats, scratch.at<int32_t>(L.rot_param), s);
-    auto lease = HandleCache::acquire(dev, s);
-    GateRunner<T> run(lease.handle, c, plan, mats, B, s);
-    run.circuit(amp(psi), B, adjoint);
+    CircuitCall<T> call(Op::kApply, c, theta, B, dev, ctx, stream(ctx));
+    call.gates().circuit(amp(psi), B, adjoint);
   }
 
   void readout(int n, const Complex* psi, int64_t B, Readout r, T* features, const ExecContext& ctx) override {
@@ -282,29 +242,15 @@ class CudaBackend final : public Backend<T> {
     const int dev = device_of(psi, "psi");
     DeviceGuard guard(dev);
     const cudaStream_t s = stream(ctx);
-    const int n = c.n_qubits();
-    const int64_t N = c.dim(), F = readout_features(r, n);
-    const Plan plan = make_plan(c);
-    const Layout L = make_layout(Op::kVjp, c, B, sizeof(A));
-    Scratch scratch(ctx, L.total, s);
-    A* mats = scratch.at<A>(L.mats);
-    build_matrices<T>(plan, theta, mats, scratch.at<int32_t>(L.rot_param), s);
-    start_grads(plan, scratch, L, s);
-    auto lease = HandleCache::acquire(dev, s);
-    GateRunner<T> run(lease.handle, c, plan, mats, 2 * L.chunk, s);
-    A* phi = scratch.at<A>(L.states);
-    for (int64_t b0 = 0; b0 < B; b0 += L.chunk) {
-      const int64_t rows = std::min(L.chunk, B - b0);
-      A* lam = phi + rows * N;  // phi and lam adjacent: one cuStateVec call moves both
+    const int64_t N = c.dim(), F = readout_features(r, c.n_qubits());
+    CircuitCall<T> call(Op::kVjp, c, theta, B, dev, ctx, s);
+    call.each_chunk(B, [&](int64_t b0, int64_t rows, A* phi) {
       QAA_CUDA_CHECK(cudaMemcpyAsync(phi, amp(psi) + b0 * N, rows * N * sizeof(A), cudaMemcpyDeviceToDevice, s));
-      observable_kernel<T><<<grid_for(rows * N, kThreads), kThreads, 0, s>>>(
-          phi, lam, grad_features + b0 * F, rows * N, n, r == Readout::kProbs ? 1 : 0);
+      call.adjoint(phi, rows, grad_features + b0 * F, r);
+      two_re_kernel<T><<<grid_for(rows * N, kThreads), kThreads, 0, s>>>(phi + rows * N, rows * N, grad_psi0 + b0 * N);
       QAA_CUDA_CHECK_LAUNCH();
-      adjoint_sweep(run, c, plan, L, scratch, phi, rows, s);
-      two_re_kernel<T><<<grid_for(rows * N, kThreads), kThreads, 0, s>>>(lam, rows * N, grad_psi0 + b0 * N);
-      QAA_CUDA_CHECK_LAUNCH();
-    }
-    finish_grads(plan, scratch, L, grad_theta, s);
+    });
+    call.finish_grads(grad_theta);
   }
 
   void circuit_matrix(const Circuit& c, const T* theta, Complex* u, const ExecContext& ctx) override {
@@ -313,19 +259,11 @@ class CudaBackend final : public Backend<T> {
     const cudaStream_t s = stream(ctx);
     const int n = c.n_qubits();
     const int64_t N = c.dim();
-    const Plan plan = make_plan(c);
-    const Layout L = make_layout(Op::kMatrix, c, N, sizeof(A));
-    Scratch scratch(ctx, L.total, s);
-    A* mats = scratch.at<A>(L.mats);
-    build_matrices<T>(plan, theta, mats, scratch.at<int32_t>(L.rot_param), s);
+    CircuitCall<T> call(Op::kMatrix, c, theta, N, dev, ctx, s);
     // Row j of u starts as e_j and becomes U e_j (column j of U); the transpose puts it in place.
     identity_kernel<T><<<grid_for(N * N, kThreads), kThreads, 0, s>>>(amp(u), n);
     QAA_CUDA_CHECK_LAUNCH();
-    {
-      auto lease = HandleCache::acquire(dev, s);
-      GateRunner<T> run(lease.handle, c, plan, mats, N, s);
-      run.circuit(amp(u), N, false);
-    }
+    call.gates().circuit(amp(u), N, false);
     transpose_kernel<T><<<grid_for(N * N, kThreads), kThreads, 0, s>>>(amp(u), n);
     QAA_CUDA_CHECK_LAUNCH();
   }
@@ -340,28 +278,19 @@ class CudaBackend final : public Backend<T> {
     const int dev = device_of(x, "x");
     DeviceGuard guard(dev);
     const cudaStream_t s = stream(ctx);
-    const Plan plan = make_plan(c);
-    const Layout L = make_layout(Op::kForward, c, B, sizeof(A));
-    Scratch scratch(ctx, L.total, s);
-    A* mats = scratch.at<A>(L.mats);
-    build_matrices<T>(plan, theta, mats, scratch.at<int32_t>(L.rot_param), s);
-    auto lease = HandleCache::acquire(dev, s);
-    GateRunner<T> run(lease.handle, c, plan, mats, L.chunk, s);
-    A* psi = scratch.at<A>(L.states);
-    for (int64_t b0 = 0; b0 < B; b0 += L.chunk) {
-      const int64_t rows = std::min(L.chunk, B - b0);
+    CircuitCall<T> call(Op::kForward, c, theta, B, dev, ctx, s);
+    call.each_chunk(B, [&](int64_t b0, int64_t rows, A* psi) {
       embed_kernel<T><<<row_grid(rows), kRowThreads, 0, s>>>(x + b0 * d, rows, d, N, psi, norms + b0);
       QAA_CUDA_CHECK_LAUNCH();
-      run.circuit(psi, rows, false);
+      call.gates().circuit(psi, rows, false);
       launch_readout(psi, rows, n, r, features + b0 * F, s);
-    }
+    });
   }
 
   void backward(const Circuit& c, const T* theta, const T* x, int64_t B, int64_t d, Readout r,
                 const T* grad_features, const T* grad_norms, T* grad_theta, T* grad_x,
                 const ExecContext& ctx) override {
-    const int n = c.n_qubits();
-    const int64_t N = c.dim(), F = readout_features(r, n);
+    const int64_t N = c.dim(), F = readout_features(r, c.n_qubits());
     check_width(d, N);
     if (B == 0) {
       zero_grad_theta(c, grad_theta, ctx);
@@ -370,30 +299,17 @@ class CudaBackend final : public Backend<T> {
     const int dev = device_of(x, "x");
     DeviceGuard guard(dev);
     const cudaStream_t s = stream(ctx);
-    const Plan plan = make_plan(c);
-    const Layout L = make_layout(Op::kBackward, c, B, sizeof(A));
-    Scratch scratch(ctx, L.total, s);
-    A* mats = scratch.at<A>(L.mats);
-    build_matrices<T>(plan, theta, mats, scratch.at<int32_t>(L.rot_param), s);
-    start_grads(plan, scratch, L, s);
-    auto lease = HandleCache::acquire(dev, s);
-    GateRunner<T> run(lease.handle, c, plan, mats, 2 * L.chunk, s);
-    A* phi = scratch.at<A>(L.states);
-    for (int64_t b0 = 0; b0 < B; b0 += L.chunk) {
-      const int64_t rows = std::min(L.chunk, B - b0);
-      A* lam = phi + rows * N;
+    CircuitCall<T> call(Op::kBackward, c, theta, B, dev, ctx, s);
+    call.each_chunk(B, [&](int64_t b0, int64_t rows, A* phi) {
       embed_kernel<T><<<row_grid(rows), kRowThreads, 0, s>>>(x + b0 * d, rows, d, N, phi, nullptr);
       QAA_CUDA_CHECK_LAUNCH();
-      run.circuit(phi, rows, false);
-      observable_kernel<T><<<grid_for(rows * N, kThreads), kThreads, 0, s>>>(
-          phi, lam, grad_features + b0 * F, rows * N, n, r == Readout::kProbs ? 1 : 0);
-      QAA_CUDA_CHECK_LAUNCH();
-      adjoint_sweep(run, c, plan, L, scratch, phi, rows, s);
+      call.gates().circuit(phi, rows, false);
+      call.adjoint(phi, rows, grad_features + b0 * F, r);
       embed_vjp_kernel<T><<<row_grid(rows), kRowThreads, 0, s>>>(
-          x + b0 * d, rows, d, N, lam, grad_norms ? grad_norms + b0 : nullptr, grad_x + b0 * d);
+          x + b0 * d, rows, d, N, phi + rows * N, grad_norms ? grad_norms + b0 : nullptr, grad_x + b0 * d);
       QAA_CUDA_CHECK_LAUNCH();
-    }
-    finish_grads(plan, scratch, L, grad_theta, s);
+    });
+    call.finish_grads(grad_theta);
   }
 
  private:
@@ -416,44 +332,6 @@ class CudaBackend final : public Backend<T> {
     if (c.n_params() == 0) return;
     DeviceGuard guard(device_of(grad_theta, "grad_theta"));
     QAA_CUDA_CHECK(cudaMemsetAsync(grad_theta, 0, c.n_params() * sizeof(T), stream(ctx)));
-  }
-
-  static void start_grads(const Plan& plan, const Scratch& scratch, const Layout& L, cudaStream_t s) {
-    if (plan.R > 0) QAA_CUDA_CHECK(cudaMemsetAsync(scratch.at<double>(L.gate_acc), 0, plan.R * sizeof(double), s));
-  }
-
-  /// Sum the per-rotation accumulators into grad_theta[P] (on the device; no host sync).
-  static void finish_grads(const Plan& plan, const Scratch& scratch, const Layout& L, T* grad_theta,
-                           cudaStream_t s) {
-    if (plan.P == 0) return;
-    finalize_grad_kernel<T><<<(plan.P + kThreads - 1) / kThreads, kThreads, 0, s>>>(
-        scratch.at<double>(L.gate_acc), scratch.at<int32_t>(L.rot_param), plan.R, plan.P, grad_theta);
-    QAA_CUDA_CHECK_LAUNCH();
-  }
-
-  /// Adjoint sweep over one chunk. On entry phi[rows, N] = U psi0 and lam[rows, N] (adjacent to phi) = O phi;
-  /// on exit lam = U^dagger O U psi0. Each rotation's derivative term goes to its partial sums before the
-  /// gate is undone on both phi and lam; the chunk's terms are then added to the per-rotation accumulators.
-  static void adjoint_sweep(GateRunner<T>& run, const Circuit& c, const Plan& plan, const Layout& L,
-                            const Scratch& scratch, A* phi, int64_t rows, cudaStream_t s) {
-    const A* lam = phi + rows * plan.N;
-    double* partial = scratch.at<double>(L.partial);
-    for (size_t gi = c.gates().size(); gi-- > 0;) {
-      const Gate& g = c.gates()[gi];
-      const int r = plan.slot[gi];
-      if (r >= 0) {
-        rotation_grad_kernel<T><<<L.grad_blocks, kThreads, 0, s>>>(static_cast<int>(g.kind), phi, lam, rows, plan.n,
-                                                                   plan.n - 1 - g.wires[0],
-                                                                   partial + int64_t(r) * L.grad_blocks);
-        QAA_CUDA_CHECK_LAUNCH();
-      }
-      run.gate(phi, 2 * rows, gi, true);
-    }
-    if (plan.R > 0) {
-      accumulate_partials_kernel<<<(plan.R + kThreads - 1) / kThreads, kThreads, 0, s>>>(
-          partial, L.grad_blocks, plan.R, scratch.at<double>(L.gate_acc));
-      QAA_CUDA_CHECK_LAUNCH();
-    }
   }
 };
 

@@ -15,8 +15,11 @@
 #include <utility>
 
 #include "../cuda_runtime_support.cuh"
-#include "../kernels_cuda.cuh"
+#include "../embedding_kernels.cuh"
+#include "../gate_kernels.cuh"
+#include "../measurement_kernels.cuh"
 #include "engine_fused.hpp"
+#include "fused_calls.hpp"
 #include "fused_state.hpp"
 
 namespace qaa {
@@ -245,15 +248,7 @@ class FusedBackend final : public Backend<T> {
     const auto P = use_fused(c, true);
     if (!P) return fb_->apply(c, theta, psi, B, adjoint, ctx);
     cuda::DeviceGuard guard(dev);
-    Args<T> a;
-    a.batch = B;
-    a.psi_in = reinterpret_cast<const T*>(psi);
-    a.psi_out = reinterpret_cast<T*>(psi);  // each group reads its whole row before writing it
-    if (adjoint) {
-      launch<T, true, Mode::kApplyAdj>(*P, theta, a, nullptr, ctx, stream(ctx));
-    } else {
-      launch<T, true, Mode::kApply>(*P, theta, a, nullptr, ctx, stream(ctx));
-    }
+    run_apply(launcher(*P, theta, ctx), B, psi, psi, adjoint);  // each group reads its whole row before writing it
   }
 
   void vjp(const Circuit& c, const T* theta, const Complex* psi, const T* gf, Readout r, int64_t B, T* grad_theta,
@@ -264,13 +259,7 @@ class FusedBackend final : public Backend<T> {
                                                   {grad_psi0, "grad_psi0"}});
     if (!P) return fb_->vjp(c, theta, psi, gf, r, B, grad_theta, grad_psi0, ctx);
     cuda::DeviceGuard guard(dev);
-    Args<T> a;
-    a.batch = B;
-    a.readout = static_cast<int>(r);
-    a.psi_in = reinterpret_cast<const T*>(psi);
-    a.grad_features = gf;
-    a.grad_psi0 = grad_psi0;
-    launch<T, true, Mode::kVjp>(*P, theta, a, grad_theta, ctx, stream(ctx));
+    run_vjp(launcher(*P, theta, ctx), B, r, psi, gf, grad_theta, grad_psi0);
   }
 
   void circuit_matrix(const Circuit& c, const T* theta, Complex* u, const ExecContext& ctx) override {
@@ -296,18 +285,7 @@ class FusedBackend final : public Backend<T> {
     const auto P = use_fused(c);
     if (!P) return fb_->forward(c, theta, x, B, d, r, f, norms, ctx);
     cuda::DeviceGuard guard(dev);
-    Args<T> a;
-    a.batch = B;
-    a.d = d;
-    a.readout = static_cast<int>(r);
-    a.x = x;
-    a.features = f;
-    a.norms = norms;
-    if (c.is_real()) {
-      launch<T, false, Mode::kForward>(*P, theta, a, nullptr, ctx, stream(ctx));
-    } else {
-      launch<T, true, Mode::kForward>(*P, theta, a, nullptr, ctx, stream(ctx));
-    }
+    run_forward(launcher(*P, theta, ctx), c, B, d, r, x, f, norms);
   }
 
   void backward(const Circuit& c, const T* theta, const T* x, int64_t B, int64_t d, Readout r, const T* gf,
@@ -319,23 +297,17 @@ class FusedBackend final : public Backend<T> {
                                                 {grad_theta, "grad_theta"}, {grad_x, "grad_x"}});
     if (!P) return fb_->backward(c, theta, x, B, d, r, gf, gn, grad_theta, grad_x, ctx);
     cuda::DeviceGuard guard(dev);
-    Args<T> a;
-    a.batch = B;
-    a.d = d;
-    a.readout = static_cast<int>(r);
-    a.x = x;
-    a.grad_features = gf;
-    a.grad_norms = gn;
-    a.grad_x = grad_x;
-    if (c.is_real()) {
-      launch<T, false, Mode::kBackward>(*P, theta, a, grad_theta, ctx, stream(ctx));
-    } else {
-      launch<T, true, Mode::kBackward>(*P, theta, a, grad_theta, ctx, stream(ctx));
-    }
+    run_backward(launcher(*P, theta, ctx), c, B, d, r, x, gf, gn, grad_theta, grad_x);
   }
 
  private:
   static cudaStream_t stream(const ExecContext& ctx) { return static_cast<cudaStream_t>(ctx.stream); }
+  /// The `run` of fused_calls.hpp: the fused kernel of plan P, launched on the call's stream.
+  static auto launcher(const Plan& P, const T* theta, const ExecContext& ctx) {
+    return [&P, theta, &ctx](auto cplx, auto mode, const Args<T>& a, T* grad_theta) {
+      launch<T, decltype(cplx)::value, decltype(mode)::value>(P, theta, a, grad_theta, ctx, stream(ctx));
+    };
+  }
   /// The device of the call's main array; every other (non-null) array must be on it. Checked before a call
   /// goes to the fallback too.
   static int devices(const void* main, const char* name,

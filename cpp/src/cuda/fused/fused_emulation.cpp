@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "fused_calls.hpp"
 #include "fused_state.hpp"
 
 namespace qaa {
@@ -84,6 +85,14 @@ std::unique_ptr<Plan> plan_or_throw(const Circuit& c) {
   return std::make_unique<Plan>(*p);
 }
 
+/// The `run` of fused_calls.hpp: the emulated groups of plan P.
+template <typename T>
+auto emulate(const Plan& P, const T* theta) {
+  return [&P, theta](auto cplx, auto mode, const Args<T>& a, T* grad_theta) {
+    run<T, decltype(cplx)::value, decltype(mode)::value>(P, theta, a, grad_theta);
+  };
+}
+
 template <typename T>
 class EmulatedBackend final : public Backend<T> {
  public:
@@ -114,16 +123,8 @@ class EmulatedBackend final : public Backend<T> {
   void apply(const Circuit& c, const T* theta, Complex* psi, int64_t B, bool adjoint, const ExecContext&) override {
     if (B == 0) return;
     const auto P = plan_or_throw(c);
-    std::vector<Complex> in(psi, psi + B * c.dim());
-    Args<T> A;
-    A.batch = B;
-    A.psi_in = reinterpret_cast<const T*>(in.data());
-    A.psi_out = reinterpret_cast<T*>(psi);
-    if (adjoint) {
-      run<T, true, Mode::kApplyAdj>(*P, theta, A, nullptr);
-    } else {
-      run<T, true, Mode::kApply>(*P, theta, A, nullptr);
-    }
+    const std::vector<Complex> in(psi, psi + B * c.dim());
+    run_apply(emulate(*P, theta), B, in.data(), psi, adjoint);
   }
   void vjp(const Circuit& c, const T* theta, const Complex* psi, const T* grad_features, Readout r, int64_t B,
            T* grad_theta, T* grad_psi0, const ExecContext&) override {
@@ -132,13 +133,7 @@ class EmulatedBackend final : public Backend<T> {
       std::fill(grad_theta, grad_theta + c.n_params(), T(0));
       return;
     }
-    Args<T> A;
-    A.batch = B;
-    A.readout = static_cast<int>(r);
-    A.psi_in = reinterpret_cast<const T*>(psi);
-    A.grad_features = grad_features;
-    A.grad_psi0 = grad_psi0;
-    run<T, true, Mode::kVjp>(*P, theta, A, grad_theta);
+    run_vjp(emulate(*P, theta), B, r, psi, grad_features, grad_theta, grad_psi0);
   }
   void circuit_matrix(const Circuit& c, const T* theta, Complex* u, const ExecContext& ctx) override {
     const int64_t N = c.dim();
@@ -153,18 +148,7 @@ class EmulatedBackend final : public Backend<T> {
     if (d < 1 || d > c.dim()) throw std::invalid_argument("input width out of range");
     if (B == 0) return;
     const auto P = plan_or_throw(c);
-    Args<T> A;
-    A.batch = B;
-    A.d = d;
-    A.readout = static_cast<int>(r);
-    A.x = x;
-    A.features = features;
-    A.norms = norms;
-    if (c.is_real()) {
-      run<T, false, Mode::kForward>(*P, theta, A, nullptr);
-    } else {
-      run<T, true, Mode::kForward>(*P, theta, A, nullptr);
-    }
+    run_forward(emulate(*P, theta), c, B, d, r, x, features, norms);
   }
   void backward(const Circuit& c, const T* theta, const T* x, int64_t B, int64_t d, Readout r, const T* grad_features,
                 const T* grad_norms, T* grad_theta, T* grad_x, const ExecContext&) override {
@@ -174,19 +158,7 @@ class EmulatedBackend final : public Backend<T> {
       std::fill(grad_theta, grad_theta + c.n_params(), T(0));
       return;
     }
-    Args<T> A;
-    A.batch = B;
-    A.d = d;
-    A.readout = static_cast<int>(r);
-    A.x = x;
-    A.grad_features = grad_features;
-    A.grad_norms = grad_norms;
-    A.grad_x = grad_x;
-    if (c.is_real()) {
-      run<T, false, Mode::kBackward>(*P, theta, A, grad_theta);
-    } else {
-      run<T, true, Mode::kBackward>(*P, theta, A, grad_theta);
-    }
+    run_backward(emulate(*P, theta), c, B, d, r, x, grad_features, grad_norms, grad_theta, grad_x);
   }
 };
 

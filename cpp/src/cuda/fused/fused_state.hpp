@@ -54,14 +54,8 @@ struct Lane {
   Regs<T, CPLX> phi, lam;
 };
 
-struct SumOp {
-  template <typename V>
-  QAA_HOST_DEVICE V operator()(V a, V b) const { return a + b; }
-};
-struct MaxOp {
-  template <typename V>
-  QAA_HOST_DEVICE V operator()(V a, V b) const { return a > b ? a : b; }
-};
+using hd::MaxOp;
+using hd::SumOp;
 
 QAA_HOST_DEVICE inline int pad_index(uint32_t k) { return static_cast<int>(k + (k >> kRegBits)); }
 QAA_HOST_DEVICE inline int buffer_entries(int n_eff) { return (1 << n_eff) + (1 << (n_eff - kRegBits)); }
@@ -84,6 +78,25 @@ QAA_UNROLL
     while (!((j >> low) & 1)) ++low;
     reg[j] = reg[j & (j - 1)] ^ f.col[low];
   }
+}
+
+/// body(j, k) for each register j of thread t, k the logical index of its amplitude under frame f. The loop is
+/// fully unrolled, so j is a compile-time constant in every copy of the body.
+template <typename F>
+QAA_HOST_DEVICE inline void for_each_amp(const Frame& f, int thread_bits, int t, F&& body) {
+  uint32_t reg[kRegs];
+  reg_parts(f, reg);
+  const uint32_t base = thread_part(f, thread_bits, t);
+QAA_UNROLL
+  for (int j = 0; j < kRegs; ++j) body(j, base ^ reg[j]);
+}
+
+/// body(lane, j, k) for every lane of the group and each of its registers j (k as in for_each_amp).
+template <typename T, bool CPLX, typename Ex, typename F>
+QAA_HOST_DEVICE inline void each_amp(Ex& ex, const Plan& P, const Frame& f, F&& body) {
+  ex.each([&](Lane<T, CPLX>& L, int t) {
+    for_each_amp(f, P.thread_bits, t, [&](int j, uint32_t k) { body(L, j, k); });
+  });
 }
 
 /// Call f(IntC<b>{}) for the runtime register bit b (so register indices stay compile-time constants).
@@ -215,33 +228,17 @@ enum class Mode : int {
   kVjp = 4,       // final psi_in, grad_features -> grad_psi0 (2 Re lambda), grad_acc
 };
 
-/// Move every lane's phi (LAM false) or lam (LAM true) registers from frame `from` to frame `to` through the
-/// group buffer. (A template flag, not a runtime choice, so the registers are never addressed indirectly.)
-template <typename T, bool CPLX, bool LAM, typename Ex>
-QAA_HOST_DEVICE void transpose(Ex& ex, const Plan& P, int from, int to) {
-  const Frame& ff = P.frames[from];
-  const Frame& ft = P.frames[to];
-  ex.each([&](Lane<T, CPLX>& L, int t) {
+/// Store every lane's phi (LAM false) or lam (LAM true) registers to the group buffer (STORE true) or load them
+/// from it (STORE false), at the addresses of their logical indices under frame f; then the group barrier.
+template <typename T, bool CPLX, bool LAM, bool STORE, typename Ex>
+QAA_HOST_DEVICE void buffer_regs(Ex& ex, const Plan& P, const Frame& f) {
+  each_amp<T, CPLX>(ex, P, f, [&](Lane<T, CPLX>& L, int j, uint32_t k) {
     Regs<T, CPLX>& r = LAM ? L.lam : L.phi;
-    uint32_t reg[kRegs];
-    reg_parts(ff, reg);
-    const uint32_t base = thread_part(ff, P.thread_bits, t);
-QAA_UNROLL
-    for (int j = 0; j < kRegs; ++j) {
-      const int a = pad_index(base ^ reg[j]);
+    const int a = pad_index(k);
+    if constexpr (STORE) {
       ex.buf_re[a] = r.re[j];
       if constexpr (CPLX) ex.buf_im[a] = r.im[j];
-    }
-  });
-  ex.sync();
-  ex.each([&](Lane<T, CPLX>& L, int t) {
-    Regs<T, CPLX>& r = LAM ? L.lam : L.phi;
-    uint32_t reg[kRegs];
-    reg_parts(ft, reg);
-    const uint32_t base = thread_part(ft, P.thread_bits, t);
-QAA_UNROLL
-    for (int j = 0; j < kRegs; ++j) {
-      const int a = pad_index(base ^ reg[j]);
+    } else {
       r.re[j] = ex.buf_re[a];
       if constexpr (CPLX) r.im[j] = ex.buf_im[a];
     }
@@ -249,20 +246,24 @@ QAA_UNROLL
   ex.sync();
 }
 
+/// Move every lane's phi (LAM false) or lam (LAM true) registers from frame `from` to frame `to` through the
+/// group buffer. (Template flags, not runtime choices, so the registers are never addressed indirectly.)
+template <typename T, bool CPLX, bool LAM, typename Ex>
+QAA_HOST_DEVICE void transpose(Ex& ex, const Plan& P, int from, int to) {
+  buffer_regs<T, CPLX, LAM, true>(ex, P, P.frames[from]);
+  buffer_regs<T, CPLX, LAM, false>(ex, P, P.frames[to]);
+}
+
 /// CZ on logical bits a, b in the frame f.
 template <typename T, bool CPLX>
 QAA_HOST_DEVICE void apply_cz(Regs<T, CPLX>& r, const Plan& P, const Frame& f, int t, int a, int b) {
-  uint32_t reg[kRegs];
-  reg_parts(f, reg);
-  const uint32_t base = thread_part(f, P.thread_bits, t);
   const uint32_t both = (1u << a) | (1u << b);
-QAA_UNROLL
-  for (int j = 0; j < kRegs; ++j) {
-    if (((base ^ reg[j]) & both) == both) {
+  for_each_amp(f, P.thread_bits, t, [&](int j, uint32_t k) {
+    if ((k & both) == both) {
       r.re[j] = -r.re[j];
       if constexpr (CPLX) r.im[j] = -r.im[j];
     }
-  }
+  });
 }
 
 /// The circuit on phi (and lam when `both`), forward (U) or reversed (U^dagger, from the last frame).
@@ -311,14 +312,9 @@ QAA_HOST_DEVICE RowStats<T> embed(Ex& ex, const Plan& P, const Args<T>& A, int64
   const int64_t d = active ? A.d : 0;
   auto scan_of = [&](int t) {
     RowScan<T> sc;
-    uint32_t reg[kRegs];
-    reg_parts(f, reg);
-    const uint32_t base = thread_part(f, P.thread_bits, t);
-    QAA_UNROLL
-    for (int j = 0; j < kRegs; ++j) {
-      const uint32_t k = base ^ reg[j];
+    for_each_amp(f, P.thread_bits, t, [&](int, uint32_t k) {
       if (k < d) row_scan_add(sc, xr[k]);
-    }
+    });
     return sc;
   };
   RowScan<T> scan;
@@ -331,30 +327,18 @@ QAA_HOST_DEVICE RowStats<T> embed(Ex& ex, const Plan& P, const Args<T>& A, int64
   {
     const double ss = ex.reduce(
         [&](Lane<T, CPLX>&, int t) {
-          uint32_t reg[kRegs];
-          reg_parts(f, reg);
-          const uint32_t base = thread_part(f, P.thread_bits, t);
           double acc = 0;
-          QAA_UNROLL
-          for (int j = 0; j < kRegs; ++j) {
-            const uint32_t k = base ^ reg[j];
+          for_each_amp(f, P.thread_bits, t, [&](int, uint32_t k) {
             if (regular && k < d) acc += row_square_term(st, xr[k]);
-          }
+          });
           return acc;
         },
         SumOp{});
     if (regular) row_stats_finish(st, ss);
   }
-  ex.each([&](Lane<T, CPLX>& L, int t) {
-    uint32_t reg[kRegs];
-    reg_parts(f, reg);
-    const uint32_t base = thread_part(f, P.thread_bits, t);
-QAA_UNROLL
-    for (int j = 0; j < kRegs; ++j) {
-      const uint32_t k = base ^ reg[j];
-      L.phi.re[j] = k < d ? embedded_value(st, xr[k]) : T(0);
-      if constexpr (CPLX) L.phi.im[j] = T(0);
-    }
+  each_amp<T, CPLX>(ex, P, f, [&](Lane<T, CPLX>& L, int j, uint32_t k) {
+    L.phi.re[j] = k < d ? embedded_value(st, xr[k]) : T(0);
+    if constexpr (CPLX) L.phi.im[j] = T(0);
   });
   return st;
 }
@@ -363,24 +347,17 @@ QAA_UNROLL
 template <typename T, bool CPLX, bool STORE, typename Ex>
 QAA_HOST_DEVICE void load_store(Ex& ex, const Plan& P, const Frame& f, const T* in, T* out, int64_t row, bool active) {
   const uint32_t N = 1u << P.n;
-  ex.each([&](Lane<T, CPLX>& L, int t) {
-    uint32_t reg[kRegs];
-    reg_parts(f, reg);
-    const uint32_t base = thread_part(f, P.thread_bits, t);
-QAA_UNROLL
-    for (int j = 0; j < kRegs; ++j) {
-      const uint32_t k = base ^ reg[j];
-      const bool in_range = active && k < N;
-      const int64_t at = 2 * (row * int64_t(N) + k);
-      if constexpr (STORE) {
-        if (in_range) {
-          out[at] = L.phi.re[j];
-          out[at + 1] = CPLX ? L.phi.im[CPLX ? j : 0] : T(0);
-        }
-      } else {
-        L.phi.re[j] = in_range ? in[at] : T(0);
-        if constexpr (CPLX) L.phi.im[j] = in_range ? in[at + 1] : T(0);
+  each_amp<T, CPLX>(ex, P, f, [&](Lane<T, CPLX>& L, int j, uint32_t k) {
+    const bool in_range = active && k < N;
+    const int64_t at = 2 * (row * int64_t(N) + k);
+    if constexpr (STORE) {
+      if (in_range) {
+        out[at] = L.phi.re[j];
+        out[at + 1] = CPLX ? L.phi.im[CPLX ? j : 0] : T(0);
       }
+    } else {
+      L.phi.re[j] = in_range ? in[at] : T(0);
+      if constexpr (CPLX) L.phi.im[j] = in_range ? in[at + 1] : T(0);
     }
   });
 }
@@ -396,27 +373,17 @@ QAA_HOST_DEVICE void readout(Ex& ex, const Plan& P, const Args<T>& A, int64_t ro
     else return probability(r.re[j]);
   };
   if (A.readout == static_cast<int>(Readout::kProbs)) {
-    ex.each([&](Lane<T, CPLX>& L, int t) {
-      uint32_t reg[kRegs];
-      reg_parts(f, reg);
-      const uint32_t base = thread_part(f, P.thread_bits, t);
-QAA_UNROLL
-      for (int j = 0; j < kRegs; ++j) {
-        const uint32_t k = base ^ reg[j];
-        if (active && k < N) A.features[row * int64_t(N) + k] = prob(L.phi, j);
-      }
+    each_amp<T, CPLX>(ex, P, f, [&](Lane<T, CPLX>& L, int j, uint32_t k) {
+      if (active && k < N) A.features[row * int64_t(N) + k] = prob(L.phi, j);
     });
     return;
   }
   for (int q = 0; q < n; ++q) {
     const T z = ex.reduce(
         [&](Lane<T, CPLX>& L, int t) {
-          uint32_t reg[kRegs];
-          reg_parts(f, reg);
-          const uint32_t base = thread_part(f, P.thread_bits, t);
           T acc = 0;
-QAA_UNROLL
-          for (int j = 0; j < kRegs; ++j) acc += z_term(prob(L.phi, j), wire_set(base ^ reg[j], n, q));
+          for_each_amp(f, P.thread_bits, t,
+                       [&](int j, uint32_t k) { acc += z_term(prob(L.phi, j), wire_set(k, n, q)); });
           return acc;
         },
         SumOp{});
@@ -433,24 +400,17 @@ QAA_HOST_DEVICE void observable(Ex& ex, const Plan& P, const Args<T>& A, int64_t
   const bool probs = A.readout == static_cast<int>(Readout::kProbs);
   const int64_t F = probs ? int64_t(N) : int64_t(n);
   const T* g = A.grad_features + (active ? row : 0) * F;
-  ex.each([&](Lane<T, CPLX>& L, int t) {
-    uint32_t reg[kRegs];
-    reg_parts(f, reg);
-    const uint32_t base = thread_part(f, P.thread_bits, t);
-QAA_UNROLL
-    for (int j = 0; j < kRegs; ++j) {
-      const uint32_t k = base ^ reg[j];
-      T o = 0;
-      if (active && k < N) {
-        if (probs) {
-          o = g[k];
-        } else {
-          for (int q = 0; q < n; ++q) o += z_term(g[q], wire_set(k, n, q));
-        }
+  each_amp<T, CPLX>(ex, P, f, [&](Lane<T, CPLX>& L, int j, uint32_t k) {
+    T o = 0;
+    if (active && k < N) {
+      if (probs) {
+        o = g[k];
+      } else {
+        for (int q = 0; q < n; ++q) o += z_term(g[q], wire_set(k, n, q));
       }
-      L.lam.re[j] = o * L.phi.re[j];
-      if constexpr (CPLX) L.lam.im[j] = o * L.phi.im[j];
     }
+    L.lam.re[j] = o * L.phi.re[j];
+    if constexpr (CPLX) L.lam.im[j] = o * L.phi.im[j];
   });
 }
 
@@ -467,33 +427,21 @@ QAA_HOST_DEVICE void embed_vjp(Ex& ex, const Plan& P, const Args<T>& A, const Ro
   {  // reduced by every group, whatever its row's kind (shuffles need all lanes of a warp)
     dot = ex.reduce(
         [&](Lane<T, CPLX>& L, int t) {
-          uint32_t reg[kRegs];
-          reg_parts(f, reg);
-          const uint32_t base = thread_part(f, P.thread_bits, t);
           double acc = 0;
-          QAA_UNROLL
-          for (int j = 0; j < kRegs; ++j) {
-            const uint32_t k = base ^ reg[j];
+          for_each_amp(f, P.thread_bits, t, [&](int j, uint32_t k) {
             if (regular && k < d) acc += static_cast<double>(embedded_value(st, xr[k])) * static_cast<double>(T(2) * L.lam.re[j]);
-          }
+          });
           return acc;
         },
         SumOp{});
   }
   const double nrm = static_cast<double>(st.norm);
   const double gn = (A.grad_norms != nullptr && active) ? static_cast<double>(A.grad_norms[row]) : 0.0;
-  ex.each([&](Lane<T, CPLX>& L, int t) {
-    uint32_t reg[kRegs];
-    reg_parts(f, reg);
-    const uint32_t base = thread_part(f, P.thread_bits, t);
-QAA_UNROLL
-    for (int j = 0; j < kRegs; ++j) {
-      const uint32_t k = base ^ reg[j];
-      if (k < d) {
-        gx[k] = regular ? static_cast<T>(embed_vjp_value(static_cast<double>(embedded_value(st, xr[k])),
-                                                         static_cast<double>(T(2) * L.lam.re[j]), dot, nrm, gn))
-                        : T(0);
-      }
+  each_amp<T, CPLX>(ex, P, f, [&](Lane<T, CPLX>& L, int j, uint32_t k) {
+    if (k < d) {
+      gx[k] = regular ? static_cast<T>(embed_vjp_value(static_cast<double>(embedded_value(st, xr[k])),
+                                                       static_cast<double>(T(2) * L.lam.re[j]), dot, nrm, gn))
+                      : T(0);
     }
   });
 }
@@ -529,17 +477,9 @@ QAA_HOST_DEVICE void run_state(Ex& ex, const Plan& P, const HalfAngles<T>& ha, c
     load_store<T, CPLX, false>(ex, P, P.frames[P.last_frame], A.psi_in, nullptr, row, active);
     observable<T, CPLX>(ex, P, A, row, active);
     run_circuit<T, CPLX, true, true, true>(ex, P, ha, active ? grad_acc : nullptr);
-    const Frame& f = P.frames[P.first_frame];
     const uint32_t N = 1u << P.n;
-    ex.each([&](Lane<T, CPLX>& L, int t) {
-      uint32_t reg[kRegs];
-      reg_parts(f, reg);
-      const uint32_t base = thread_part(f, P.thread_bits, t);
-QAA_UNROLL
-      for (int j = 0; j < kRegs; ++j) {
-        const uint32_t k = base ^ reg[j];
-        if (active && k < N) A.grad_psi0[row * int64_t(N) + k] = T(2) * L.lam.re[j];
-      }
+    each_amp<T, CPLX>(ex, P, P.frames[P.first_frame], [&](Lane<T, CPLX>& L, int j, uint32_t k) {
+      if (active && k < N) A.grad_psi0[row * int64_t(N) + k] = T(2) * L.lam.re[j];
     });
   }
 }
