@@ -12,6 +12,7 @@ from ...engine.ops import cached_circuit, qaa_features_op
 from ...hardware.measure import active_measurement
 from ..utils import layer_dims
 from .config import QAAConfig, check_adapter_name
+from .input_transform import InputStandardizer
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -42,46 +43,6 @@ def adapter_device(base_layer: nn.Module) -> torch.device:
 def _in_backward() -> bool:
     """Whether the calling thread is running an autograd backward pass (e.g. a checkpoint's recomputation)."""
     return torch._C._current_graph_task_id() != -1
-
-
-class InputStandardizer(nn.Module):
-    """The ``"standardize"`` input transform of one adapter on one layer: ``x' = (x - mean) / scale``.
-
-    ``mean`` and ``scale`` are buffers of shape ``[d_in]`` in the adapter dtype, 0 and 1 (the identity, bit for
-    bit) until :meth:`set_statistics` (called by :func:`qaa.calibrate_input_transform`) replaces them. The
-    forward only reads them; ``calibrated`` records whether statistics were set.
-    """
-
-    def __init__(self, d_in: int, dtype: torch.dtype, device=None):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(d_in, dtype=dtype, device=device))
-        self.register_buffer("scale", torch.ones(d_in, dtype=dtype, device=device))
-        self.calibrated = False
-
-    def set_statistics(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
-        """Copy ``mean`` and ``scale`` (shape ``[d_in]``, any float dtype) into the buffers; mark calibrated.
-
-        Raises:
-            ValueError: a shape other than ``[d_in]``, a non-finite value, or a ``scale`` entry ``<= 0``.
-        """
-        d_in = self.mean.shape[0]
-        for what, t in (("mean", mean), ("scale", scale)):
-            if tuple(t.shape) != (d_in,):
-                raise ValueError(f"{what} must have shape ({d_in},), got {tuple(t.shape)}")
-            if not torch.isfinite(t).all():
-                raise ValueError(f"{what} holds non-finite values")
-        if not (scale > 0).all():
-            raise ValueError("scale must be > 0 everywhere")
-        with torch.no_grad():
-            self.mean.copy_(mean.to(self.mean.dtype))
-            self.scale.copy_(scale.to(self.scale.dtype))
-        self.calibrated = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.scale
-
-    def extra_repr(self) -> str:
-        return f"d_in={self.mean.shape[0]}, calibrated={self.calibrated}"
 
 
 class QAALayer(nn.Module):
