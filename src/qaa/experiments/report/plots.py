@@ -32,6 +32,28 @@ def _save(fig, path: Path) -> str:
     return str(path)
 
 
+def _band(ax, method: str, steps, values: np.ndarray, **style) -> None:
+    """One method's line (mean over seeds, ``values`` [seeds, points]) with its min-max band over seeds."""
+    colour = registry.colour(method)
+    ax.plot(steps, values.mean(axis=0), color=colour, linestyle=registry.linestyle(method),
+            label=f"{registry.label(method)} ({len(values)} seeds)", **style)
+    if len(values) > 1:
+        ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.15)
+
+
+def _steps_figure(series: Dict[str, tuple], ylabel: str, title: str, path: Path) -> str:
+    """One panel against the optimizer step: per method ``(steps, values [seeds, points], line style)``."""
+    fig, axes = _figure(8, 4.5)
+    ax = axes[0][0]
+    for method, (steps, values, style) in series.items():
+        _band(ax, method, steps, values, **style)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def plot_losses(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
     """``loss_<task>.png``: training loss per step of each method's chosen configuration, mean over seeds with
     the min-max band over seeds."""
@@ -40,23 +62,14 @@ def plot_losses(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
         entries = {m: e for m, e in collect(results, task).items() if e["runs"]}
         if not entries:
             continue
-        fig, axes = _figure(8, 4.5)
-        ax = axes[0][0]
+        series = {}
         for method, e in entries.items():
             losses = np.array([r["losses"] for r in e["runs"] if r.get("losses")], dtype=np.float64)
-            if losses.size == 0:
-                continue
-            steps = np.arange(losses.shape[1])
-            colour = registry.colour(method)
-            ax.plot(steps, losses.mean(axis=0), color=colour, linestyle=registry.linestyle(method),
-                    label=f"{registry.label(method)} ({len(losses)} seeds)")
-            if len(losses) > 1:
-                ax.fill_between(steps, losses.min(axis=0), losses.max(axis=0), color=colour, alpha=0.15)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("training loss (token cross-entropy)")
-        ax.set_title(f"{task}: training loss (mean over seeds, band: min-max)")
-        ax.legend(fontsize=7)
-        out[f"loss_{task}"] = _save(fig, Path(out_dir) / f"loss_{task}.png")
+            if losses.size:
+                series[method] = (np.arange(losses.shape[1]), losses, {})
+        out[f"loss_{task}"] = _steps_figure(series, "training loss (token cross-entropy)",
+                                            f"{task}: training loss (mean over seeds, band: min-max)",
+                                            Path(out_dir) / f"loss_{task}.png")
     return out
 
 
@@ -100,21 +113,11 @@ def plot_curves(results: dict, out_dir: str | os.PathLike) -> Dict[str, str]:
         curves = {m: c for m, c in curves.items() if c and len({len(x) for x in c}) == 1}
         if not curves:
             continue
-        fig, axes = _figure(8, 4.5)
-        ax = axes[0][0]
-        for method, runs in curves.items():
-            arr = np.array(runs, dtype=np.float64)   # [seeds, points, 2]
-            steps, nll = arr[0, :, 0], arr[:, :, 1]
-            colour = registry.colour(method)
-            ax.plot(steps, nll.mean(axis=0), marker="o", markersize=3, color=colour,
-                    linestyle=registry.linestyle(method), label=f"{registry.label(method)} ({len(runs)} seeds)")
-            if len(runs) > 1:
-                ax.fill_between(steps, nll.min(axis=0), nll.max(axis=0), color=colour, alpha=0.15)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("validation NLL (nats/token, fixed subset)")
-        ax.set_title(f"{task}: validation curves (mean over seeds, band: min-max)")
-        ax.legend(fontsize=7)
-        out[f"curves_{task}"] = _save(fig, Path(out_dir) / f"curves_{task}.png")
+        arrays = {m: np.array(runs, dtype=np.float64) for m, runs in curves.items()}   # [seeds, points, 2]
+        series = {m: (a[0, :, 0], a[:, :, 1], {"marker": "o", "markersize": 3}) for m, a in arrays.items()}
+        out[f"curves_{task}"] = _steps_figure(series, "validation NLL (nats/token, fixed subset)",
+                                              f"{task}: validation curves (mean over seeds, band: min-max)",
+                                              Path(out_dir) / f"curves_{task}.png")
     return out
 
 
