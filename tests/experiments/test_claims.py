@@ -245,7 +245,7 @@ def test_generalisation_row_across_tasks(gaps, verdict):
     spec = {"nll": MetricSpec("nll", "test NLL", mean_reduce, higher_is_better=False)}
     per_task = _two_task_gaps(*gaps)
     row = [r for r in claims_table_lines(per_task, {}, spec) if r.startswith("| stronger generalisation")][0]
-    assert f"| {verdict} |" in row and "macro mean over e2e, dart, vs LoRA r=4 (QAA's parameter count)" in row
+    assert f"| {verdict} |" in row and "vs LoRA r=4 (QAA's parameter count): macro mean over e2e, dart" in row
     table = "\n".join(cross_task_lines(per_task, spec, 3))
     expected = (sum(gaps[0]) / 3 + sum(gaps[1]) / 3) / 2
     assert f"| LoRA r=4 (QAA's parameter count) | test NLL | e2e {sum(gaps[0]) / 3:+.3f}; dart " in table
@@ -253,3 +253,64 @@ def test_generalisation_row_across_tasks(gaps, verdict):
     # a method without every planned seed on two tasks is left out of both
     assert cross_task_lines(per_task, spec, 4) == []
     assert "no data in this run" in "\n".join(claims_table_lines(per_task, {}, spec, n_seeds=4))
+
+
+def _row(per_task, seen=None, n_seeds=3):
+    from qaa.experiments.claims import claims_table_lines
+    from qaa.experiments.stats import MetricSpec, mean_reduce
+
+    spec = {"nll": MetricSpec("nll", "test NLL", mean_reduce, higher_is_better=False)}
+    return [r for r in claims_table_lines(per_task, seen or {}, spec, n_seeds=n_seeds)
+            if r.startswith("| stronger generalisation")][0]
+
+
+def test_an_average_cannot_hide_a_task_where_qaa_is_worse():
+    # e2e: QAA better by 0.5 in every seed; dart: worse by 0.1 in every seed (significant on its own): the macro
+    # mean (-0.2) is below 0 with both intervals, but the row must not say "stronger"
+    per_task = _two_task_gaps([-0.50, -0.52, -0.49], [0.10, 0.09, 0.11])
+    row = _row(per_task)
+    assert "| not shown |" in row and "gaps e2e -0.5033, dart +0.1000" in row
+
+
+def test_a_bootstrap_interval_alone_is_not_enough():
+    # the per-seed macro gaps -0.29, +0.015, -0.055 spread so widely that 3 seeds' t interval includes 0
+    per_task = _two_task_gaps([-0.30, 0.02, -0.05], [-0.28, 0.01, -0.06])
+    assert "| not shown |" in _row(per_task)
+
+
+def test_controls_and_incomplete_seeds_do_not_make_a_generalisation_verdict():
+    import numpy as np
+
+    per_task = _two_task_gaps([-0.10, -0.12, -0.11], [-0.05, -0.06, -0.04])
+    for entries in per_task.values():           # the same data under the bias-only control's name
+        entries["bias"] = entries.pop("lora_r4")
+    assert "| no data in this run |" in _row(per_task)
+    # held-out categories with 2 of the 3 planned seeds: left out
+    seen = [True, True, False, False]
+    base = np.array([[1.0, 1.2, 1.4, 1.6], [1.1, 1.3, 1.5, 1.7]])
+    gen = {"qaa": {"arrays": {"nll": base + np.array([0, 0, -0.3, -0.3])}, "runs": [], "evals": []},
+           "lora_r4": {"arrays": {"nll": base}, "runs": [], "evals": []}}
+    assert "| no data in this run |" in _row({"webnlg_unseen": gen}, {"webnlg_unseen": seen})
+    # ... and the same data count when 2 seeds were planned (every seed 0.3 better on held-out categories)
+    assert "| stronger |" in _row({"webnlg_unseen": gen}, {"webnlg_unseen": seen}, n_seeds=2)
+
+
+def test_bad_bootstrap_arguments_and_non_finite_data_are_refused():
+    import numpy as np
+
+    from qaa.experiments.capacity import budget_interaction
+    from qaa.experiments.generalisation import difference_of_differences, task_contrast
+    from qaa.experiments.stats import MetricSpec, mean_reduce
+
+    spec = MetricSpec("nll", "NLL", mean_reduce, higher_is_better=False)
+    a = np.ones((2, 4))
+    with pytest.raises(ValueError, match="n_boot"):
+        task_contrast([(a, a)], [1.0], spec, n_boot=0)
+    with pytest.raises(ValueError, match="level"):
+        difference_of_differences(a, a, [True, True, False, False], spec, level=1.5)
+    with pytest.raises(ValueError, match="n_boot"):
+        budget_interaction(a, a, a, a, spec, n_boot=10)
+    bad = a.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        difference_of_differences(bad, a, [True, True, False, False], spec)

@@ -190,3 +190,11 @@ def test_selection_table_names_each_methods_validation_seed(tmp_path):
     md = _markdown(results, tmp_path)
     assert "validation NLL of training seed 100 for QAA; training seed 0 for LoRA r=8; chosen in bold" in md
     assert "runs with training seed 100" in md and "not one of the final seeds" in md
+
+
+@pytest.mark.parametrize("rule, shown", [("category", True), ("triples", False)])
+def test_the_held_out_table_only_for_held_out_categories(rule, shown, tmp_path):
+    results = _record("swept", [0, 1, 2], False)
+    results["tasks"]["e2e"].update(test_seen=[True] * 4 + [False] * 4, test_seen_rule=rule)
+    md = _markdown(results, tmp_path)
+    assert ("**Generalisation** (QAA − method on held-out-category inputs" in md) == shown

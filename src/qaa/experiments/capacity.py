@@ -70,13 +70,16 @@ def budget_interaction(a_short, b_short, a_long, b_long, spec, n_boot: int = 200
         (``None`` unless all four have the same count >= 2), and the two gaps.
 
     Raises:
-        ValueError: input counts that differ, or malformed data.
+        ValueError: input counts that differ, malformed or non-finite data, ``n_boot < 100`` or ``level``
+            outside (0, 1).
     """
     import numpy as np
     from scipy.stats import t as student_t
 
+    from .generalisation import _check_boot
     from .stats import _check, _per_seed, _replicates
 
+    _check_boot(n_boot, level)
     arrs = [_check(x) for x in (a_short, b_short, a_long, b_long)]
     if len({a.shape[1] for a in arrs}) != 1:
         raise ValueError(f"the four arrays must score the same inputs, got {[a.shape[1] for a in arrs]}")
@@ -106,12 +109,20 @@ def trainable_count(run: dict) -> Optional[int]:
 
 def size_points(entries: Dict[str, dict], key: str, spec, n_seeds: int) -> List[dict]:
     """Per method with ``n_seeds`` scored seeds and a recorded size: ``{"method", "params", "value", "lo",
-    "hi"}`` (the mean parameter count over its runs; the metric with its 95% bootstrap interval)."""
+    "hi"}`` (the mean parameter count over its runs; the metric with its 95% bootstrap interval), and the untuned
+    base model, when scored, as the 0-parameter point that anchors the front (a configuration worse than no
+    adaptation is never on it)."""
+    from . import registry
     from .stats import bootstrap
 
     out = []
     for method, e in entries.items():
         arr = e.get("arrays", {}).get(key)
+        if method == registry.BASE:
+            if arr is not None:
+                iv = bootstrap(arr, spec)
+                out.append({"method": method, "params": 0.0, "value": iv.value, "lo": iv.lo, "hi": iv.hi})
+            continue
         counts = [c for c in (trainable_count(r) for r in e.get("runs", [])) if c is not None]
         if arr is None or arr.shape[0] != n_seeds or not counts:
             continue
@@ -119,6 +130,13 @@ def size_points(entries: Dict[str, dict], key: str, spec, n_seeds: int) -> List[
         out.append({"method": method, "params": sum(counts) / len(counts), "value": iv.value, "lo": iv.lo,
                     "hi": iv.hi})
     return out
+
+
+def _sized(points: List[dict]) -> int:
+    """How many of ``points`` are trained methods (the base model's anchor not counted)."""
+    from . import registry
+
+    return sum(p["method"] != registry.BASE for p in points)
 
 
 def _label(method: str) -> str:
@@ -134,16 +152,16 @@ def quality_per_parameter_lines(entries: Dict[str, dict], metrics: Dict[str, obj
     starting with ``reference_prefix``) is on it. Empty below ``min_methods`` sized methods (no sweep)."""
     per_metric = {k: size_points(entries, k, spec, n_seeds) for k, spec in metrics.items()}
     first = next(iter(per_metric.values()), [])
-    if len(first) < min_methods:
+    if _sized(first) < min_methods:
         return []
     fronts = {k: pareto_front([(p["method"], p["params"], p["value"]) for p in pts],
                               lower_is_better=not metrics[k].higher_is_better)
               for k, pts in per_metric.items() if pts}
     heads = [getattr(metrics[k], "label", k) for k in per_metric]
-    lines = ["", "**Quality per parameter** (every method with all planned seeds; trainable parameters as saved, "
-                 "SoRA after pruning; the metric with its 95% bootstrap interval; * on the front of that metric: no "
-                 "other method has at most as many parameters and an at-least-as-good point estimate, strictly "
-                 "better in one):", "",
+    lines = ["", "**Quality per parameter** (every method with all planned seeds, and the untuned base model as "
+                 "the 0-parameter anchor; trainable parameters as saved, SoRA after pruning; the metric with its 95% "
+                 "bootstrap interval; * on the front of that metric: no other point has at most as many parameters "
+                 "and an at-least-as-good point estimate, strictly better in one):", "",
              "| method | trainable params | " + " | ".join(heads) + " |", "|---|---:|" + "---:|" * len(heads)]
     by_method = {k: {p["method"]: p for p in pts} for k, pts in per_metric.items()}
     for p in sorted(first, key=lambda p: p["params"]):
@@ -159,7 +177,8 @@ def quality_per_parameter_lines(entries: Dict[str, dict], metrics: Dict[str, obj
         lines.append(f"- Front in {getattr(metrics[k], 'label', k)}: {', '.join(_label(m) for m in front)}. "
                      + (f"QAA configurations on it: {', '.join(_label(m) for m in ours)}." if ours
                         else "No QAA configuration is on it.")
-                     + " (Point estimates; a neighbour inside a front point's interval is not measurably worse.)")
+                     + " (Drawn through point estimates: whether a front point is measurably better than its "
+                       "neighbours is not tested here; the paired comparisons above test that.)")
     return lines
 
 
@@ -172,7 +191,7 @@ def plot_quality_per_parameter(entries: Dict[str, dict], metrics: Dict[str, obje
     from .report.plots import _figure, _save
 
     per_metric = {k: size_points(entries, k, spec, n_seeds) for k, spec in metrics.items()}
-    if len(next(iter(per_metric.values()), [])) < min_methods:
+    if _sized(next(iter(per_metric.values()), [])) < min_methods:
         return None
     fig, axes = _figure(6 * len(per_metric), 4.8, ncols=len(per_metric))
     for ax, (k, pts) in zip(axes[0], per_metric.items()):
@@ -202,12 +221,14 @@ def curve_turn(curve: Sequence[Sequence[float]]) -> dict:
     validation NLL has turned up since its minimum; 0 when the last point is the lowest).
 
     Raises:
-        ValueError: an empty curve or a non-finite value."""
+        ValueError: an empty curve, a non-finite value, or steps that do not increase strictly."""
     if not curve:
         raise ValueError("empty validation curve")
     steps, values = [float(p[0]) for p in curve], [float(p[1]) for p in curve]
     if not all(math.isfinite(v) for v in steps + values):
         raise ValueError("validation curve holds non-finite values")
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"validation curve steps must increase strictly, got {steps}")
     i = min(range(len(values)), key=lambda k: (values[k], k))
     return {"best_step": steps[i], "best": values[i], "final": values[-1], "rise": values[-1] - values[i]}
 
@@ -218,13 +239,24 @@ def capacity_lines(entries: Dict[str, dict], train_size: int) -> List[str]:
     averaged over seeds. Empty when no run recorded a curve."""
     rows = []
     for method, e in entries.items():
-        turns = [curve_turn(r["val_curve"]) for r in e.get("runs", []) if r.get("val_curve")]
-        if not turns:
+        turns, diverged = [], 0
+        for r in e.get("runs", []):
+            if not r.get("val_curve"):
+                continue
+            try:
+                turns.append(curve_turn(r["val_curve"]))
+            except (ValueError, TypeError):   # a diverged run (non-finite points) or a malformed curve
+                diverged += 1
+        if not turns and not diverged:
             continue
         loss = _final_loss(e)
-        mean = {k: sum(t[k] for t in turns) / len(turns) for k in ("best_step", "best", "final", "rise")}
-        rows.append(f"| {_label(method)} | {len(turns)} | {'-' if loss is None else f'{loss:.3f}'} | "
-                    f"{mean['best']:.4f} | {mean['best_step']:.0f} | {mean['final']:.4f} | {mean['rise']:+.4f} |")
+        cells = "| - | - | - | - |"
+        if turns:
+            mean = {k: sum(t[k] for t in turns) / len(turns) for k in ("best_step", "best", "final", "rise")}
+            cells = f"| {mean['best']:.4f} | {mean['best_step']:.0f} | {mean['final']:.4f} | {mean['rise']:+.4f} |"
+        seeds = f"{len(turns)}" + (f" ({diverged} diverged)" if diverged else "")
+        rows.append(f"| {_label(method)} | {seeds} | {'-' if loss is None or not math.isfinite(loss) else f'{loss:.3f}'} "
+                    + cells)
     if not rows:
         return []
     return ["", f"**Capacity on a small pool** ({train_size} training inputs with all their references): where "
@@ -255,28 +287,50 @@ def budget_lines(short: dict, long: dict, reference: str = "qaa") -> List[str]:
     (last 10% of steps) at both budgets, so a reader sees whose training NLL keeps falling.
 
     Raises:
-        ValueError: the two comparisons split the data differently or use another model, or share no task.
+        ValueError: a results dict without ``settings`` (with ``tasks``, ``seeds``, ``steps``), two comparisons
+            that split or cap the data differently or use another model, a "long" budget that is not longer,
+            or no shared task.
     """
     from .report.records import METRICS, collect
 
-    s_set, l_set = short.get("settings", {}), long.get("settings", {})
-    for key in ("model", "split_seed", "val_fraction", "test_fraction", "batch_size"):
+    for name, res in (("short", short), ("long", long)):
+        settings = res.get("settings") if isinstance(res, dict) else None
+        if not isinstance(settings, dict) or not all(k in settings for k in ("tasks", "seeds", "steps")):
+            raise ValueError(f"the {name} results are not a qaa compare results.json (no settings with tasks, "
+                             "seeds and steps)")
+    s_set, l_set = short["settings"], long["settings"]
+    for key in ("model", "split_seed", "val_fraction", "test_fraction", "batch_size", "train_size", "data"):
         if s_set.get(key) != l_set.get(key):
             raise ValueError(f"the two comparisons differ in {key} ({s_set.get(key)!r} vs {l_set.get(key)!r}): "
                              "their test inputs or runs are not comparable")
-    tasks = [t for t in s_set.get("tasks", []) if t in l_set.get("tasks", [])]
+    if not l_set["steps"] > s_set["steps"]:
+        raise ValueError(f"the long budget ({l_set['steps']} steps) must be longer than the short one "
+                         f"({s_set['steps']}); give SHORT first")
+    tasks = [t for t in s_set["tasks"] if t in l_set["tasks"]]
     if not tasks:
         raise ValueError("the two comparisons share no task")
+    for key in ("eval_size", "val_size", "max_length"):
+        a, b = s_set.get(key) or {}, l_set.get(key) or {}
+        for t in tasks:
+            if isinstance(a, dict) and isinstance(b, dict) and a.get(t) != b.get(t):
+                raise ValueError(f"the two comparisons differ in {key} on {t} ({a.get(t)!r} vs {b.get(t)!r})")
     spec = METRICS["nll"]
-    n_s, n_l = len(s_set.get("seeds", [])), len(l_set.get("seeds", []))
+    n_s, n_l = len(s_set["seeds"]), len(l_set["seeds"])
+
+    def rates(settings: dict) -> str:
+        if settings.get("lr_from"):
+            return "read from an earlier comparison's validation selection (--lr-from)"
+        return "chosen on validation at that budget" if settings.get("select_lr") else "given or the defaults"
+
     lines = ["# qaa: the training budget", "",
-             f"Short budget: {s_set.get('steps')} steps x {s_set.get('batch_size')} sequences; long budget: "
-             f"{l_set.get('steps')} steps x {l_set.get('batch_size')} sequences; the same split (seed "
-             f"{s_set.get('split_seed')}) and test inputs; each budget's rates chosen on validation at that budget. "
+             f"Short budget: {s_set['steps']} steps x {s_set.get('batch_size')} sequences (rates "
+             f"{rates(s_set)}); long budget: {l_set['steps']} steps x {l_set.get('batch_size')} sequences (rates "
+             f"{rates(l_set)}); the same split (seed {s_set.get('split_seed')}) and test inputs. "
              f"Gap: {_label(reference)} − method in test NLL (negative favours {_label(reference)}); change: the "
              "long budget's gap minus the short one's, with a 95% bootstrap interval (the same input and seed draws "
-             "for all four arrays) and a seed-level Student-t interval; \"grows\" / \"shrinks\" only when both "
-             "exclude 0. Final training loss: mean over the last 10% of steps and the seeds."]
+             "for all four arrays) and a seed-level Student-t interval; the verdict says the gap moves towards or "
+             "away from the reference only when both exclude 0. Final training loss: mean over the last 10% of "
+             "steps and the seeds. A \"-\" gap: the method or the reference lacks a planned seed at a budget."]
     for task in tasks:
         es, el = collect(short, task), collect(long, task)
         ref_s, ref_l = es.get(reference, {}).get("arrays", {}).get("nll"), el.get(reference, {}).get("arrays", {}).get("nll")
@@ -321,7 +375,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         short, long = (json.loads((Path(a) / "results.json").read_text(encoding="utf-8")) for a in argv)
         lines = budget_lines(short, long)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         print(f"qaa capacity: error: {e}", file=sys.stderr)
         return 2
     path = Path(argv[1]) / "budget.md"

@@ -205,7 +205,8 @@ def convergence_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[
              "area |", "|---|---:|---:|---:|"]
     verdicts = []
     for m, by_seed in curves.items():
-        vals = list(area[m].values())
+        vals = [v for v in area[m].values() if math.isfinite(v)]   # a diverged run's area is inf
+        diverged = len(area[m]) - len(vals)
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
         reach = [steps_to_target(c, target) for c in by_seed.values()]
         hit = [x for x in reach if x is not None]
@@ -220,7 +221,9 @@ def convergence_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[
                                              f"detected an area difference beyond ±{(iv[2] - iv[1]) / 2:.4f} "
                                              "nats/token)"}[_direction(iv)]
                 verdicts.append(f"- Against {_label(m)}, {_label(reference)} {word}: {cell} over {iv[3]} seeds.")
-        lines.append(f"| {_label(m)} | {statistics.fmean(vals):.4f} ± {sd:.4f} | {steps} | {cell} |")
+        mean = f"{statistics.fmean(vals):.4f} ± {sd:.4f}" if vals else "-"
+        mean += f" ({diverged} diverged)" if diverged else ""
+        lines.append(f"| {_label(m)} | {mean} | {steps} | {cell} |")
     return lines + ([""] + verdicts if verdicts else [])
 
 
@@ -377,14 +380,14 @@ def _efficiency_row(per_task: Dict[str, Dict[str, dict]], metrics: Dict[str, obj
     recorded size), whether any configuration of the reference's family is on the test-NLL front
     (:func:`qaa.experiments.capacity.pareto_front`). Capacity at a longer budget is a separate run
     (``python -m qaa.experiments.capacity``)."""
-    from .capacity import pareto_front, size_points
+    from .capacity import _sized, pareto_front, size_points
 
     claim = "parameter efficiency and capacity"
     spec = metrics.get("nll")
     found = []
     for task, entries in per_task.items():
         pts = size_points(entries, "nll", spec, n_seeds) if spec is not None else []
-        if len(pts) < 4:
+        if _sized(pts) < 4:
             continue
         front = pareto_front([(p["method"], p["params"], p["value"]) for p in pts])
         ours = [m for m in front if m.startswith(reference)]

@@ -79,7 +79,8 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         lines += _verdicts(entries, diffs)
         lines += _secondary(entries, settings)
         lines += _seen_unseen(results, task, entries)
-        lines += generalisation_lines(entries, info.get("test_seen") or [],
+        held_out = info.get("test_seen") if info.get("test_seen_rule") == "category" else None
+        lines += generalisation_lines(entries, held_out or [],
                                       {k: METRICS[k] for k in ("nll", "rougeL") if k in METRICS}, REFERENCE)
         lines += convergence_lines(entries, REFERENCE)
         lines += stability_lines(entries)
