@@ -134,6 +134,7 @@ def test_claims_table_verdicts_from_constructed_results():
     table = "\n".join(claims_table_lines({"e2e": entries}, {}, spec))
     row = [r for r in table.splitlines() if r.startswith("| faster convergence")][0]
     assert "not faster: faster in 1, slower in 0, indistinguishable in 1 of 2 comparisons" in row
+    assert "e2e: indistinguishable from prefix tuning (16 tokens) (" in row
     assert "e2e: faster than LoRA r=8 (-0.1100" in row
     assert "| stronger generalisation across tasks | held-out categories, several tasks | no data in this run |" \
         in table
@@ -177,8 +178,8 @@ def test_stability_needs_a_measured_difference_in_seed_spread():
     narrow = [{"lr": 1e-3, "theta_lr_ratio": 1.0, "val_nll": 1.50, "status": "ok"},
               {"lr": 3e-3, "theta_lr_ratio": 1.0, "val_nll": 1.60, "status": "ok"}]
 
-    def entry(means, g):
-        return {"selection": {"status": "ok", "grid": g}, "runs": [], "arrays": {},
+    def entry(means, g, swept=True):
+        return {"selection": {"status": "ok", "grid": g, "swept": swept}, "runs": [], "arrays": {},
                 "evals": [{"nll": [m, m], "seed": i} for i, m in enumerate(means)]}
 
     # QAA's sd (0.01) below LoRA's (0.011) and a wider span: not a measured difference -> not shown
@@ -190,7 +191,13 @@ def test_stability_needs_a_measured_difference_in_seed_spread():
     per_task = {"e2e": {"qaa": entry([1.00, 1.0001, 1.0002], grid), "lora": entry([1.0, 1.01, 1.02], narrow)}}
     row = [r for r in "\n".join(claims_table_lines(per_task, {}, spec)).splitlines()
            if r.startswith("| more stable")][0]
-    assert "| more stable |" in row
+    assert "| more stable |" in row and "good-rate span 3x vs 1x" in row
+    # a rate given, not swept (one rate tried), measures no sensitivity: the span rule cannot be met
+    per_task = {"e2e": {"qaa": entry([1.00, 1.0001, 1.0002], grid[:1], swept=False),
+                        "lora": entry([1.0, 1.01, 1.02], narrow[:1], swept=False)}}
+    row = [r for r in "\n".join(claims_table_lines(per_task, {}, spec)).splitlines()
+           if r.startswith("| more stable")][0]
+    assert "| not shown |" in row and "good-rate span not swept vs not swept" in row
 
 
 def _two_task_gaps(gap_a, gap_b, noise=0.0):

@@ -275,6 +275,17 @@ def _area_verdicts(entries: Dict[str, dict], reference: str) -> List[Tuple[str, 
     return out
 
 
+def _swept_sensitivity(entry: dict) -> Optional[dict]:
+    """:func:`rate_sensitivity` of a method's sweep; ``None`` when its rate was given, not swept (one rate
+    tried says nothing about sensitivity)."""
+    sel = entry.get("selection") or {}
+    return rate_sensitivity(sel.get("grid", [])) if sel.get("swept") else None
+
+
+def _span(sens: Optional[dict]) -> str:
+    return f"{sens['span']:.3g}x" if sens else "not swept"
+
+
 def _seed_sd(entry: dict) -> Optional[float]:
     nll = [statistics.fmean(ev["nll"]) for ev in entry.get("evals", []) if ev.get("nll")]
     return statistics.stdev(nll) if len(nll) > 1 else None
@@ -314,7 +325,8 @@ def claims_table_lines(per_task: Dict[str, Dict[str, dict]], seen_by_task: Dict[
     conv = []
     for task, entries in per_task.items():
         for m, word, iv in _area_verdicts(entries, reference):
-            conv.append(f"{task}: {word} than {_label(m)} ({_fmt_ci(iv, 4)})")
+            relation = "indistinguishable from" if word == "indistinguishable" else f"{word} than"
+            conv.append(f"{task}: {relation} {_label(m)} ({_fmt_ci(iv, 4)})")
     if conv:
         faster = sum(" faster " in c for c in conv)
         slower = sum(" slower " in c for c in conv)
@@ -335,11 +347,11 @@ def claims_table_lines(per_task: Dict[str, Dict[str, dict]], seen_by_task: Dict[
         if not ref:
             continue
         ref_sd = _seed_sd(ref)
-        ref_sens = rate_sensitivity((ref.get("selection") or {}).get("grid", []))
+        ref_sens = _swept_sensitivity(ref)
         for m in PAPER_BASELINES:
             if m not in entries:
                 continue
-            sd, sens = _seed_sd(entries[m]), rate_sensitivity((entries[m].get("selection") or {}).get("grid", []))
+            sd, sens = _seed_sd(entries[m]), _swept_sensitivity(entries[m])
             if ref_sd is None or sd is None:
                 continue
             any_stab = True
@@ -348,8 +360,7 @@ def claims_table_lines(per_task: Dict[str, Dict[str, dict]], seen_by_task: Dict[
             more_stable = more_stable and ref_sd < sd and p < 0.05 and wider
             stab.append(f"{task}, {_label(m)}: seed sd of test NLL {ref_sd:.4f} vs {sd:.4f} (F test p "
                         f"{p:.2f}, {_n_seeds(ref)} and {_n_seeds(entries[m])} seeds); good-rate span "
-                        f"{ref_sens['span'] if ref_sens else float('nan'):.3g}x vs "
-                        f"{sens['span'] if sens else float('nan'):.3g}x")
+                        f"{_span(ref_sens)} vs {_span(sens)}")
     if any_stab:
         rows.append(("more stable training than the PEFT baselines",
                      "seed spread of test NLL and span of good learning rates (rule: more stable only if QAA's "
