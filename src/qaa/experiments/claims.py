@@ -402,7 +402,8 @@ def _efficiency_row(per_task: Dict[str, Dict[str, dict]], metrics: Dict[str, obj
             continue
         front = pareto_front([(p["method"], p["params"], p["value"]) for p in pts])
         ours = [m for m in front if m.startswith(reference)]
-        found.append((task, front, ours))
+        anchor = " and the untuned model" if len(pts) > _sized(pts) else ""
+        found.append((f"{task} ({_sized(pts)} trained configurations{anchor})", front, ours))
     if not found:
         return (claim, "a size sweep (quality per trainable parameter) and a longer budget",
                 "not measured in this run", "-")
