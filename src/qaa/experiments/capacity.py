@@ -206,7 +206,7 @@ def plot_quality_per_parameter(entries: Dict[str, dict], metrics: Dict[str, obje
         ax.plot([max(p["params"], 1.0) for p in on], [p["value"] for p in on], color="black", linewidth=1,
                 linestyle="--", label="front")
         ax.set_xscale("log")
-        ax.set_xlabel("trainable parameters (log scale)")
+        ax.set_xlabel("trainable parameters (log scale; the untuned model, 0, drawn at 1)")
         ax.set_ylabel(f"{spec.label} (95% CI)")
         ax.legend(fontsize=6)
     fig.suptitle(title)
