@@ -198,3 +198,15 @@ def test_the_held_out_table_only_for_held_out_categories(rule, shown, tmp_path):
     results["tasks"]["e2e"].update(test_seen=[True] * 4 + [False] * 4, test_seen_rule=rule)
     md = _markdown(results, tmp_path)
     assert ("**Generalisation** (QAA − method on held-out-category inputs" in md) == shown
+
+
+def test_the_lr_from_file_is_the_one_the_selection_read(tmp_path):
+    # a later invocation without --lr-from (e.g. another task swept) leaves settings.lr_from empty: the
+    # sentence takes the file from the selection records, and never prints "None"
+    results = _record("--lr-from", [0, 1, 2], False)
+    results["settings"]["lr_from"] = None
+    md = _markdown(results, tmp_path)
+    assert "(`--lr-from`, checked to share" in md and "--lr-from None" not in md
+    for sel in results["selection"].values():
+        sel["lr_from"] = "runs/e2e_selection.json"
+    assert "(`--lr-from runs/e2e_selection.json`, checked to share" in _markdown(results, tmp_path)

@@ -388,6 +388,7 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
         "seed": sel_seed, "given": fixed is not None, "swept": swept,
         "given_by": settings.lr_given_by.get(method, "--lr") if fixed is not None else None,
         "chosen_on": settings.lr_chosen_on.get(method) if fixed is not None else None,
+        "lr_from": settings.lr_from if fixed is not None and settings.lr_given_by.get(method) == "--lr-from" else None,
         "grid": [{"lr": k[0], "theta_lr_ratio": k[1], "val_nll": (v or {}).get("val_nll"),
                   "status": "ok" if v else "error"} for k, v in sorted(cache.items())]})
 

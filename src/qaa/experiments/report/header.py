@@ -24,8 +24,9 @@ from .records import REFERENCE, _order
 RATE_SOURCES = {
     "swept": "chosen by the lowest teacher-forced **validation** NLL of runs with training seed {seed} (grids below)",
     "--lr": "given on the command line (`--lr`), not chosen by this run",
-    "--lr-from": "read from the validation selection of an earlier comparison (`--lr-from {path}`, checked to "
-                 "share this run's split seed and fractions), not chosen by this run",
+    "--lr-from": "read from the validation selection of an earlier comparison ({option}, checked to share this "
+                 "run's split seed and fractions; each task's selection table names the task that chose the rate), "
+                 "not chosen by this run",
     "given": "given (`--lr` or `--lr-from`), not chosen by this run",
     "default": "the registry's default rate, with no sweep (learning-rate selection was off in this run)",
 }
@@ -88,9 +89,14 @@ def _names(methods: Sequence[str]) -> str:
 def _protocol(results: dict) -> str:
     s = results.get("settings", {})
     sources, seed = rate_sources(results), selection_seed(results)
+    # the file each --lr-from selection read (recorded with the selection; older records: the settings')
+    paths = sorted({sel["lr_from"] for sel in results.get("selection", {}).values()
+                    if isinstance(sel, dict) and sel.get("given_by") == "--lr-from" and sel.get("lr_from")})
+    path = ", ".join(paths) or s.get("lr_from")
+    option = f"`--lr-from {path}`" if path else "`--lr-from`"
     parts = []
     for src, methods in sources.items():
-        how = RATE_SOURCES[src].format(seed=seed, path=s.get("lr_from"))
+        how = RATE_SOURCES[src].format(seed=seed, option=option)
         who = "every method" if len(sources) == 1 else _names(methods)
         parts.append(f"{who}: {how}")
     rates = ("Protocol: the peak learning rate (and, for methods with circuit angles, the angles' rate ratio; for "
