@@ -74,10 +74,8 @@ def budget_interaction(a_short, b_short, a_long, b_long, spec, n_boot: int = 200
             outside (0, 1).
     """
     import numpy as np
-    from scipy.stats import t as student_t
-
     from .generalisation import _check_boot
-    from .stats import _check, _per_seed, _replicates
+    from .stats import _check, _per_seed, _replicates, seed_level_factor
 
     _check_boot(n_boot, level)
     arrs = [_check(x) for x in (a_short, b_short, a_long, b_long)]
@@ -93,7 +91,7 @@ def budget_interaction(a_short, b_short, a_long, b_long, spec, n_boot: int = 200
            "seed_lo": None, "seed_hi": None, "per_seed": None, "short": short, "long": long}
     if len({len(p) for p in per}) == 1 and len(per[0]) >= 2:
         d = (per[2] - per[3]) - (per[0] - per[1])
-        half = float(student_t.ppf(1 - alpha, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d)))
+        half = seed_level_factor(len(d), level) * float(np.std(d, ddof=1))
         out.update(seed_lo=float(d.mean() - half), seed_hi=float(d.mean() + half), per_seed=[float(v) for v in d])
     return out
 

@@ -65,9 +65,7 @@ def difference_of_differences(a, b, unseen: Sequence[bool], spec, n_boot: int = 
             (:func:`qaa.experiments.stats.bootstrap`'s checks), ``n_boot < 100`` or ``level`` outside (0, 1).
     """
     import numpy as np
-    from scipy.stats import t as student_t
-
-    from .stats import _check
+    from .stats import _check, seed_level_factor
 
     _check_boot(n_boot, level)
     x, y = _check(a), _check(b)
@@ -95,7 +93,7 @@ def difference_of_differences(a, b, unseen: Sequence[bool], spec, n_boot: int = 
            "hi": float(np.quantile(reps, 1 - alpha)), "seed_lo": None, "seed_hi": None,
            "per_seed": [float(v) for v in per_seed], "n_unseen": int(len(iu)), "n_seen": int(len(iseen))}
     if len(per_seed) >= 2:
-        half = float(student_t.ppf(1 - alpha, len(per_seed) - 1) * per_seed.std(ddof=1) / np.sqrt(len(per_seed)))
+        half = seed_level_factor(len(per_seed), level) * float(per_seed.std(ddof=1))
         out["seed_lo"], out["seed_hi"] = out["value"] - half, out["value"] + half
     return out
 
@@ -172,9 +170,7 @@ def task_contrast(pairs: Sequence[Tuple[object, object]], weights: Sequence[floa
             data, ``n_boot < 100`` or ``level`` outside (0, 1).
     """
     import numpy as np
-    from scipy.stats import t as student_t
-
-    from .stats import _check, _per_seed
+    from .stats import _check, _per_seed, seed_level_factor
 
     _check_boot(n_boot, level)
     if not pairs or len(pairs) != len(weights):
@@ -211,8 +207,7 @@ def task_contrast(pairs: Sequence[Tuple[object, object]], weights: Sequence[floa
     lengths = {None if g is None else len(g) for g in per_seed_gaps}
     if len(lengths) == 1 and None not in lengths and lengths.pop() >= 2:
         combined = sum(float(w) * g for w, g in zip(weights, per_seed_gaps))
-        half = float(student_t.ppf(1 - alpha, len(combined) - 1) * np.std(combined, ddof=1)
-                     / np.sqrt(len(combined)))
+        half = seed_level_factor(len(combined), level) * float(np.std(combined, ddof=1))
         out.update(seed_lo=float(combined.mean() - half), seed_hi=float(combined.mean() + half),
                    per_seed=[float(v) for v in combined])
     return out
