@@ -376,14 +376,14 @@ _QAA_SOURCE = "the project's SmolLM2 runs: QAA trains stably at 3e-3 (qaa finetu
 register(Method("qaa", _attach_qaa, _save_qaa, _reload_qaa, lr=3e-3, colour="#d62728", label="QAA",
                 lr_grid=_QAA_GRID, theta=True, lr_source=_QAA_SOURCE))
 register(Method("qaa_std", _attach_qaa_std, _save_qaa, _reload_qaa, lr=3e-3, colour="#ff7f0e", default=False,
-                label="QAA, standardised input", lr_grid=_QAA_GRID, theta=True, lr_source=_QAA_SOURCE))
+                label="QAA with standardised input", lr_grid=_QAA_GRID, theta=True, lr_source=_QAA_SOURCE))
 register(Method("qaa_std_frozen_theta", _attach_qaa_std_frozen_theta, _save_qaa, _reload_qaa, lr=3e-3,
-                colour="#ffbb78", default=False, label="QAA, standardised input, frozen angles (control)",
+                colour="#ffbb78", default=False, label="QAA with standardised input and frozen angles (control)",
                 lr_grid=_QAA_GRID, lr_source=_QAA_SOURCE, linestyle=(0, (1, 1))))
 register(Method("qaa_frozen_theta", _attach_qaa_frozen_theta, _save_qaa, _reload_qaa, lr=3e-3, colour="#e377c2",
-                default=False, label="QAA, frozen angles (control)", lr_grid=_QAA_GRID, lr_source=_QAA_SOURCE))
+                default=False, label="QAA with frozen angles (control)", lr_grid=_QAA_GRID, lr_source=_QAA_SOURCE))
 register(Method("qaa_no_entangler", _attach_qaa_no_entangler, _save_qaa, _reload_qaa, lr=3e-3, colour="#bcbd22",
-                default=False, label="QAA, no entangler (control)", lr_grid=_QAA_GRID, theta=True,
+                default=False, label="QAA without entangler (control)", lr_grid=_QAA_GRID, theta=True,
                 lr_source=_QAA_SOURCE, linestyle=(0, (4, 2))))
 register(Method("random_features", _attach_control("random_features"), _save_control, _reload_control, lr=3e-3,
                 colour="#17becf", default=False, label="fixed random features (control)", lr_grid=_QAA_GRID,
@@ -416,18 +416,18 @@ register(Method("full", _attach_full, _save_full, _reload_full, lr=5e-5, colour=
 # not name them). Rates: each variant's grid is its family's, centred where the family's default sits.
 _QAA_RED = ("#67000d", "#a50f15", "#cb181d", "#ef3b2c", "#fb6a4a", "#fc9272", "#fcbba1")
 for _i, (_name, _label, _config) in enumerate((
-        ("qaa_l1", "QAA, L=1", {"n_layers": 1}),
-        ("qaa_qkvo", "QAA on q,k,v,o", {"targets": ATTENTION_MODULES}),
-        ("qaa_qkvo_l1", "QAA on q,k,v,o, L=1", {"targets": ATTENTION_MODULES, "n_layers": 1}),
+        ("qaa_l1", "QAA at L=1", {"n_layers": 1}),
+        ("qaa_qkvo", "QAA on q/k/v/o", {"targets": ATTENTION_MODULES}),
+        ("qaa_qkvo_l1", "QAA on q/k/v/o at L=1", {"targets": ATTENTION_MODULES, "n_layers": 1}),
         ("qaa_all", "QAA on every linear layer", {"targets": ALL_LINEAR_MODULES}),
-        ("qaa_all_l1", "QAA on every linear layer, L=1", {"targets": ALL_LINEAR_MODULES, "n_layers": 1}),
-        ("qaa_probs", "QAA, probs readout", {"readout": "probs"}),
-        ("qaa_rescale", "QAA, branch rescaled by the input norm", {"rescale_by_norm": True}))):
+        ("qaa_all_l1", "QAA on every linear layer at L=1", {"targets": ALL_LINEAR_MODULES, "n_layers": 1}),
+        ("qaa_probs", "QAA with probs readout", {"readout": "probs"}),
+        ("qaa_rescale", "QAA with branch rescaled by the input norm", {"rescale_by_norm": True}))):
     register(Method(_name, _attach_qaa_variant(**_config), _save_qaa, _reload_qaa, lr=3e-3, colour=_QAA_RED[_i],
                     default=False, label=_label, lr_grid=_QAA_GRID, theta=True, lr_source=_QAA_SOURCE,
                     linestyle=(0, (2, 1))))
 register(Method("qaa_std_l1", _attach_qaa_std_l1, _save_qaa, _reload_qaa, lr=3e-3, colour="#fdae6b",
-                default=False, label="QAA, standardised input, L=1", lr_grid=_QAA_GRID, theta=True,
+                default=False, label="QAA with standardised input at L=1", lr_grid=_QAA_GRID, theta=True,
                 lr_source=_QAA_SOURCE, linestyle=(0, (2, 1))))
 for _r, _colour in ((1, "#deebf7"), (2, "#c6dbef"), (16, "#08519c")):
     register(Method(f"lora_r{_r}", _attach_lora_r(_r), _save_peft, _reload_peft, lr=1e-3, colour=_colour,

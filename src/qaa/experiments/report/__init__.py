@@ -14,7 +14,8 @@ a length check (a BLEU difference flagged when the methods' length ratios differ
 :data:`LENGTH_RATIO_FLAG`) and the further metrics of :data:`EXTRA_METRICS` (length ratio, chrF++, TER, NIST,
 METEOR, CIDEr, SER, entity coverage) with intervals and paired differences in their own Holm family, the
 semantic matchers' measured accuracy and the metrics not computed; the verdicts; the
-secondary comparisons declared in :data:`qaa.experiments.registry.SECONDARY_COMPARISONS`; WebNLG's seen and unseen inputs separately; and the
+secondary comparisons declared in :data:`qaa.experiments.registry.SECONDARY_COMPARISONS`; SoRA's thresholds and
+kept ranks (:mod:`.sora`); WebNLG's seen and unseen inputs separately; and the
 memory ratio to full fine-tuning. Plots (matplotlib's ``Figure`` with
 the Agg canvas, no display needed): ``loss_<task>.png`` (training loss per step, mean over seeds with the
 min-max band) and ``metrics_<task>.png`` (BLEU, ROUGE-L and test NLL with their intervals).
@@ -35,6 +36,7 @@ from ..generalisation import cross_task_lines, generalisation_lines
 # the markdown's parts, re-exported for the tests that check each piece
 from .format import LENGTH_RATIO_FLAG, NLL_LINE, _diff, _lr  # noqa: F401
 from .header import _header, rate_sources, seed_notice, selection_seed, shared_cores  # noqa: F401
+from .sora import sora_lines
 from .plots import plot_curves, plot_differences, plot_losses, plot_metrics
 from .records import METRICS, REFERENCE, _intervals, _paired_diffs, _tasks, collect  # noqa: F401
 from .tables import (_diff_table, _extra_metrics, _length_flags, _memory, _results_table, _secondary,  # noqa: F401
@@ -78,6 +80,7 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         lines += _extra_metrics(entries, settings, intervals, others)
         lines += _verdicts(entries, diffs)
         lines += _secondary(entries, settings)
+        lines += sora_lines(results, task)
         lines += _seen_unseen(results, task, entries)
         held_out = info.get("test_seen") if info.get("test_seen_rule") == "category" else None
         lines += generalisation_lines(entries, held_out or [],

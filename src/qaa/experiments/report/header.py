@@ -246,7 +246,7 @@ def _header(results: dict) -> List[str]:
     swept = sources.get("swept", [])
     if swept and sel_seed in seeds_list:
         extra = [what for m, what in ((REFERENCE, "QAA's includes the angle-rate ratio"),
-                                      ("sora", "SoRA's its threshold")) if m in swept]
+                                      ("sora", "SoRA's includes its threshold")) if m in swept]
         angles = (": " + "; ".join(extra)) if extra else ""
         who = "every method" if len(sources) == 1 else _names(swept)
         caveats.append(f"training seed {sel_seed} of {who} is the run that won its validation sweep (a mild "
