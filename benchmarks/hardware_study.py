@@ -156,6 +156,14 @@ def write_report(results: dict, out: Path) -> None:
              f"of `{results['compare']}` (final runs, seeds as listed). Metrics are seed-means; an entry is marked "
              "`in` when it lies inside the exact adapters' 95% bootstrap interval (test inputs resampled, "
              f"{BOOT} draws). Shots and noise apply to the QAA branch alone; the rest of the model is exact.", ""]
+    local = sorted({(r["setting"], r["fields"]["depolarizing"], r["fields"]["trajectories"])
+                    for r in results["evals"].values() if r["setting"] in LOCAL})
+    for name, p, t in local:
+        lines += [f"`{name}`: after every ansatz layer each qubit independently gets a depolarising channel of "
+                  f"probability {p:g}, simulated by {t} Pauli trajectories per input token (each a pure statevector "
+                  f"with random Pauli errors; the features are the trajectory average, whose standard error is at "
+                  f"most 1/sqrt({t}) = {t ** -0.5:.2g} per feature). Unlike the global model (`depolarizing=`, a "
+                  "closed-form rescaling of <Z> by (1 - p)^L) it does not reduce to a rescaling.", ""]
     for method, a in analysis.items():
         iv = a["intervals"]
         lines += [f"## {registry.label(method)} (exact on seeds {', '.join(map(str, a['seeds']))})", "",
@@ -246,6 +254,8 @@ def main(argv=None) -> int:
     p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated, from: "
                    + ", ".join(list(SETTINGS) + list(LOCAL)))
     p.add_argument("--local", action="store_true", help="also local depolarising by Pauli trajectories")
+    p.add_argument("--seeds", default=None, help="comma-separated training seeds to score (default: every final "
+                   "seed of the comparison)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -260,6 +270,13 @@ def main(argv=None) -> int:
     compare_dir, out = Path(args.compare), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     adapters, settings = _final_adapters(compare_dir, args.task, args.methods.split(","))
+    if args.seeds:
+        try:
+            wanted = {int(v) for v in args.seeds.split(",")}
+        except ValueError:
+            print(f"--seeds {args.seeds!r}: comma-separated integers expected", file=sys.stderr)
+            return 2
+        adapters = [a for a in adapters if a[1] in wanted]
     if not adapters:
         print(f"no final adapters of {args.methods} on {args.task} in {compare_dir}", file=sys.stderr)
         return 2

@@ -98,3 +98,20 @@ def test_the_study_runs_end_to_end_on_a_tiny_comparison_and_resumes(tmp_path, ca
     capsys.readouterr()
     assert study.main(argv) == 0  # resumes: nothing left to evaluate
     assert "NLL" not in capsys.readouterr().out
+
+
+def test_local_depolarising_rows_state_their_trajectories_and_error(tmp_path):
+    """A local-depolarising record is reported with its probability, its trajectory count and the standard-error
+    bound 1/sqrt(T) (T = 400 here: 0.05), next to the exact row it is paired with."""
+    n = 6
+    evals = {"qaa|0|exact": _rec("qaa", 0, "exact", [1.0] * n, _bleu_rows(n, 8))}
+    name = next(iter(study.LOCAL))
+    local = _rec("qaa", 0, name, [1.1] * n, _bleu_rows(n, 8))
+    local["fields"] = {"depolarizing": 0.02, "depolarizing_model": "local", "trajectories": 400}
+    evals[f"qaa|0|{name}"] = local
+    study.write_report({"task": "e2e", "eval_size": n, "compare": "c", "evals": evals}, tmp_path)
+    text = (tmp_path / "study.md").read_text()
+    assert "probability 0.02, simulated by 400 Pauli trajectories" in text
+    assert "at most 1/sqrt(400) = 0.05 per feature" in text
+    row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+    assert "1.100 (out); +0.100" in row
