@@ -120,3 +120,11 @@ def test_further_metrics_table_orients_ser_and_names_what_is_not_computed():
         is False
     assert "BLEURT" in text and "METEOR: not in this run's records" in text
     assert "SER's slot matcher" in text
+
+
+def test_no_selection_table_for_a_task_with_only_the_base_model():
+    """A task where only the untuned model is scored has no learning-rate selection to show: no empty table."""
+    from qaa.experiments.report.tables import _selection_table
+
+    entries = {"base": {"selection": None, "evals": [{}], "runs": []}}
+    assert _selection_table({"settings": {"selection_seed": 100}}, "webnlg_unseen", entries) == []

@@ -24,6 +24,8 @@ def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
         seeds = "; ".join(f"training seed {seed} for {_names(ms)}" for seed, ms in by_seed.items())
     else:
         seeds = f"training seed {next(iter(by_seed), selection_seed(results))}"
+    if not by_seed and not any(e.get("selection") for e in entries.values()):
+        return []  # nothing chosen yet on this task (e.g. only the untuned model scored): no empty table
     lines = ["", f"Learning-rate selection (validation NLL of {seeds}; chosen in bold):",
              "",
              "| method | rate (angle-rate ratio; SoRA: threshold factor xi / 3e-4): validation NLL | chosen |",
