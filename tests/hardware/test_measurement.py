@@ -161,6 +161,28 @@ def test_local_trajectories_without_noise_are_exact():
     assert s.is_exact
 
 
+def test_trajectories_that_drew_no_error_are_simulated_once_without_changing_the_estimate():
+    """The estimator groups the error-free trajectories into one noiseless run per input; it must equal the
+    plain average over every trajectory simulated one by one with the same drawn Paulis (float64, 1e-13)."""
+    from qaa.engine import state
+    from qaa.hardware.noise import _apply_paulis, _draw_paulis, _layer_circuit
+
+    ansatz, n, L, p, T = "ry_rz_ring_ry", 3, 2, 0.08, 40
+    x = _x(3, 2**n, 7)
+    theta = _theta(ansatz, n, L, 8).to(torch.float64)
+    got = qaa.hardware.local_depolarized_probs(x, theta, ansatz, n, L, p, T, np.random.default_rng(3))
+    codes = _draw_paulis(3 * T, n, L, p, np.random.default_rng(3))  # the same draw, one chunk
+    assert 0 < codes.reshape(-1, 3 * T).any(axis=0).sum() < 3 * T  # both kinds of trajectory occur
+    layer, per = _layer_circuit(ansatz, n, L)
+    psi, _ = state.embed(x.to(torch.float64), n)
+    psi = psi.repeat_interleave(T, dim=0)
+    for l in range(L):
+        psi = state.apply(layer, theta[l * per:(l + 1) * per], psi)
+        psi = _apply_paulis(psi, n, codes[l])
+    ref = (psi.abs() ** 2).view(3, T, 2**n).mean(dim=1)
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-13, rtol=0)
+
+
 # ------------------------------------------------------------------------------------------ gradients
 @pytest.mark.parametrize("kind", ["z", "probs"])
 @pytest.mark.parametrize("p, r", [(0.0, 0.0), (0.05, 0.02)])

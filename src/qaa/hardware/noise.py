@@ -36,11 +36,16 @@ def _layer_circuit(ansatz: str, n: int, n_layers: int):
     return layer, per
 
 
-def _random_paulis(psi: torch.Tensor, n: int, p: float, rng: np.random.Generator) -> torch.Tensor:
-    """Apply an independent Pauli to every wire of every state of ``psi[T, 2^n]`` (I: 1 - p; X, Y, Z: p/3)."""
+def _draw_paulis(rows: int, n: int, n_layers: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Pauli codes ``[n_layers, n, rows]`` (0: I with probability ``1 - p``; 1, 2, 3: X, Y, Z with ``p/3`` each)."""
+    return rng.choice(4, size=(n_layers, n, rows), p=[1.0 - p, p / 3.0, p / 3.0, p / 3.0])
+
+
+def _apply_paulis(psi: torch.Tensor, n: int, codes: np.ndarray) -> torch.Tensor:
+    """Apply the Pauli ``codes[q, r]`` to wire ``q`` of state ``r`` of ``psi[R, 2^n]``."""
     T = psi.shape[0]
     for q in range(n):
-        draw = rng.choice(4, size=T, p=[1.0 - p, p / 3.0, p / 3.0, p / 3.0])
+        draw = codes[q]
         if not draw.any():
             continue
         v = psi.view(T, 2**q, 2, 2 ** (n - q - 1))
@@ -68,14 +73,29 @@ def local_depolarized_probs(x: torch.Tensor, theta: torch.Tensor, ansatz: str, n
     B = x.shape[0]
     out = torch.empty(B, N, dtype=torch.float64, device=x.device)
     chunk = max(1, TRAJECTORY_CHUNK // (trajectories * N))
+
+    def run(psi, codes):
+        for l in range(n_layers):
+            psi = state.apply(layer, th[l * per:(l + 1) * per], psi)
+            if codes is not None:
+                psi = _apply_paulis(psi, n_qubits, codes[l])
+        return psi.abs() ** 2
+
     with torch.no_grad():
         for s in range(0, B, chunk):
             psi0, _ = state.embed(x[s:s + chunk].detach().to(torch.float64), n_qubits)
             b = psi0.shape[0]
-            psi = psi0.repeat_interleave(trajectories, dim=0)
-            for l in range(n_layers):
-                psi = state.apply(layer, th[l * per:(l + 1) * per], psi)
-                if p > 0:
-                    psi = _random_paulis(psi, n_qubits, p, rng)
-            out[s:s + b] = (psi.abs() ** 2).view(b, trajectories, N).mean(dim=1)
+            # Every trajectory's Paulis are drawn first; a trajectory that drew only identities is the noiseless
+            # state, so it is simulated once per input and counted as often as it was drawn (at p = 0.01 on 9
+            # wires and 4 layers, 70% of the trajectories): the same estimator, without the repeated work.
+            codes = _draw_paulis(b * trajectories, n_qubits, n_layers, p, rng)
+            noisy = codes.reshape(-1, b * trajectories).any(axis=0)
+            acc = run(psi0, None) * torch.from_numpy(
+                (~noisy).reshape(b, trajectories).sum(axis=1).astype(np.float64)).to(x.device).view(b, 1)
+            idx = np.flatnonzero(noisy)
+            if len(idx):
+                rows = torch.from_numpy(idx // trajectories).to(x.device)
+                probs = run(psi0[rows], codes[:, :, idx])
+                acc.index_add_(0, rows, probs)
+            out[s:s + b] = acc / trajectories
     return out
