@@ -38,32 +38,38 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def pruning_verdict(sweep: List[dict], tolerance: float = RATE_TOLERANCE) -> Optional[dict]:
-    """Does a threshold prune without hurting validation NLL? ``sweep``: the selection-seed runs (any rates).
+def pruning_verdict(sweep: List[dict], lr: float, tolerance: float = RATE_TOLERANCE) -> Optional[dict]:
+    """Does a threshold of the grid prune without hurting validation NLL, at the chosen rate ``lr``?
 
-    A run *prunes* when its kept rank is below its maximum. Its validation NLL is compared with the best run that
-    kept every rank; "without hurting" means at most ``tolerance`` nats/token above it (the rate-sensitivity
-    tolerance of :data:`qaa.experiments.claims.RATE_TOLERANCE`, so both rules read alike).
+    ``sweep``: the selection-seed runs. At ``lr``, the run with the release's threshold (factor 1) is the
+    reference; a run with a larger factor *prunes* when it keeps fewer ranks than the reference, and is
+    *harmless* when its validation NLL is at most ``tolerance`` nats/token above the reference's (the
+    rate-sensitivity tolerance of :data:`qaa.experiments.claims.RATE_TOLERANCE`, so both rules read alike).
+    Comparing at one rate keeps the learning rate out of the comparison.
 
-    Returns ``None`` without a finite validation NLL, else ``{"kind", "best_full", "best_pruning", "delta"}``:
-    ``kind`` is ``"none_pruned"`` (no run pruned a rank), ``"no_full"`` (every run pruned: nothing to compare
-    with), ``"prunes_free"`` (the best pruning run is within the tolerance) or ``"prunes_hurt"``; ``best_full``
-    and ``best_pruning`` are run records (or ``None``), ``delta`` the pruning run's NLL minus the full one's.
+    Returns ``None`` without a finite reference, else ``{"kind", "reference", "run", "delta"}``: ``kind`` is
+    ``"prunes_free"`` (``run``: the harmless run keeping the fewest ranks), ``"prunes_hurt"`` (some run prunes,
+    none harmlessly; ``run``: the pruning run with the lowest validation NLL), ``"none_pruned"`` (no larger
+    factor kept fewer ranks) or ``"no_grid"`` (no larger factor was run; ``run`` is ``None`` for these two);
+    ``delta`` is ``run``'s validation NLL minus the reference's.
     """
-    rows = [r for r in sweep if _finite(r.get("val_nll"))]
-    if not rows:
+    at = [r for r in sweep if r.get("lr") == lr and _finite(r.get("val_nll"))]
+    ref = [r for r in at if r["sora"].get("xi_factor", 1.0) == 1.0]
+    if not ref:
         return None
-    full = [r for r in rows if r["sora"]["total_rank"] >= r["sora"]["total_rank_max"]]
-    pruning = [r for r in rows if r["sora"]["total_rank"] < r["sora"]["total_rank_max"]]
-    best_full = min(full, key=lambda r: r["val_nll"]) if full else None
-    best_pruning = min(pruning, key=lambda r: r["val_nll"]) if pruning else None
-    if best_pruning is None:
-        return {"kind": "none_pruned", "best_full": best_full, "best_pruning": None, "delta": None}
-    if best_full is None:
-        return {"kind": "no_full", "best_full": None, "best_pruning": best_pruning, "delta": None}
-    delta = float(best_pruning["val_nll"] - best_full["val_nll"])
-    return {"kind": "prunes_free" if delta <= tolerance else "prunes_hurt", "best_full": best_full,
-            "best_pruning": best_pruning, "delta": delta}
+    ref = ref[0]
+    larger = [r for r in at if r["sora"].get("xi_factor", 1.0) > 1.0]
+    out = {"reference": ref, "run": None, "delta": None}
+    if not larger:
+        return {**out, "kind": "no_grid"}
+    pruning = [r for r in larger if r["sora"]["total_rank"] < ref["sora"]["total_rank"]]
+    if not pruning:
+        return {**out, "kind": "none_pruned"}
+    harmless = [r for r in pruning if r["val_nll"] <= ref["val_nll"] + tolerance]
+    run = (min(harmless, key=lambda r: (r["sora"]["total_rank"], r["val_nll"])) if harmless
+           else min(pruning, key=lambda r: r["val_nll"]))
+    return {**out, "kind": "prunes_free" if harmless else "prunes_hurt", "run": run,
+            "delta": float(run["val_nll"] - ref["val_nll"])}
 
 
 def _ranks_cell(s: dict) -> str:
@@ -101,28 +107,31 @@ def sora_lines(results: dict, task: str) -> List[str]:
         params = f"{params:,d}" if isinstance(params, int) else "-"
         lines.append(f"| {kind}, seed {r.get('seed')} | {_lr(r['lr'])} | {s.get('xi_factor', 1.0):g} | "
                      f"{s.get('xi', float('nan')):.2g} | {val} | {_ranks_cell(s)} | {params} |")
-    v = pruning_verdict([r for r in runs if r.get("seed") == sel_seed])
-    if v is None:
-        lines += ["", "No SoRA sweep run has a finite validation NLL: no pruning verdict."]
-    elif v["kind"] == "none_pruned":
-        lines += ["", "Pruning: no threshold of the grid zeroed a gate entry within the budget, so every SoRA run "
-                      "here is a rank-8 LoRA with a gate."]
-    elif v["kind"] == "no_full":
-        lines += ["", f"Pruning: every sweep run pruned; the best ({_config(v['best_pruning'])}) kept "
-                      f"{v['best_pruning']['sora']['total_rank']} of {v['best_pruning']['sora']['total_rank_max']} "
-                      "ranks (no unpruned run to compare with)."]
-    else:
-        bp, bf = v["best_pruning"], v["best_full"]
-        what = ("prunes without hurting validation NLL" if v["kind"] == "prunes_free"
-                else "no threshold of the grid prunes without hurting validation NLL")
-        lines += ["", f"Pruning (rule: a pruning run is harmless if its validation NLL is at most {RATE_TOLERANCE} "
-                      f"nats/token above the best run that kept every rank): {what}. Best pruning run: "
-                      f"{_config(bp)}, kept {bp['sora']['total_rank']} of {bp['sora']['total_rank_max']} ranks, "
-                      f"validation NLL {bp['val_nll']:.4f}; best unpruned: {_config(bf)}, {bf['val_nll']:.4f} "
-                      f"({v['delta']:+.4f})."
-                  + (" SoRA's row is kept in every table either way." if v["kind"] == "prunes_hurt" else "")]
-    final = [r for r in runs if r.get("seed") != sel_seed]
     sel = results.get("selection", {}).get(selection_key(task, METHOD), {})
+    v = pruning_verdict([r for r in runs if r.get("seed") == sel_seed], sel.get("lr"))
+    rule = (f"(rule: at the chosen rate, a larger threshold is harmless if its validation NLL is at most "
+            f"{RATE_TOLERANCE} nats/token above that of the release's threshold, factor 1)")
+    if v is None:
+        lines += ["", "No SoRA sweep run at the chosen rate with the release's threshold: no pruning verdict."]
+    elif v["kind"] == "no_grid":
+        lines += ["", "Pruning: no threshold above the release's was run at the chosen rate: no pruning verdict."]
+    elif v["kind"] == "none_pruned":
+        lines += ["", "Pruning: no threshold of the grid kept fewer ranks than the release's within the budget."]
+    else:
+        ref, run = v["reference"], v["run"]
+        kept = f"keeps {run['sora']['total_rank']} of {run['sora']['total_rank_max']} ranks"
+        if v["kind"] == "prunes_free":
+            what = (f"threshold factor {run['sora']['xi_factor']:g} prunes without hurting: it {kept}, with "
+                    f"validation NLL {run['val_nll']:.4f} against {ref['val_nll']:.4f} at factor 1 "
+                    f"({v['delta']:+.4f}; factor 1 keeps {ref['sora']['total_rank']})")
+        else:
+            what = (f"no threshold of the grid prunes without hurting; the least harmful, factor "
+                    f"{run['sora']['xi_factor']:g}, {kept} at validation NLL {run['val_nll']:.4f} against "
+                    f"{ref['val_nll']:.4f} ({v['delta']:+.4f}). SoRA's row is kept in every table either way")
+        chosen = sel.get("theta_lr_ratio")
+        lines += ["", f"Pruning {rule}: {what}. The selection, by validation NLL alone, chose factor "
+                      f"{chosen:g}." if isinstance(chosen, (int, float)) else f"Pruning {rule}: {what}."]
+    final = [r for r in runs if r.get("seed") != sel_seed]
     final = [r for r in final if r.get("lr") == sel.get("lr")
              and r.get("theta_lr_ratio") == sel.get("theta_lr_ratio")]
     if final:
