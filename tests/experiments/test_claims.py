@@ -321,3 +321,22 @@ def test_bad_bootstrap_arguments_and_non_finite_data_are_refused():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         difference_of_differences(bad, a, [True, True, False, False], spec)
+
+
+def test_claims_rows_leave_out_a_method_with_fewer_seeds_than_planned():
+    """A baseline still running (2 of 3 planned seeds) enters neither the convergence nor the stability verdict,
+    as it enters no difference table; with every seed it does."""
+    from qaa.experiments.claims import claims_table_lines
+    from qaa.experiments.stats import MetricSpec, mean_reduce
+
+    spec = {"nll": MetricSpec("nll", "test NLL", mean_reduce, higher_is_better=False)}
+    entries = _entries({"qaa": [1.0, 1.0, 1.0], "lora": [1.10, 1.11, 1.12], "prefix": [1.3, 1.31]})
+    rows = claims_table_lines({"e2e": entries}, {}, spec, n_seeds=3)
+    conv = next(r for r in rows if r.startswith("| faster convergence"))
+    stab = next(r for r in rows if r.startswith("| more stable"))
+    assert "faster in every comparison" in conv and "e2e: faster than LoRA r=8" in conv
+    assert "prefix tuning (16 tokens)" not in conv and "prefix tuning (16 tokens)" not in stab
+    assert "LoRA r=8" in stab
+    rows = claims_table_lines({"e2e": entries}, {}, spec, n_seeds=2)
+    conv = next(r for r in rows if r.startswith("| faster convergence"))
+    assert "e2e: faster than prefix tuning (16 tokens)" in conv

@@ -316,14 +316,18 @@ def claims_table_lines(per_task: Dict[str, Dict[str, dict]], seen_by_task: Dict[
     """The table "claim | what was measured | verdict" for the QAA paper's claims, from one comparison's records
     (``per_task``: task -> entries as :func:`qaa.experiments.report.collect` returns them; ``seen_by_task``: the
     recorded seen flags of tasks with held-out inputs; ``metrics``: name -> MetricSpec, ``nll`` used; ``n_seeds``:
-    the planned seeds, which a method needs on a task for the generalisation row,
+    the planned seeds, which a method needs on a task for every row,
     :func:`qaa.experiments.generalisation.generalisation_verdict`). Each
     verdict follows a stated rule; a claim without data in this run says so. Memory is measured by
     ``benchmarks/memory_account.py`` (deterministic bytes, not part of a comparison run) and capacity by a
     separate study, so their rows point there."""
     rows = []
     conv = []
-    for task, entries in per_task.items():
+    # Convergence and stability compare methods with every planned seed scored, as the difference tables do: a
+    # partial method (a run still going) enters no verdict.
+    complete = {task: {m: e for m, e in entries.items() if _n_seeds(e) >= n_seeds}
+                for task, entries in per_task.items()}
+    for task, entries in complete.items():
         for m, word, iv in _area_verdicts(entries, reference):
             relation = "indistinguishable from" if word == "indistinguishable" else f"{word} than"
             conv.append(f"{task}: {relation} {_label(m)} ({_fmt_ci(iv, 4)})")
@@ -342,7 +346,7 @@ def claims_table_lines(per_task: Dict[str, Dict[str, dict]], seen_by_task: Dict[
     stab = []
     more_stable = True
     any_stab = False
-    for task, entries in per_task.items():
+    for task, entries in complete.items():
         ref = entries.get(reference)
         if not ref:
             continue
