@@ -190,7 +190,7 @@ def write_report(results: dict, out: Path) -> None:
                          f"{cell('chrf')} |")
         lines.append("")
         tried = [s for n, s in SHOTS if n in a["rows"]]
-        for metric, shots in a["shots_needed"].items():
+        for metric, shots in (a["shots_needed"].items() if tried else ()):  # no shot setting: no shots verdict
             same = a["shots_no_difference"].get(metric)
             first = (f"no shot count of the grid ({', '.join(map(str, tried))}) keeps it inside the exact interval"
                      if shots is None else f"{shots} shots per circuit keep it inside the exact interval (and every "

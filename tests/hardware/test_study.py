@@ -115,3 +115,4 @@ def test_local_depolarising_rows_state_their_trajectories_and_error(tmp_path):
     assert "at most 1/sqrt(400) = 0.05 per feature" in text
     row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
     assert "1.100 (out); +0.100" in row
+    assert "shot count" not in text  # no shot setting was run: no shots verdict
