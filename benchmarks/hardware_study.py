@@ -227,7 +227,8 @@ def _plots(analysis: dict, out: Path) -> None:
                 d = [p[1]["diff"] for p in pts]
                 err = [[p[1]["diff"] - p[1]["diff_interval"][0] for p in pts],
                        [p[1]["diff_interval"][1] - p[1]["diff"] for p in pts]]
-                ax.errorbar(px, d, yerr=err, fmt="o-", capsize=3, color=registry.colour(method),
+                # shot counts are an ordered axis (a line between them); noise settings are categories (none)
+                ax.errorbar(px, d, yerr=err, fmt="o-" if xs else "o", capsize=3, color=registry.colour(method),
                             label=f"{registry.label(method)} (seeds per setting: study.md)")
             ax.axhline(0.0, color="#555555", lw=0.8)
             if xs:
