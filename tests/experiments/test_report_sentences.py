@@ -210,3 +210,36 @@ def test_the_lr_from_file_is_the_one_the_selection_read(tmp_path):
     for sel in results["selection"].values():
         sel["lr_from"] = "runs/e2e_selection.json"
     assert "(`--lr-from runs/e2e_selection.json`, checked to share" in _markdown(results, tmp_path)
+
+
+def _lora_rows(md: str):
+    return [line for line in md.splitlines() if line.startswith("| LoRA r=8 | test NLL |")]
+
+
+def test_size_sweep_configurations_get_their_own_holm_family(tmp_path):
+    """Adding a size-sweep configuration (LoRA r=16) to a folder leaves the main table's Holm-adjusted p of
+    LoRA r=8 as it was, and its own difference appears in a separate table. The data make the adjustment
+    visible: LoRA r=8 differs from QAA by a small, noisy amount (0 < p < 0.5), LoRA r=16 not at all (p = 1), so
+    a shared family of two would double LoRA r=8's adjusted p (Holm: the smaller p times 2)."""
+    results = _record("swept", [0, 1, 2], False)
+    rng = np.random.default_rng(7)
+    qaa = np.asarray([results["evals"][f"e2e|qaa|lr=0.01|ratio=1|seed={s}"]["nll"] for s in range(3)])
+    lora = qaa + 0.04 + rng.normal(0.0, 0.05, size=qaa.shape)
+    for s in range(3):
+        results["evals"][f"e2e|lora|lr=0.009|ratio=1|seed={s}"]["nll"] = lora[s].tolist()
+    alone = _markdown(results, tmp_path)
+    results["selection"]["e2e|lora_r16"] = dict(results["selection"]["e2e|lora"], lr=3e-3)
+    for s in range(3):
+        results["evals"][f"e2e|lora_r16|lr=0.003|ratio=1|seed={s}"] = {
+            "status": "ok", "task": "e2e", "method": "lora_r16", "lr": 3e-3, "theta_lr_ratio": 1.0, "seed": s,
+            "nll": qaa[s].tolist(), "scores": {}}
+    both = _markdown(results, tmp_path)
+    (row,) = _lora_rows(alone)
+    p, p_holm = row.split("|")[6].strip(), row.split("|")[7].strip()
+    assert p == p_holm and p not in ("< 0.001", "1.000") and float(p) < 0.5  # a family of one: p unchanged
+    assert _lora_rows(both) == [row]
+    assert "### Size sweep: QAA minus each added size" in both and "Size sweep" not in alone
+    sweep_part = both.split("### Size sweep: QAA minus each added size")[1]
+    assert "| LoRA r=16 | test NLL |" in sweep_part
+    main_part = both.split("### Size sweep: QAA minus each added size")[0]
+    assert "| LoRA r=16 | test NLL |" not in main_part and "vs LoRA r=16" not in main_part

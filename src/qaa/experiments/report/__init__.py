@@ -26,13 +26,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ...tuners.save_load import atomic_write_text
 from .. import registry
 from ..capacity import capacity_lines, plot_quality_per_parameter, quality_per_parameter_lines
 from ..claims import claims_table_lines, convergence_lines, stability_lines
 from ..generalisation import cross_task_lines, generalisation_lines
+from ..presets import E2E_METHODS
 # the markdown's parts, re-exported for the tests that check each piece
 from .format import LENGTH_RATIO_FLAG, NLL_LINE, _diff, _lr  # noqa: F401
 from .header import _header, rate_sources, seed_notice, selection_seed, shared_cores  # noqa: F401
@@ -43,6 +44,30 @@ from .tables import (_diff_table, _extra_metrics, _length_flags, _memory, _resul
                      _seen_unseen, _selection_table, _verdicts)
 
 __all__ = ["METRICS", "write_report", "write_markdown", "plot_losses", "plot_metrics", "collect", "main"]
+
+
+def comparison_families(methods: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Split the methods compared with QAA into the comparison's declared family (the cpu and gpu presets'
+    methods, :data:`qaa.experiments.presets.E2E_METHODS`: the main table, its verdicts and Holm adjustment) and
+    the size sweep's added configurations (:data:`qaa.experiments.registry.SIZE_SWEEP` outside it), which get a
+    table and a Holm family of their own: adding sizes to a folder must not move the main comparison's
+    adjusted p-values. Order is kept."""
+    sized = [m for m in methods if m in registry.SIZE_SWEEP and m not in E2E_METHODS]
+    return [m for m in methods if m not in sized], sized
+
+
+def _size_sweep_differences(task: str, entries: dict, settings: dict, sized: Sequence[str], winner) -> List[str]:
+    """QAA minus each size-sweep configuration with every planned seed scored: the main table's checks, Holm's
+    adjustment over these comparisons only (exploratory; no verdict sentences)."""
+    pairs = _paired_diffs(entries, [(REFERENCE, m) for m in sized], len(settings.get("seeds", [])))
+    if not pairs:
+        return []
+    diffs = {b: d for (_, b), d in pairs.items()}
+    return ["", "### Size sweep: QAA minus each added size", "",
+            "The size sweep's configurations outside the comparison's declared methods, in their own Holm family "
+            "(exploratory: they enter neither the verdicts above nor the claims table's convergence, stability "
+            "and generalisation rows; the quality-per-parameter front below reads them)."] + \
+        _diff_table(task, entries, diffs, winner)
 
 
 def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[str, str]] = None) -> Path:
@@ -70,7 +95,7 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         intervals = {m: _intervals(e) for m, e in entries.items() if e["evals"]}
         lines += _results_table(task, entries, settings, intervals)
         # differences and verdicts only where QAA and the method have every planned seed scored
-        others = [m for m in entries if m not in (REFERENCE, registry.BASE)]
+        others, sized = comparison_families([m for m in entries if m not in (REFERENCE, registry.BASE)])
         pairs = _paired_diffs(entries, [(REFERENCE, m) for m in others], len(settings.get("seeds", [])))
         diffs = {b: d for (_, b), d in pairs.items()}
         sel_seed = selection_seed(results)
@@ -79,6 +104,7 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         lines += _length_flags(entries, diffs, intervals)
         lines += _extra_metrics(entries, settings, intervals, others)
         lines += _verdicts(entries, diffs)
+        lines += _size_sweep_differences(task, entries, settings, sized, winner)
         lines += _secondary(entries, settings)
         lines += sora_lines(results, task)
         lines += _seen_unseen(results, task, entries)
