@@ -215,3 +215,21 @@ def test_a_diverged_curve_is_counted_not_fatal():
     assert "| QAA | 1 (1 diverged) | 1.000 | 1.4000 | 8 | 1.6000 | +0.2000 |" in "\n".join(capacity_lines(entries, 8))
     with pytest.raises(ValueError, match="increase"):
         curve_turn([[16, 1.0], [0, 2.0]])
+
+
+def test_a_control_on_the_front_is_not_a_qaa_configuration():
+    """The frozen-angle control (its name starts with "qaa") on the front, QAA itself off it: neither the table's
+    line nor the claims row may call QAA on the front."""
+    from qaa.experiments.claims import claims_table_lines
+
+    entries = _entries([("qaa", 1000, 1.60), ("qaa_frozen_theta", 900, 1.58), ("lora_r4", 2000, 1.55),
+                        ("bias", 100, 1.9)])
+    text = "\n".join(quality_per_parameter_lines(entries, {"nll": NLL}, 3))
+    assert "Front in test NLL: bias only (control), QAA with frozen angles (control), LoRA r=4" in text
+    assert "No QAA configuration is on it." in text
+    row = [r for r in claims_table_lines({"e2e": entries}, {}, {"nll": NLL}) if r.startswith("| parameter eff")][0]
+    assert "| not on the front |" in row
+    # a QAA variant in the same place is a configuration, and counts
+    entries = _entries([("qaa", 1000, 1.60), ("qaa_l1", 900, 1.58), ("lora_r4", 2000, 1.55), ("bias", 100, 1.9)])
+    row = [r for r in claims_table_lines({"e2e": entries}, {}, {"nll": NLL}) if r.startswith("| parameter eff")][0]
+    assert "| on the front |" in row

@@ -147,7 +147,10 @@ def quality_per_parameter_lines(entries: Dict[str, dict], metrics: Dict[str, obj
                                 reference_prefix: str = "qaa", min_methods: int = 4) -> List[str]:
     """The quality-per-parameter table of one task and the front per metric (``metrics``: key -> MetricSpec),
     with a verdict naming the front and whether any configuration of the reference family (method names
-    starting with ``reference_prefix``) is on it. Empty below ``min_methods`` sized methods (no sweep)."""
+    starting with ``reference_prefix``, the controls excepted: :func:`qaa.experiments.registry.is_configuration_of`)
+    is on it. Empty below ``min_methods`` sized methods (no sweep)."""
+    from . import registry
+
     per_metric = {k: size_points(entries, k, spec, n_seeds) for k, spec in metrics.items()}
     first = next(iter(per_metric.values()), [])
     if _sized(first) < min_methods:
@@ -171,7 +174,7 @@ def quality_per_parameter_lines(entries: Dict[str, dict], metrics: Dict[str, obj
         lines.append(f"| {_label(p['method'])} | {p['params']:,.0f} | " + " | ".join(cells) + " |")
     lines.append("")
     for k, front in fronts.items():
-        ours = [m for m in front if m.startswith(reference_prefix)]
+        ours = [m for m in front if registry.is_configuration_of(m, reference_prefix)]
         lines.append(f"- Front in {getattr(metrics[k], 'label', k)}: {', '.join(_label(m) for m in front)}. "
                      + (f"QAA configurations on it: {', '.join(_label(m) for m in ours)}." if ours
                         else "No QAA configuration is on it.")

@@ -395,6 +395,7 @@ def _efficiency_row(per_task: Dict[str, Dict[str, dict]], metrics: Dict[str, obj
     recorded size), whether any configuration of the reference's family is on the test-NLL front
     (:func:`qaa.experiments.capacity.pareto_front`). Capacity at a longer budget is a separate run
     (``python -m qaa.experiments.capacity``)."""
+    from . import registry
     from .capacity import _sized, pareto_front, size_points
 
     claim = "parameter efficiency and capacity"
@@ -405,7 +406,7 @@ def _efficiency_row(per_task: Dict[str, Dict[str, dict]], metrics: Dict[str, obj
         if _sized(pts) < 4:
             continue
         front = pareto_front([(p["method"], p["params"], p["value"]) for p in pts])
-        ours = [m for m in front if m.startswith(reference)]
+        ours = [m for m in front if registry.is_configuration_of(m, reference)]
         anchor = " and the untuned model" if len(pts) > _sized(pts) else ""
         found.append((f"{task} ({_sized(pts)} trained configurations{anchor})", front, ours))
     if not found:

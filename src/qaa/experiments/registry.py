@@ -21,7 +21,7 @@ from ..tuners.qaa.config import DEFAULT_N_LAYERS
 __all__ = ["Method", "TrainHooks", "register", "unregister", "get", "names", "default_names", "colour", "label", "linestyle",
            "RunContext",
            "BASE", "BASE_COLOUR", "TARGET_MODULES", "QAA_N_LAYERS", "LORA_R", "LORA_ALPHA", "PREFIX_TOKENS",
-           "SORA_XI", "SORA_XI_FACTORS", "ATTENTION_MODULES", "ALL_LINEAR_MODULES", "SIZE_SWEEP", "REFERENCE",
+           "SORA_XI", "SORA_XI_FACTORS", "ATTENTION_MODULES", "ALL_LINEAR_MODULES", "SIZE_SWEEP", "REFERENCE", "CONTROLS", "is_configuration_of",
            "MEMORY_REFERENCE", "SECONDARY_COMPARISONS"]
 
 #: Name of the untuned base model's reference row (not a method: nothing is attached or trained).
@@ -449,6 +449,17 @@ SIZE_SWEEP: Tuple[str, ...] = (
 # What the report compares, declared beside the methods so a new study changes this block, not the report.
 #: The method every other is compared with (the main table's differences, convergence, claims).
 REFERENCE = "qaa"
+#: The controls: methods that remove or replace a part of QAA (its trained angles, its entangler, its circuit) or
+#: train a minimal baseline, to show which part does the work. A control whose name starts with ``qaa`` is not a
+#: configuration of QAA: it never counts as one on a quality-per-parameter front.
+CONTROLS: Tuple[str, ...] = ("qaa_frozen_theta", "qaa_std_frozen_theta", "qaa_no_entangler", "random_features",
+                             "bias")
+
+
+def is_configuration_of(method: str, reference: str = REFERENCE) -> bool:
+    """Whether ``method`` is a configuration of ``reference``'s family (its name starts with the reference's,
+    e.g. ``qaa_l1`` or ``qaa_std`` for ``qaa``) and not one of :data:`CONTROLS`."""
+    return method.startswith(reference) and method not in CONTROLS
 #: The method the reference's peak training memory is stated against in each task's report.
 MEMORY_REFERENCE = "full"
 #: Secondary comparisons (variant, other, the question it answers), outside the main table and in their own Holm
