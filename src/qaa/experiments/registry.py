@@ -21,8 +21,8 @@ from ..tuners.qaa.config import DEFAULT_N_LAYERS
 __all__ = ["Method", "TrainHooks", "register", "unregister", "get", "names", "default_names", "colour", "label", "linestyle",
            "RunContext",
            "BASE", "BASE_COLOUR", "TARGET_MODULES", "QAA_N_LAYERS", "LORA_R", "LORA_ALPHA", "PREFIX_TOKENS",
-           "SORA_XI", "SORA_XI_FACTORS", "ATTENTION_MODULES", "ALL_LINEAR_MODULES", "SIZE_SWEEP", "REFERENCE", "CONTROLS", "is_configuration_of",
-           "MEMORY_REFERENCE", "SECONDARY_COMPARISONS"]
+           "SORA_XI", "SORA_XI_FACTORS", "ATTENTION_MODULES", "ALL_LINEAR_MODULES", "SIZE_SWEEP", "REFERENCE",
+           "CONTROLS", "is_configuration_of", "MEMORY_REFERENCE", "SECONDARY_COMPARISONS"]
 
 #: Name of the untuned base model's reference row (not a method: nothing is attached or trained).
 BASE = "base"
@@ -460,6 +460,8 @@ def is_configuration_of(method: str, reference: str = REFERENCE) -> bool:
     """Whether ``method`` is a configuration of ``reference``'s family (its name starts with the reference's,
     e.g. ``qaa_l1`` or ``qaa_std`` for ``qaa``) and not one of :data:`CONTROLS`."""
     return method.startswith(reference) and method not in CONTROLS
+
+
 #: The method the reference's peak training memory is stated against in each task's report.
 MEMORY_REFERENCE = "full"
 #: Secondary comparisons (variant, other, the question it answers), outside the main table and in their own Holm

@@ -56,13 +56,19 @@ def comparison_families(methods: Sequence[str]) -> Tuple[List[str], List[str]]:
     return [m for m in methods if m not in sized], sized
 
 
+def _reference_diffs(entries: dict, settings: dict, methods: Sequence[str]) -> dict:
+    """QAA minus each of ``methods`` (method -> metric -> Interval), one Holm family, only where both have every
+    planned seed scored (:func:`.records._paired_diffs`)."""
+    pairs = _paired_diffs(entries, [(REFERENCE, m) for m in methods], len(settings.get("seeds", [])))
+    return {b: d for (_, b), d in pairs.items()}
+
+
 def _size_sweep_differences(task: str, entries: dict, settings: dict, sized: Sequence[str], winner) -> List[str]:
     """QAA minus each size-sweep configuration with every planned seed scored: the main table's checks, Holm's
     adjustment over these comparisons only (exploratory; no verdict sentences)."""
-    pairs = _paired_diffs(entries, [(REFERENCE, m) for m in sized], len(settings.get("seeds", [])))
-    if not pairs:
+    diffs = _reference_diffs(entries, settings, sized)
+    if not diffs:
         return []
-    diffs = {b: d for (_, b), d in pairs.items()}
     return ["", "### Size sweep: QAA minus each added size", "",
             "The size sweep's configurations outside the comparison's declared methods, in their own Holm family "
             "(exploratory: they enter neither the verdicts above nor the claims table's convergence, stability "
@@ -96,8 +102,7 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         lines += _results_table(task, entries, settings, intervals)
         # differences and verdicts only where QAA and the method have every planned seed scored
         others, sized = comparison_families([m for m in entries if m not in (REFERENCE, registry.BASE)])
-        pairs = _paired_diffs(entries, [(REFERENCE, m) for m in others], len(settings.get("seeds", [])))
-        diffs = {b: d for (_, b), d in pairs.items()}
+        diffs = _reference_diffs(entries, settings, others)
         sel_seed = selection_seed(results)
         winner = sel_seed if rate_sources(results).get("swept") and sel_seed in settings.get("seeds", []) else None
         lines += _diff_table(task, entries, diffs, winner)
