@@ -163,6 +163,43 @@ def test_sweep_covers_the_grid_widens_edges_and_picks_the_lowest_validation_nll(
             assert (results["evals"].get(key, {}).get("status") == "ok") == (seed != 100)
 
 
+def test_a_grid_centred_on_an_earlier_choice_is_widened_and_keeps_the_angle_ratio(tiny_model_dir, fake_tasks,
+                                                                                   tmp_path, monkeypatch):
+    """--lr-grid-from: the sweep tries (c/3, c, 3c) around the earlier rate c, follows an edge best by factors
+    of 3 as a registered grid does, and, for QAA, trains every sweep run at the carried angle-rate ratio
+    without sweeping ratios again. The validation NLL is replaced by |ln(lr / 9c)| (best at 9c), so the
+    expected rates are known: c/3, c, 3c, then 9c (the edge was best), then 27c (worse: widening stops)."""
+    centres = {"qaa": 1e-2, "lora": 3e-3}
+    split = dict(split_seed=1, val_fraction=0.1, test_fraction=0.25)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"settings": split, "selection": {
+        "e2e|qaa": {"status": "ok", "lr": centres["qaa"], "theta_lr_ratio": 10.0},
+        "e2e|lora": {"status": "ok", "lr": centres["lora"], "theta_lr_ratio": 1.0}}}))
+    real = compare._train_run
+
+    def scored(data, method, lr, ratio, seed, *a, **kw):
+        rec = real(data, method, lr, ratio, seed, *a, **kw)
+        rec["val_nll"] = abs(math.log(lr / (9 * centres[method])))
+        return rec
+
+    monkeypatch.setattr(compare, "_train_run", scored)
+    out = tmp_path / "out"
+    results = run_compare(_tiny_args(tiny_model_dir, out, methods="qaa,lora", select_lr=True, seeds="0",
+                                     split_seed=1, lr_grid_from=str(earlier)))
+    for method, ratio in (("qaa", 10.0), ("lora", 1.0)):
+        c = centres[method]
+        sel = results["selection"][f"e2e|{method}"]
+        assert sel["swept"] and sel["grid_centre"] == c and sel["grid_from"] == str(earlier)
+        assert sel["ratio_carried"] == (method == "qaa")
+        assert [g["theta_lr_ratio"] for g in sel["grid"]] == [ratio] * 5
+        assert sorted(g["lr"] for g in sel["grid"]) == pytest.approx([c / 3, c, 3 * c, 9 * c, 27 * c], rel=1e-12)
+        assert sel["lr"] == pytest.approx(9 * c, rel=1e-12) and sel["theta_lr_ratio"] == ratio
+        key = run_key("e2e", method, sel["lr"], ratio, 0)
+        assert results["runs"][key]["status"] == "ok" and results["evals"][key]["status"] == "ok"
+    md = (out / "results.md").read_text()
+    assert "grid centred on" in md and "angle-rate ratio carried over, not swept again" in md
+
+
 def test_validation_curve_checkpoints_equal_a_separate_evaluation(swept_run):
     """The curve's last point (the trained weights, before saving) equals the validation NLL of the same weights
     reloaded from the saved adapter (here the curve subset is the whole validation split)."""

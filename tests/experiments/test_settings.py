@@ -95,6 +95,34 @@ def test_rates_from_an_earlier_run_are_per_task_and_need_the_same_split(tmp_path
         resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa", split_seed=3, lr_from=str(earlier)))
 
 
+def test_grid_centres_from_an_earlier_run(tmp_path):
+    """--lr-grid-from: each method's chosen rate becomes its sweep's centre; methods with circuit angles carry
+    their angle-rate ratio (LoRA has none to carry); --lr wins; the same split is required; it needs a sweep
+    and cannot be combined with --lr-from."""
+    earlier = tmp_path / "results.json"
+    earlier.write_text(json.dumps({
+        "settings": {"split_seed": 0, "val_fraction": 0.1, "test_fraction": 0.25},
+        "selection": {"e2e|qaa": {"status": "ok", "lr": 1e-2, "theta_lr_ratio": 10.0},
+                      "e2e|lora": {"status": "ok", "lr": 9e-3, "theta_lr_ratio": 1.0}}}))
+    s = resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa,lora,bias", split_seed=0,
+                               lr_grid_from=str(earlier)))
+    assert s.lr_centre == {"qaa": 1e-2, "lora": 9e-3} and s.lr_centre_ratio == {"qaa": 10.0}
+    assert s.lr == {} and s.lr_grid_from == str(earlier) and s.select_lr
+    s = resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa,lora", split_seed=0, lr="qaa=0.5",
+                               lr_grid_from=str(earlier)))
+    assert s.lr == {"qaa": 0.5} and s.lr_centre == {"lora": 9e-3} and s.lr_centre_ratio == {}
+    with pytest.raises(ValueError, match="--lr-grid-from .* split_seed 0, this run uses 3"):
+        resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa", split_seed=3, lr_grid_from=str(earlier)))
+    with pytest.raises(ValueError, match="give one"):
+        resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa", split_seed=0, lr_grid_from=str(earlier),
+                               lr_from=str(earlier)))
+    with pytest.raises(ValueError, match="does not sweep"):
+        resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa", split_seed=0, lr_grid_from=str(earlier),
+                               select_lr=False))
+    with pytest.raises(ValueError, match="--lr-grid-from .*not a qaa compare results.json"):
+        resolve_settings(_args(preset="cpu", lr_grid_from=str(tmp_path / "missing.json")))
+
+
 def test_cli_reports_bad_input_before_loading_anything(tmp_path, capsys):
     from qaa.experiments.cli import main
 

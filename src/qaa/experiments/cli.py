@@ -121,6 +121,10 @@ def _compare_parser(sub, presets, tasks) -> None:
                    help="fixed peak learning rates, e.g. 'lora=5e-4,prefix=3e-2' (those methods are not swept); a "
                         "plain rate when one method runs")
     p.add_argument("--lr-from", default=None, help="take every method's rate from an earlier results.json")
+    p.add_argument("--lr-grid-from", default=None,
+                   help="re-select every method's rate on a grid (c/3, c, 3c) around its rate c in an earlier "
+                        "results.json (widened at an edge; angle-rate ratios carried over): the cpu_long preset's "
+                        "'rates re-selected at this budget'")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--select-lr", dest="select_lr", action="store_true", default=None,
                      help="sweep each method's rate grid on validation NLL (the cpu and gpu presets do)")

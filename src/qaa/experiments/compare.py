@@ -369,17 +369,26 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
             cache[(lr, ratio)] = train_one(lr, ratio, sel_seed)
         return cache[(lr, ratio)]
 
-    grid = [fixed] if fixed is not None else (list(spec.lr_grid) if settings.select_lr else [spec.lr])
-    if fixed is None and settings.select_lr:
+    # --lr-grid-from: the sweep's grid is centred on an earlier choice, and a method with circuit angles keeps
+    # that choice's angle-rate ratio (its rates are swept at it, and the ratios are not swept again).
+    centre = settings.lr_centre.get(method) if swept else None
+    sweep_ratio = settings.lr_centre_ratio.get(method, 1.0) if centre is not None else 1.0
+    if fixed is not None:
+        grid = [fixed]
+    elif centre is not None:
+        grid = [centre / 3.0, centre, centre * 3.0]
+    else:
+        grid = list(spec.lr_grid) if settings.select_lr else [spec.lr]
+    if swept:
         def nll_at(lr: float) -> float:
-            rec = val(lr, 1.0)
+            rec = val(lr, sweep_ratio)
             return rec["val_nll"] if rec and math.isfinite(rec.get("val_nll", math.inf)) else math.inf
         widen_sweep(grid, nll_at, settings.max_widen)
     else:
         for lr in grid:
             val(lr, settings.theta_lr_ratio.get(method, 1.0) if fixed is not None else 1.0)
-    best_lr, _ = _select(cache if fixed is not None else {k: v for k, v in cache.items() if k[1] == 1.0})
-    if settings.select_lr and fixed is None:
+    best_lr, _ = _select(cache if fixed is not None else {k: v for k, v in cache.items() if k[1] == sweep_ratio})
+    if swept and not (centre is not None and method in settings.lr_centre_ratio):
         for ratio in settings.theta_lr_ratios if spec.theta else spec.ratio_grid:
             val(best_lr, float(ratio))
     best_lr, best_ratio = _select(cache)
@@ -389,6 +398,8 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
         "given_by": settings.lr_given_by.get(method, "--lr") if fixed is not None else None,
         "chosen_on": settings.lr_chosen_on.get(method) if fixed is not None else None,
         "lr_from": settings.lr_from if fixed is not None and settings.lr_given_by.get(method) == "--lr-from" else None,
+        "grid_centre": centre, "grid_from": settings.lr_grid_from if centre is not None else None,
+        "ratio_carried": centre is not None and method in settings.lr_centre_ratio,
         "grid": [{"lr": k[0], "theta_lr_ratio": k[1], "val_nll": (v or {}).get("val_nll"),
                   "status": "ok" if v else "error"} for k, v in sorted(cache.items())]})
 

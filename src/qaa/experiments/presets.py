@@ -47,7 +47,8 @@ PRESETS: Dict[str, dict] = {
             "eval_size": {"*": 50}, "val_size": {"*": 40},
             "max_new_tokens": {"*": None}, "max_length": {"*": None}, "threads": 1},
     # The capacity issue's longer budget on E2E: 4x the cpu preset's sequences (128 steps x 4), the methods whose
-    # gap to QAA it follows, rates re-selected at this budget; compare it with a cpu run of the same split by
+    # gap to QAA it follows, rates re-selected at this budget (with `--lr-grid-from SHORT/results.json`: a grid
+    # around each short-budget choice); compare it with a cpu run of the same split by
     # `python -m qaa.experiments.capacity SHORT LONG`.
     "cpu_long": {"tasks": ("e2e",), "methods": {"*": LONG_BUDGET_METHODS},
                  "full": False, "steps": 128, "batch_size": 4, "seeds": (0, 1, 2), "selection_seed": 100,

@@ -30,7 +30,8 @@ RESULTS_VERSION = 2
 #: rates and angle-rate ratios (``--lr``, ``--lr-from``) are in every run's key and its selection record.
 _RESUMABLE_DIFFERENCES = {"tasks", "methods", "progress", "threads", "out", "bertscore", "lr", "lr_from",
                           "theta_lr_ratio",
-                          "preset", "full", "max_widen", "eval_size_given", "lr_given_by", "lr_chosen_on"}
+                          "preset", "full", "max_widen", "eval_size_given", "lr_given_by", "lr_chosen_on",
+                          "lr_centre", "lr_centre_ratio", "lr_grid_from"}
 
 
 def run_key(task: str, method: str, lr: Optional[float] = None, ratio: Optional[float] = None,

@@ -62,7 +62,10 @@ class CompareSettings:
         gave its rate (``"--lr"`` or ``"--lr-from"``; ``--lr`` wins where both name a method). lr_chosen_on:
         per method whose rate came from ``--lr-from``, the tasks whose validation split chose it. train_size:
         training inputs used per task (None: the whole training split; else the first ``train_size`` inputs
-        of its seeded order, every reference kept: the small pool of a capacity run).
+        of its seeded order, every reference kept: the small pool of a capacity run). lr_centre: per method,
+        the rate its sweep's grid is centred on (``--lr-grid-from``: the grid is ``(c/3, c, 3c)``, widened at an
+        edge as a registered grid is); lr_centre_ratio: per method with circuit angles, the angle-rate ratio
+        carried from that file (not re-swept); lr_grid_from: the file they came from.
     """
 
     preset: str
@@ -102,6 +105,9 @@ class CompareSettings:
     lr_given_by: Dict[str, str] = dataclasses.field(default_factory=dict)
     lr_chosen_on: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
     train_size: Optional[int] = None
+    lr_centre: Dict[str, float] = dataclasses.field(default_factory=dict)
+    lr_centre_ratio: Dict[str, float] = dataclasses.field(default_factory=dict)
+    lr_grid_from: Optional[str] = None
 
     def methods_for(self, task: str) -> Tuple[str, ...]:
         return self.methods[task]
@@ -173,10 +179,10 @@ def _parse_lr(value: Optional[str]) -> Dict[str, float]:
     return out
 
 
-def _rates_from(path: str, methods, tasks, split: dict
+def _rates_from(path: str, methods, tasks, split: dict, option: str = "--lr-from"
                 ) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, List[str]]]:
     """Rates, angle ratios and the tasks whose validation split chose them (``{method: [tasks]}``) from an
-    earlier comparison's ``selection``, for ``--lr-from``.
+    earlier comparison's ``selection``, for ``--lr-from`` and ``--lr-grid-from`` (``option``, named in errors).
 
     A method's rate is read from the selections on this run's ``tasks`` when the file has any, else from all of
     its tasks; rates that differ across those tasks are refused (run the tasks one at a time). The earlier
@@ -194,11 +200,11 @@ def _rates_from(path: str, methods, tasks, split: dict
         selection = data["selection"]
         earlier = data.get("settings", {})
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"--lr-from {path}: not a qaa compare results.json with a learning-rate selection ({e})"
+        raise ValueError(f"{option} {path}: not a qaa compare results.json with a learning-rate selection ({e})"
                          ) from None
     for key, value in split.items():
         if key in earlier and earlier[key] != value:
-            raise ValueError(f"--lr-from {path}: chosen on a split with {key} {earlier[key]!r}, this run uses "
+            raise ValueError(f"{option} {path}: chosen on a split with {key} {earlier[key]!r}, this run uses "
                              f"{value!r} (its validation inputs could be this run's test inputs; pass the same "
                              "--split-seed and fractions)")
     found: Dict[str, Dict[str, tuple]] = {}
@@ -210,12 +216,12 @@ def _rates_from(path: str, methods, tasks, split: dict
     for method, by_task in found.items():
         own = {t: v for t, v in by_task.items() if t in tasks} or by_task
         if len(set(own.values())) > 1:
-            raise ValueError(f"--lr-from {path}: {method}'s chosen rates differ by task ({own}); run one task at a "
+            raise ValueError(f"{option} {path}: {method}'s chosen rates differ by task ({own}); run one task at a "
                              "time with --tasks")
         lrs[method], ratios[method] = next(iter(own.values()))
         chosen_on[method] = sorted(own)
     if not lrs:
-        raise ValueError(f"--lr-from {path}: no selected rate for any of {', '.join(methods)}")
+        raise ValueError(f"{option} {path}: no selected rate for any of {', '.join(methods)}")
     return lrs, ratios, chosen_on
 
 
@@ -338,6 +344,20 @@ def resolve_settings(args) -> CompareSettings:
     chosen_on = {m: t for m, t in chosen_on.items() if m not in from_command_line}
     select = get("select_lr")
     select_lr = bool(preset["select_lr"] if select is None else select)
+    centre: Dict[str, float] = {}
+    centre_ratio: Dict[str, float] = {}
+    if get("lr_grid_from"):
+        if get("lr_from"):
+            raise ValueError("--lr-from and --lr-grid-from both set every method's rate; give one (--lr-from takes "
+                             "the rates as they are, --lr-grid-from re-selects each around them)")
+        if not select_lr:
+            raise ValueError("--lr-grid-from centres the learning-rate sweeps, but this run does not sweep "
+                             "(--no-select-lr or a preset without sweeps); drop one of the two")
+        centre, centre_ratio, _ = _rates_from(str(get("lr_grid_from")), every, tasks,
+                                              {"split_seed": split_seed, "val_fraction": val_fraction,
+                                               "test_fraction": test_fraction}, option="--lr-grid-from")
+        centre = {m: v for m, v in centre.items() if m not in lr}
+        centre_ratio = {m: v for m, v in centre_ratio.items() if m in centre and registry.get(m).theta}
     max_widen = get("max_widen")
     max_widen = MAX_WIDEN if max_widen is None else _cap("--max-widen", max_widen, 0)
     if max_widen > 10:
@@ -373,7 +393,8 @@ def resolve_settings(args) -> CompareSettings:
         lr_from=str(get("lr_from")) if get("lr_from") else None, eval_size_given=get("eval_size") is not None,
         data=data_dir, selection_seed=selection_seed, curve_points=int(preset.get("curve_points", 0)),
         curve_pairs=int(preset.get("curve_pairs", 0)), lr_given_by=given_by,
-        lr_chosen_on=chosen_on, train_size=train_size)
+        lr_chosen_on=chosen_on, train_size=train_size, lr_centre=centre, lr_centre_ratio=centre_ratio,
+        lr_grid_from=str(get("lr_grid_from")) if get("lr_grid_from") else None)
 
 
 #: Validation share ``qaa finetune`` holds out by default (``--val-fraction``).
