@@ -1,6 +1,7 @@
 """Parameter efficiency and capacity: the Pareto front against constructed points, the budget interaction
 against a hand computation, the quality-per-parameter report lines and the budget command."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -127,6 +128,28 @@ def test_curve_turn_and_the_small_pool_table():
     # means over the two seeds: final loss 0.9, lowest 1.45 at step 8, final 1.55, rise 0.1
     assert "| QAA | 2 | 0.900 | 1.4500 | 8 | 1.5500 | +0.1000 |" in text and "8 training inputs" in text
     assert capacity_lines({"qaa": {"runs": [{"losses": [1.0]}]}}, 8) == []
+
+
+def test_small_pool_differences_pair_seeds_with_a_hand_computed_t_interval():
+    from qaa.experiments.capacity import capacity_difference_lines, seed_t_interval
+
+    def run(seed, loss, best):
+        return {"seed": seed, "losses": [3.0] * 9 + [loss], "val_curve": [[0, 2.0], [8, best], [16, best + 0.1]]}
+
+    # QAA minus LoRA per seed: losses 0.3, 0.5, 0.4 (mean 0.4, sd 0.1); lowest validation NLL 0.0, 0.1, -0.1
+    entries = {"qaa": {"runs": [run(0, 1.3, 1.5), run(1, 1.5, 1.6), run(2, 1.4, 1.4)]},
+               "lora_r4": {"runs": [run(2, 1.0, 1.5), run(0, 1.0, 1.5), run(1, 1.0, 1.5), run(7, 0.1, 0.1)]},
+               "bias": {"runs": [run(0, 1.0, 1.0)]}, "base": {"runs": []}}
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)   # t(2, 0.975) * sd / sqrt(n)
+    mean, lo, hi = seed_t_interval([0.3, 0.5, 0.4])
+    assert (mean, lo, hi) == (pytest.approx(0.4), pytest.approx(0.4 - half), pytest.approx(0.4 + half))
+    text = "\n".join(capacity_difference_lines(entries))
+    row = [r for r in text.splitlines() if r.startswith("| LoRA r=4")][0]
+    assert f"| 3 | +0.400 [{0.4 - half:+.3f}, {0.4 + half:+.3f}] (higher for QAA) |" in row   # seed 7 unpaired
+    assert f"+0.000 [{-4.302652729911275 * 0.1 / math.sqrt(3):+.3f}, " in row and "(not resolved)" in row
+    assert "bias" not in text.lower()   # one shared seed: no interval
+    with pytest.raises(ValueError):
+        seed_t_interval([1.0])
 
 
 def test_a_training_cap_keeps_the_first_inputs_with_every_reference():

@@ -19,7 +19,8 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["pareto_front", "budget_interaction", "trainable_count", "size_points", "quality_per_parameter_lines",
-           "plot_quality_per_parameter", "budget_lines", "curve_turn", "capacity_lines", "main"]
+           "plot_quality_per_parameter", "budget_lines", "curve_turn", "capacity_lines", "capacity_difference_lines",
+           "seed_t_interval", "main"]
 
 
 def pareto_front(points: Sequence[Tuple[str, float, float]], lower_is_better: bool = True) -> List[str]:
@@ -265,7 +266,71 @@ def capacity_lines(entries: Dict[str, dict], train_size: int) -> List[str]:
                 "training loss (last 10% of steps), the lowest validation-curve NLL and the step of it, the final "
                 "validation-curve NLL and its rise since the minimum (> 0: validation NLL has turned up).", "",
             "| method | seeds | final training loss | lowest validation NLL | at step | final validation NLL | rise |",
-            "|---|---:|---:|---:|---:|---:|---:|"] + rows
+            "|---|---:|---:|---:|---:|---:|---:|"] + rows + capacity_difference_lines(entries)
+
+
+def _seed_values(entry: dict) -> Dict[int, Dict[str, float]]:
+    """Per training seed of ``entry``'s runs: its final training loss (last 10% of steps) and its lowest
+    validation-curve NLL (runs without a usable curve or loss are left out)."""
+    out = {}
+    for r in entry.get("runs", []):
+        try:
+            turn = curve_turn(r.get("val_curve") or [])
+        except (ValueError, TypeError):
+            continue
+        loss = _final_loss({"runs": [r]})
+        if isinstance(r.get("seed"), int) and loss is not None and math.isfinite(loss):
+            out[r["seed"]] = {"loss": loss, "best": turn["best"]}
+    return out
+
+
+def seed_t_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, float, float]:
+    """``(mean, lo, hi)``: Student's t interval of the mean of per-seed values (``n >= 2``), half-width
+    ``t(n - 1) * sd / sqrt(n)`` (:func:`qaa.experiments.stats.seed_level_factor`).
+
+    Raises:
+        ValueError: fewer than 2 values or a non-finite one."""
+    import statistics
+
+    from .stats import seed_level_factor
+
+    vals = [float(v) for v in values]
+    if len(vals) < 2 or not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"a seed-level interval needs 2 or more finite values, got {vals}")
+    mean = statistics.fmean(vals)
+    half = seed_level_factor(len(vals), level) * statistics.stdev(vals)
+    return mean, mean - half, mean + half
+
+
+def capacity_difference_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[str]:
+    """Reference minus each method on the small pool, paired by training seed (the same seed draws the same
+    initialisation and data order for every method): the final training loss and the lowest validation-curve
+    NLL, each with a Student t 95% interval over the seeds (:func:`seed_t_interval`). Positive: the reference
+    floors higher (fits the pool less closely) or validates worse. Empty without the reference or with fewer
+    than 2 shared seeds."""
+    from . import registry
+
+    ref = _seed_values(entries.get(reference, {}))
+    rows = []
+    for method, e in entries.items():
+        if method in (reference, registry.BASE):
+            continue
+        other = _seed_values(e)
+        shared = sorted(set(ref) & set(other))
+        if len(shared) < 2:
+            continue
+        cells = []
+        for key in ("loss", "best"):
+            mean, lo, hi = seed_t_interval([ref[k][key] - other[k][key] for k in shared])
+            word = ("higher for " + _label(reference) if lo > 0 else "lower for " + _label(reference) if hi < 0
+                    else "not resolved")
+            cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] ({word})")
+        rows.append(f"| {_label(method)} | {len(shared)} | {cells[0]} | {cells[1]} |")
+    if not rows:
+        return []
+    return ["", f"{_label(reference)} minus each method on the pool, paired by training seed (Student t 95% "
+                "interval over the seeds; > 0: the reference's is higher):", "",
+            "| method | seeds | final training loss | lowest validation NLL |", "|---|---:|---:|---:|"] + rows
 
 
 # ---------------------------------------------------------------------------------------------- budgets
