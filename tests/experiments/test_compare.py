@@ -164,40 +164,53 @@ def test_sweep_covers_the_grid_widens_edges_and_picks_the_lowest_validation_nll(
 
 
 def test_a_grid_centred_on_an_earlier_choice_is_widened_and_keeps_the_angle_ratio(tiny_model_dir, fake_tasks,
-                                                                                   tmp_path, monkeypatch):
+                                                                                   tmp_path, monkeypatch, capsys):
     """--lr-grid-from: the sweep tries (c/3, c, 3c) around the earlier rate c, follows an edge best by factors
     of 3 as a registered grid does, and, for QAA, trains every sweep run at the carried angle-rate ratio
-    without sweeping ratios again. The validation NLL is replaced by |ln(lr / 9c)| (best at 9c), so the
-    expected rates are known: c/3, c, 3c, then 9c (the edge was best), then 27c (worse: widening stops)."""
-    centres = {"qaa": 1e-2, "lora": 3e-3}
+    without sweeping ratios again; SoRA sweeps its rate at threshold factor 1 and then its factors again (the
+    earlier factor is not carried); a method whose earlier selection failed gets its registered grid. The
+    validation NLL is replaced by |ln(lr / 9c)| (+1 at a factor other than 1; best at 9c), so the expected rates
+    are known: c/3, c, 3c (to 6 digits), then 9c (the edge was best), then 27c (worse: widening stops)."""
+    centres = {"qaa": 1e-2, "lora": 0.009000000000000001, "sora": 1e-3, "bias": 1e-2}
     split = dict(split_seed=1, val_fraction=0.1, test_fraction=0.25)
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps({"settings": split, "selection": {
-        "e2e|qaa": {"status": "ok", "lr": centres["qaa"], "theta_lr_ratio": 10.0},
-        "e2e|lora": {"status": "ok", "lr": centres["lora"], "theta_lr_ratio": 1.0}}}))
+        "e2e|qaa": {"status": "ok", "lr": centres["qaa"], "theta_lr_ratio": 10.0, "swept": True},
+        "e2e|lora": {"status": "ok", "lr": centres["lora"], "theta_lr_ratio": 1.0, "swept": False},
+        "e2e|sora": {"status": "ok", "lr": centres["sora"], "theta_lr_ratio": 30.0, "swept": True},
+        "e2e|bias": {"status": "error", "error": "diverged"}}}))
     real = compare._train_run
 
     def scored(data, method, lr, ratio, seed, *a, **kw):
         rec = real(data, method, lr, ratio, seed, *a, **kw)
-        rec["val_nll"] = abs(math.log(lr / (9 * centres[method])))
+        rec["val_nll"] = abs(math.log(lr / (9 * centres[method]))) + (0.0 if ratio == 1.0 else 1.0)
         return rec
 
     monkeypatch.setattr(compare, "_train_run", scored)
     out = tmp_path / "out"
-    results = run_compare(_tiny_args(tiny_model_dir, out, methods="qaa,lora", select_lr=True, seeds="0",
+    results = run_compare(_tiny_args(tiny_model_dir, out, methods="qaa,lora,sora,bias", select_lr=True, seeds="0",
                                      split_seed=1, lr_grid_from=str(earlier)))
-    for method, ratio in (("qaa", 10.0), ("lora", 1.0)):
-        c = centres[method]
+    assert "has no chosen rate for bias; their sweeps use the registered grids" in capsys.readouterr().err
+    for method, ratio in (("qaa", 10.0), ("lora", 1.0), ("sora", 1.0)):
+        c = float(f"{centres[method]:.6g}")   # 0.009000000000000001 is centred as 0.009, as run keys print it
         sel = results["selection"][f"e2e|{method}"]
         assert sel["swept"] and sel["grid_centre"] == c and sel["grid_from"] == str(earlier)
         assert sel["ratio_carried"] == (method == "qaa")
-        assert [g["theta_lr_ratio"] for g in sel["grid"]] == [ratio] * 5
-        assert sorted(g["lr"] for g in sel["grid"]) == pytest.approx([c / 3, c, 3 * c, 9 * c, 27 * c], rel=1e-12)
+        rate_runs = [g for g in sel["grid"] if g["theta_lr_ratio"] == ratio]
+        grid = [float(f"{x:.6g}") for x in (c / 3, c, 3 * c)]   # the grid as run keys print it
+        assert sorted(g["lr"] for g in rate_runs) == pytest.approx(grid + [9 * c, 27 * c], rel=1e-12)
+        others = sorted(g["theta_lr_ratio"] for g in sel["grid"] if g["theta_lr_ratio"] != ratio)
+        assert others == ([10.0, 30.0, 100.0, 300.0] if method == "sora" else [])   # SoRA's factors swept again
         assert sel["lr"] == pytest.approx(9 * c, rel=1e-12) and sel["theta_lr_ratio"] == ratio
         key = run_key("e2e", method, sel["lr"], ratio, 0)
         assert results["runs"][key]["status"] == "ok" and results["evals"][key]["status"] == "ok"
+    bias = results["selection"]["e2e|bias"]
+    assert bias["grid_centre"] is None and bias["grid_from"] == str(earlier)
+    assert set(registry.get("bias").lr_grid) <= {g["lr"] for g in bias["grid"]}
     md = (out / "results.md").read_text()
-    assert "grid centred on" in md and "angle-rate ratio carried over, not swept again" in md
+    assert "the rate chosen on validation on e2e in" in md and "the rate given on e2e in" in md
+    assert "angle-rate ratio carried over, not swept again" in md and "has no chosen rate for it" in md
+    assert "tried a grid (c/3, c, 3c) around the rate c" in md and "QAA kept that comparison's angle-rate" in md
 
 
 def test_validation_curve_checkpoints_equal_a_separate_evaluation(swept_run):

@@ -50,6 +50,12 @@ def test_incompatible_settings_are_refused_and_resumable_ones_are_not(tmp_path):
     with pytest.raises(ValueError, match="incompatible comparison.*steps"):
         Store(tmp_path, _Settings(steps=8), {})
     assert incompatible_settings({"eval_size": {"e2e": 5}}, {"eval_size": {"e2e": 6}}) == ["eval_size"]
+    # a folder filled before --lr-grid-from existed had no centres: it resumes without them, not with them,
+    # and a centred folder does not resume with another file's centres
+    assert incompatible_settings({"steps": 8}, {"steps": 8, "lr_centre": {}, "lr_grid_from": None}) == []
+    assert incompatible_settings({"steps": 8}, {"steps": 8, "lr_centre": {"qaa": 0.01}, "lr_grid_from": "a.json"}
+                                 ) == ["lr_centre", "lr_grid_from"]
+    assert incompatible_settings({"lr_grid_from": "a.json"}, {"lr_grid_from": "b.json"}) == ["lr_grid_from"]
     (tmp_path / RESULTS_FILE).write_text("{broken")
     with pytest.raises(ValueError, match="cannot be read"):
         Store(tmp_path, _Settings(), {})

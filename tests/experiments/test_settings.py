@@ -102,11 +102,12 @@ def test_grid_centres_from_an_earlier_run(tmp_path):
     earlier = tmp_path / "results.json"
     earlier.write_text(json.dumps({
         "settings": {"split_seed": 0, "val_fraction": 0.1, "test_fraction": 0.25},
-        "selection": {"e2e|qaa": {"status": "ok", "lr": 1e-2, "theta_lr_ratio": 10.0},
-                      "e2e|lora": {"status": "ok", "lr": 9e-3, "theta_lr_ratio": 1.0}}}))
+        "selection": {"e2e|qaa": {"status": "ok", "lr": 1e-2, "theta_lr_ratio": 10.0, "swept": True},
+                      "e2e|lora": {"status": "ok", "lr": 0.009000000000000001, "theta_lr_ratio": 1.0}}}))
     s = resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa,lora,bias", split_seed=0,
                                lr_grid_from=str(earlier)))
     assert s.lr_centre == {"qaa": 1e-2, "lora": 9e-3} and s.lr_centre_ratio == {"qaa": 10.0}
+    assert s.lr_centre_how == {"qaa": "chosen on validation on e2e", "lora": "given on e2e"}
     assert s.lr == {} and s.lr_grid_from == str(earlier) and s.select_lr
     s = resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa,lora", split_seed=0, lr="qaa=0.5",
                                lr_grid_from=str(earlier)))

@@ -303,11 +303,11 @@ def seed_t_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float
 
 
 def capacity_difference_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[str]:
-    """Reference minus each method on the small pool, paired by training seed (the same seed draws the same
-    initialisation and data order for every method): the final training loss and the lowest validation-curve
-    NLL, each with a Student t 95% interval over the seeds (:func:`seed_t_interval`). Positive: the reference
-    floors higher (fits the pool less closely) or validates worse. Empty without the reference or with fewer
-    than 2 shared seeds."""
+    """Reference minus each method on the small pool, paired by training seed (the same seed gives every
+    method the same data order and RNG seed): the final training loss and the lowest validation-curve NLL, each
+    with an unadjusted Student t 95% interval over the seeds both trained to a finite curve
+    (:func:`seed_t_interval`). Positive: the reference floors higher (fits the pool less closely) or validates
+    worse. Empty without the reference or with fewer than 2 shared seeds."""
     from . import registry
 
     ref = _seed_values(entries.get(reference, {}))
@@ -328,8 +328,9 @@ def capacity_difference_lines(entries: Dict[str, dict], reference: str = "qaa") 
         rows.append(f"| {_label(method)} | {len(shared)} | {cells[0]} | {cells[1]} |")
     if not rows:
         return []
-    return ["", f"{_label(reference)} minus each method on the pool, paired by training seed (Student t 95% "
-                "interval over the seeds; > 0: the reference's is higher):", "",
+    return ["", f"{_label(reference)} minus each method on the pool, paired by training seed (an unadjusted Student "
+                "t 95% interval over the seeds both methods trained to a finite validation curve; > 0: the "
+                "reference's is higher):", "",
             "| method | seeds | final training loss | lowest validation NLL |", "|---|---:|---:|---:|"] + rows
 
 
@@ -386,6 +387,12 @@ def budget_lines(short: dict, long: dict, reference: str = "qaa") -> List[str]:
     def rates(settings: dict) -> str:
         if settings.get("lr_from"):
             return "read from an earlier comparison's validation selection (--lr-from)"
+        if settings.get("lr_grid_from") and settings.get("select_lr"):
+            carried = sorted(settings.get("lr_centre_ratio") or {})
+            return ("chosen on validation at that budget, on grids (c/3, c, 3c) around the rates c of "
+                    f"{settings['lr_grid_from']}, widened at an edge"
+                    + (f"; angle-rate ratios carried from that file, not swept again ({', '.join(_label(m) for m in carried)})"
+                       if carried else ""))
         return "chosen on validation at that budget" if settings.get("select_lr") else "given or the defaults"
 
     lines = ["# qaa: the training budget", "",

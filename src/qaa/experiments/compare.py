@@ -232,6 +232,12 @@ def run_compare(args) -> dict:
     notice = seed_notice(len(settings.seeds))
     if notice:
         print(f"qaa compare: warning: {notice}", file=sys.stderr, flush=True)
+    if settings.lr_grid_from:
+        uncentred = [m for m in dict.fromkeys(m for ms in settings.methods.values() for m in ms)
+                     if m not in settings.lr_centre and m not in settings.lr]
+        if uncentred:
+            print(f"qaa compare: note: {settings.lr_grid_from} has no chosen rate for {', '.join(uncentred)}; "
+                  "their sweeps use the registered grids", file=sys.stderr, flush=True)
     splits = {task: _split_task(task, settings) for task in settings.tasks}  # eval-size checked before the model
     set_threads(settings.threads)
     out = Path(settings.out)
@@ -376,7 +382,7 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
     if fixed is not None:
         grid = [fixed]
     elif centre is not None:
-        grid = [centre / 3.0, centre, centre * 3.0]
+        grid = [float(f"{x:.6g}") for x in (centre / 3.0, centre, centre * 3.0)]  # as run keys print them
     else:
         grid = list(spec.lr_grid) if settings.select_lr else [spec.lr]
     if swept:
@@ -398,7 +404,8 @@ def _run_method(task, method, data, new_model, tokenizer, settings, out, probe, 
         "given_by": settings.lr_given_by.get(method, "--lr") if fixed is not None else None,
         "chosen_on": settings.lr_chosen_on.get(method) if fixed is not None else None,
         "lr_from": settings.lr_from if fixed is not None and settings.lr_given_by.get(method) == "--lr-from" else None,
-        "grid_centre": centre, "grid_from": settings.lr_grid_from if centre is not None else None,
+        "grid_centre": centre, "grid_from": settings.lr_grid_from if swept else None,
+        "grid_centre_how": settings.lr_centre_how.get(method) if centre is not None else None,
         "ratio_carried": centre is not None and method in settings.lr_centre_ratio,
         "grid": [{"lr": k[0], "theta_lr_ratio": k[1], "val_nll": (v or {}).get("val_nll"),
                   "status": "ok" if v else "error"} for k, v in sorted(cache.items())]})

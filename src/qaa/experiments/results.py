@@ -30,8 +30,10 @@ RESULTS_VERSION = 2
 #: rates and angle-rate ratios (``--lr``, ``--lr-from``) are in every run's key and its selection record.
 _RESUMABLE_DIFFERENCES = {"tasks", "methods", "progress", "threads", "out", "bertscore", "lr", "lr_from",
                           "theta_lr_ratio",
-                          "preset", "full", "max_widen", "eval_size_given", "lr_given_by", "lr_chosen_on",
-                          "lr_centre", "lr_centre_ratio", "lr_grid_from"}
+                          "preset", "full", "max_widen", "eval_size_given", "lr_given_by", "lr_chosen_on"}
+#: Settings added after folders were filled: a folder without one had the value given here (a cpu_long folder
+#: centred on one file is not resumed without it or with another, which would sweep other grids into it).
+_ADDED_DEFAULTS = {"lr_centre": {}, "lr_centre_ratio": {}, "lr_grid_from": None, "lr_centre_how": {}}
 
 
 def run_key(task: str, method: str, lr: Optional[float] = None, ratio: Optional[float] = None,
@@ -62,7 +64,7 @@ def incompatible_settings(old: dict, new: dict) -> List[str]:
     keys = (set(old) | set(new)) - _RESUMABLE_DIFFERENCES
     out = []
     for k in sorted(keys):
-        a, b = old.get(k), new.get(k)
+        a, b = old.get(k, _ADDED_DEFAULTS.get(k)), new.get(k, _ADDED_DEFAULTS.get(k))
         if k in _PER_TASK and isinstance(a, dict) and isinstance(b, dict):
             if any(a[t] != b[t] for t in set(a) & set(b)):
                 out.append(k)

@@ -65,7 +65,8 @@ class CompareSettings:
         of its seeded order, every reference kept: the small pool of a capacity run). lr_centre: per method,
         the rate its sweep's grid is centred on (``--lr-grid-from``: the grid is ``(c/3, c, 3c)``, widened at an
         edge as a registered grid is); lr_centre_ratio: per method with circuit angles, the angle-rate ratio
-        carried from that file (not re-swept); lr_grid_from: the file they came from.
+        carried from that file (not re-swept); lr_grid_from: the file they came from; lr_centre_how: per centred
+        method, how that file set the rate (``"chosen on validation on e2e"``, ``"given on e2e"``).
     """
 
     preset: str
@@ -108,6 +109,7 @@ class CompareSettings:
     lr_centre: Dict[str, float] = dataclasses.field(default_factory=dict)
     lr_centre_ratio: Dict[str, float] = dataclasses.field(default_factory=dict)
     lr_grid_from: Optional[str] = None
+    lr_centre_how: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def methods_for(self, task: str) -> Tuple[str, ...]:
         return self.methods[task]
@@ -179,10 +181,13 @@ def _parse_lr(value: Optional[str]) -> Dict[str, float]:
     return out
 
 
-def _rates_from(path: str, methods, tasks, split: dict, option: str = "--lr-from"
+def _rates_from(path: str, methods, tasks, split: dict, option: str = "--lr-from",
+                centres_how: Optional[Dict[str, str]] = None
                 ) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, List[str]]]:
     """Rates, angle ratios and the tasks whose validation split chose them (``{method: [tasks]}``) from an
     earlier comparison's ``selection``, for ``--lr-from`` and ``--lr-grid-from`` (``option``, named in errors).
+    ``centres_how``, when given, is filled with how the file set each rate, e.g. ``"chosen on validation on
+    e2e"`` or ``"given on e2e"`` (a rate given there was not chosen there either).
 
     A method's rate is read from the selections on this run's ``tasks`` when the file has any, else from all of
     its tasks; rates that differ across those tasks are refused (run the tasks one at a time). The earlier
@@ -208,10 +213,12 @@ def _rates_from(path: str, methods, tasks, split: dict, option: str = "--lr-from
                              f"{value!r} (its validation inputs could be this run's test inputs; pass the same "
                              "--split-seed and fractions)")
     found: Dict[str, Dict[str, tuple]] = {}
+    how: Dict[str, Dict[str, str]] = {}
     for key, sel in selection.items():
         task, method = split_key(key)
         if method in methods and isinstance(sel, dict) and sel.get("status") == "ok":
             found.setdefault(method, {})[task] = (float(sel["lr"]), float(sel.get("theta_lr_ratio", 1.0)))
+            how.setdefault(method, {})[task] = "chosen on validation" if sel.get("swept") else "given"
     lrs, ratios, chosen_on = {}, {}, {}
     for method, by_task in found.items():
         own = {t: v for t, v in by_task.items() if t in tasks} or by_task
@@ -220,6 +227,8 @@ def _rates_from(path: str, methods, tasks, split: dict, option: str = "--lr-from
                              "time with --tasks")
         lrs[method], ratios[method] = next(iter(own.values()))
         chosen_on[method] = sorted(own)
+        if centres_how is not None:
+            centres_how[method] = " and ".join(sorted({how[method][t] for t in own})) + " on " + ", ".join(sorted(own))
     if not lrs:
         raise ValueError(f"{option} {path}: no selected rate for any of {', '.join(methods)}")
     return lrs, ratios, chosen_on
@@ -247,8 +256,9 @@ def resolve_settings(args) -> CompareSettings:
 
     Raises:
         ValueError: unknown preset, task, method or device; ``steps``, ``batch_size``, ``eval_size``,
-            ``max_new_tokens``, ``max_length`` or a seed out of range; a bad ``--lr`` entry or ``--lr-from``
-            file. Every message names the option.
+            ``max_new_tokens``, ``max_length`` or a seed out of range; a bad ``--lr`` entry, ``--lr-from`` or
+            ``--lr-grid-from`` file; ``--lr-grid-from`` with ``--lr-from`` or without a sweep. Every message names
+            the option.
     """
     get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
     preset_name = get("preset") or "cpu"
@@ -346,6 +356,7 @@ def resolve_settings(args) -> CompareSettings:
     select_lr = bool(preset["select_lr"] if select is None else select)
     centre: Dict[str, float] = {}
     centre_ratio: Dict[str, float] = {}
+    centre_how: Dict[str, str] = {}
     if get("lr_grid_from"):
         if get("lr_from"):
             raise ValueError("--lr-from and --lr-grid-from both set every method's rate; give one (--lr-from takes "
@@ -355,9 +366,13 @@ def resolve_settings(args) -> CompareSettings:
                              "(--no-select-lr or a preset without sweeps); drop one of the two")
         centre, centre_ratio, _ = _rates_from(str(get("lr_grid_from")), every, tasks,
                                               {"split_seed": split_seed, "val_fraction": val_fraction,
-                                               "test_fraction": test_fraction}, option="--lr-grid-from")
-        centre = {m: v for m, v in centre.items() if m not in lr}
+                                               "test_fraction": test_fraction}, option="--lr-grid-from",
+                                              centres_how=centre_how)
+        # rates as the run keys print them (6 significant digits), so c/3 of a widened 0.009000000000000001 is
+        # the 0.003 of any other run in the folder
+        centre = {m: float(f"{v:.6g}") for m, v in centre.items() if m not in lr}
         centre_ratio = {m: v for m, v in centre_ratio.items() if m in centre and registry.get(m).theta}
+        centre_how = {m: v for m, v in centre_how.items() if m in centre}
     max_widen = get("max_widen")
     max_widen = MAX_WIDEN if max_widen is None else _cap("--max-widen", max_widen, 0)
     if max_widen > 10:
@@ -394,7 +409,7 @@ def resolve_settings(args) -> CompareSettings:
         data=data_dir, selection_seed=selection_seed, curve_points=int(preset.get("curve_points", 0)),
         curve_pairs=int(preset.get("curve_pairs", 0)), lr_given_by=given_by,
         lr_chosen_on=chosen_on, train_size=train_size, lr_centre=centre, lr_centre_ratio=centre_ratio,
-        lr_grid_from=str(get("lr_grid_from")) if get("lr_grid_from") else None)
+        lr_grid_from=str(get("lr_grid_from")) if get("lr_grid_from") else None, lr_centre_how=centre_how)
 
 
 #: Validation share ``qaa finetune`` holds out by default (``--val-fraction``).

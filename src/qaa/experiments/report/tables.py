@@ -46,9 +46,12 @@ def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
         if sel.get("swept"):
             note = ""
             if sel.get("grid_centre") is not None:
-                note = (f" (grid centred on {_lr(sel['grid_centre'])}, the rate chosen in `{sel.get('grid_from')}`"
+                how = sel.get("grid_centre_how") or "selected"
+                note = (f" (grid centred on {_lr(sel['grid_centre'])}, the rate {how} in `{sel.get('grid_from')}`"
                         + ("; its angle-rate ratio carried over, not swept again" if sel.get("ratio_carried") else "")
                         + ")")
+            elif sel.get("grid_from"):
+                note = f" (registered grid: `{sel['grid_from']}` has no chosen rate for it)"
         elif sel.get("given"):
             note = f" (given by `{sel['given_by']}`)" if sel.get("given_by") else " (given)"
             if sel.get("chosen_on"):
