@@ -213,6 +213,17 @@ def test_a_grid_centred_on_an_earlier_choice_is_widened_and_keeps_the_angle_rati
     assert "tried a grid (c/3, c, 3c) around the rate c" in md and "QAA kept that comparison's angle-rate" in md
 
 
+def test_a_small_pool_run_reports_capacity_and_judges_no_claim(tiny_model_dir, fake_tasks, tmp_path):
+    """--train-size: the first inputs of the training split only; the report gives the small-pool tables and
+    neither the claims table nor convergence verdicts (a pool's validation curves turn up with overfitting)."""
+    results = run_compare(_tiny_args(tiny_model_dir, tmp_path, methods="qaa,lora_r4", train_size=2))
+    assert results["tasks"]["e2e"]["train_inputs"] == 2
+    md = (tmp_path / "results.md").read_text()
+    assert "claims are not judged by this run" in md and "**Capacity on a small pool** (2 training inputs" in md
+    assert "QAA minus each method on the pool, paired by training seed" in md
+    assert "| claim |" not in md and "**Convergence**" not in md
+
+
 def test_validation_curve_checkpoints_equal_a_separate_evaluation(swept_run):
     """The curve's last point (the trained weights, before saving) equals the validation NLL of the same weights
     reloaded from the saved adapter (here the curve subset is the whole validation split)."""
