@@ -221,7 +221,9 @@ def test_a_small_pool_run_reports_capacity_and_judges_no_claim(tiny_model_dir, f
     md = (tmp_path / "results.md").read_text()
     assert "claims are not judged by this run" in md and "**Capacity on a small pool** (2 training inputs" in md
     assert "QAA minus each method on the pool, paired by training seed" in md
-    assert "| claim |" not in md and "**Convergence**" not in md
+    assert "| claim |" not in md and "**Convergence**" not in md and "**Stability.**" not in md
+    assert "Verdicts (generated" not in md and "No verdict sentences for a small-pool run" in md
+    assert "at the end of this run's training on the small pool" in md
 
 
 def test_validation_curve_checkpoints_equal_a_separate_evaluation(swept_run):

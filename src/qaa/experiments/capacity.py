@@ -270,8 +270,8 @@ def capacity_lines(entries: Dict[str, dict], train_size: int) -> List[str]:
 
 
 def _seed_values(entry: dict) -> Dict[int, Dict[str, float]]:
-    """Per training seed of ``entry``'s runs: its final training loss (last 10% of steps) and its lowest
-    validation-curve NLL (runs without a usable curve or loss are left out)."""
+    """Per training seed of ``entry``'s runs: its final training loss (last 10% of steps) and its validation
+    curve's lowest NLL, last NLL and rise (:func:`curve_turn`); runs without a usable curve or loss are left out."""
     out = {}
     for r in entry.get("runs", []):
         try:
@@ -280,7 +280,7 @@ def _seed_values(entry: dict) -> Dict[int, Dict[str, float]]:
             continue
         loss = _final_loss({"runs": [r]})
         if isinstance(r.get("seed"), int) and loss is not None and math.isfinite(loss):
-            out[r["seed"]] = {"loss": loss, "best": turn["best"]}
+            out[r["seed"]] = {"loss": loss, "best": turn["best"], "final": turn["final"], "rise": turn["rise"]}
     return out
 
 
@@ -304,8 +304,8 @@ def seed_t_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float
 
 def capacity_difference_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[str]:
     """Reference minus each method on the small pool, paired by training seed (the same seed gives every
-    method the same data order and RNG seed): the final training loss and the lowest validation-curve NLL, each
-    with an unadjusted Student t 95% interval over the seeds both trained to a finite curve
+    method the same data order and RNG seed): the final training loss and the validation curve's lowest NLL,
+    last NLL and rise since the minimum, each with an unadjusted Student t 95% interval over the seeds both trained to a finite curve
     (:func:`seed_t_interval`). Positive: the reference floors higher (fits the pool less closely) or validates
     worse. Empty without the reference or with fewer than 2 shared seeds."""
     from . import registry
@@ -320,18 +320,20 @@ def capacity_difference_lines(entries: Dict[str, dict], reference: str = "qaa") 
         if len(shared) < 2:
             continue
         cells = []
-        for key in ("loss", "best"):
+        for key in ("loss", "best", "final", "rise"):
             mean, lo, hi = seed_t_interval([ref[k][key] - other[k][key] for k in shared])
             word = ("higher for " + _label(reference) if lo > 0 else "lower for " + _label(reference) if hi < 0
                     else "not resolved")
             cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] ({word})")
-        rows.append(f"| {_label(method)} | {len(shared)} | {cells[0]} | {cells[1]} |")
+        rows.append(f"| {_label(method)} | {len(shared)} | " + " | ".join(cells) + " |")
     if not rows:
         return []
-    return ["", f"{_label(reference)} minus each method on the pool, paired by training seed (an unadjusted Student "
-                "t 95% interval over the seeds both methods trained to a finite validation curve; > 0: the "
-                "reference's is higher):", "",
-            "| method | seeds | final training loss | lowest validation NLL |", "|---|---:|---:|---:|"] + rows
+    ref = _label(reference)
+    return ["", f"{ref} minus each method on the pool, paired by training seed (an unadjusted Student t 95% "
+                f"interval over the seeds both methods trained to a finite validation curve; > 0: {ref}'s is "
+                "higher):", "",
+            "| method | seeds | final training loss | lowest validation NLL | final validation NLL | rise |",
+            "|---|---:|---:|---:|---:|---:|"] + rows
 
 
 # ---------------------------------------------------------------------------------------------- budgets

@@ -118,7 +118,12 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         lines += _diff_table(task, entries, diffs, winner)
         lines += _length_flags(entries, diffs, intervals)
         lines += _extra_metrics(entries, settings, intervals, others)
-        lines += _verdicts(entries, diffs)
+        if pool:
+            lines += ["", "No verdict sentences for a small-pool run: its test scores depend on how far each method "
+                      "had overfit the pool by the last step at its given rate (see the tables above and the "
+                      "small-pool table below)."]
+        else:
+            lines += _verdicts(entries, diffs)
         lines += _size_sweep_differences(task, entries, settings, sized, winner)
         lines += _secondary(entries, settings)
         lines += sora_lines(results, task)
@@ -128,7 +133,8 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
                                       {k: METRICS[k] for k in ("nll", "rougeL") if k in METRICS}, REFERENCE)
         if not pool:  # a pool's curves turn up with overfitting: the capacity table reads them instead
             lines += convergence_lines(entries, REFERENCE)
-        lines += stability_lines(entries)
+        if not pool:  # the stability claim's measures; on a pool the spikes are batch-to-batch noise of a tiny set
+            lines += stability_lines(entries)
         lines += quality_per_parameter_lines(entries, {k: METRICS[k] for k in ("nll", "bleu_stats")}, n_seeds)
         if pool:
             lines += capacity_lines(entries, settings["train_size"])

@@ -26,7 +26,10 @@ def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
         seeds = f"training seed {next(iter(by_seed), selection_seed(results))}"
     if not by_seed and not any(e.get("selection") for e in entries.values()):
         return []  # nothing chosen yet on this task (e.g. only the untuned model scored): no empty table
-    lines = ["", f"Learning-rate selection (validation NLL of {seeds}; chosen in bold):",
+    pool = results.get("settings", {}).get("train_size") is not None
+    when = (" at the end of this run's training on the small pool, not the value that chose a given rate"
+            if pool else "")
+    lines = ["", f"Learning-rate selection (validation NLL of {seeds}{when}; chosen in bold):",
              "",
              "| method | rate (angle-rate ratio; SoRA: threshold factor xi / 3e-4): validation NLL | chosen |",
              "|---|---|---|"]
