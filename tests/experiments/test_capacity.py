@@ -155,3 +155,109 @@ def test_small_pool_differences_pair_seeds_with_a_hand_computed_t_interval():
     assert "bias" not in text.lower()   # one shared seed: no interval
     with pytest.raises(ValueError):
         seed_t_interval([1.0])
+
+
+def test_a_training_cap_keeps_the_first_inputs_with_every_reference():
+    from qaa.experiments.data import Example
+    from qaa.experiments.tasks import TaskSplits
+
+    train = [Example("a", ("1", "2")), Example("b", ("3",)), Example("a", ("4",)), Example("c", ("5",))]
+    capped = TaskSplits(train, [Example("v", ("6",))], [Example("t", ("7",))]).capped(train_size=2)
+    assert [(e.input, e.references) for e in capped.train] == [("a", ("1", "2")), ("b", ("3",)), ("a", ("4",))]
+    assert len(capped.val) == len(capped.test) == 1
+    assert TaskSplits(train, [], []).capped().train == train
+
+
+def test_the_capacity_preset_and_train_size_option():
+    from qaa.experiments.settings import resolve_settings
+    from support import compare_args
+
+    s = resolve_settings(compare_args(preset="cpu_capacity"))
+    assert s.train_size == 8 and s.steps == 132 and not s.select_lr and s.curve_points == 16
+    assert resolve_settings(compare_args(preset="cpu")).train_size is None
+    assert resolve_settings(compare_args(preset="cpu", train_size=64)).train_size == 64
+    with pytest.raises(ValueError, match="--train-size"):
+        resolve_settings(compare_args(preset="cpu", train_size=0))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+def test_a_small_pool_comparison_trains_on_the_cap_and_reports_it(tiny_model_dir, fake_tasks, tmp_path):
+    from qaa.experiments.compare import run_compare
+    from support import compare_args
+
+    results = run_compare(compare_args(model=str(tiny_model_dir), tasks="e2e", methods="qaa", steps=2, batch_size=2,
+                                       eval_size=2, max_new_tokens=4, no_bertscore=True, out=str(tmp_path),
+                                       seeds="0", select_lr=False, train_size=2))
+    info = results["tasks"]["e2e"]
+    assert info["train_inputs"] == 2 and info["train_size"] == 2 and results["settings"]["train_size"] == 2
+    assert "**Capacity on a small pool** (2 training inputs" in (tmp_path / "results.md").read_text()
+
+
+def test_the_base_model_anchors_the_front():
+    entries = _entries([("qaa", 96, 9.0), ("lora_r1", 500, 1.70), ("lora_r4", 2000, 1.55), ("prefix", 4000, 1.6)])
+    entries["base"] = {"arrays": {"nll": np.full((1, 6), 3.0)}, "runs": [], "evals": [{}]}
+    text = "\n".join(quality_per_parameter_lines(entries, {"nll": NLL}, 3))
+    # QAA (NLL 9, worse than no adaptation at 0 parameters) is dominated by the untuned model
+    assert "Front in test NLL: untuned base model, LoRA r=1, LoRA r=4 (QAA's parameter count). No QAA" in text
+    assert "| untuned base model | 0 |" in text
+    from qaa.experiments.claims import claims_table_lines
+
+    row = [r for r in claims_table_lines({"e2e": entries}, {}, {"nll": NLL}) if r.startswith("| parameter eff")][0]
+    assert "| not on the front |" in row and "e2e (4 trained configurations and the untuned model): front" in row
+
+
+def test_budget_lines_refuse_what_is_not_comparable_and_say_how_rates_were_set(tmp_path):
+    short, long = _results(32, 0.05), _results(128, 0.05)
+    with pytest.raises(ValueError, match="must be longer"):
+        budget_lines(long, short)                                    # swapped
+    other = _results(128, 0.05)
+    other["settings"]["train_size"] = 8
+    with pytest.raises(ValueError, match="train_size"):
+        budget_lines(short, other)
+    other = _results(128, 0.05)
+    other["settings"]["eval_size"] = {"e2e": 20}
+    short["settings"]["eval_size"] = {"e2e": 50}
+    with pytest.raises(ValueError, match="eval_size on e2e"):
+        budget_lines(short, other)
+    short, long = _results(32, 0.05), _results(128, 0.05)
+    long["settings"]["lr_from"] = "earlier/results.json"
+    short["settings"]["select_lr"] = True
+    text = "\n".join(budget_lines(short, long))
+    assert "(rates chosen on validation at that budget)" in text and "(rates read from an earlier" in text
+    # the gap does not move (+0.05 at both budgets): no measured change
+    assert "| no measured change |" in text
+    with pytest.raises(ValueError, match="not a qaa compare results.json"):
+        budget_lines([], long)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "results.json").write_text("[]")
+    (tmp_path / "b" / "results.json").write_text(json.dumps(long))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+
+
+def test_a_diverged_curve_is_counted_not_fatal():
+    from qaa.experiments.capacity import capacity_lines, curve_turn
+
+    entries = {"qaa": {"runs": [{"val_curve": [[0, 2.0], [8, 1.4], [16, 1.6]], "losses": [1.0]},
+                                {"val_curve": [[0, 2.0], [8, float("inf")], [16, float("nan")]], "losses": [1.0]}]}}
+    assert "| QAA | 1 (1 diverged) | 1.000 | 1.4000 | 8 | 1.6000 | +0.2000 |" in "\n".join(capacity_lines(entries, 8))
+    with pytest.raises(ValueError, match="increase"):
+        curve_turn([[16, 1.0], [0, 2.0]])
+
+
+def test_a_control_on_the_front_is_not_a_qaa_configuration():
+    """The frozen-angle control (its name starts with "qaa") on the front, QAA itself off it: neither the table's
+    line nor the claims row may call QAA on the front."""
+    from qaa.experiments.claims import claims_table_lines
+
+    entries = _entries([("qaa", 1000, 1.60), ("qaa_frozen_theta", 900, 1.58), ("lora_r4", 2000, 1.55),
+                        ("bias", 100, 1.9)])
+    text = "\n".join(quality_per_parameter_lines(entries, {"nll": NLL}, 3))
+    assert "Front in test NLL: bias only (control), QAA with frozen angles (control), LoRA r=4" in text
+    assert "No QAA configuration is on it." in text
+    row = [r for r in claims_table_lines({"e2e": entries}, {}, {"nll": NLL}) if r.startswith("| parameter eff")][0]
+    assert "| not on the front |" in row
+    # a QAA variant in the same place is a configuration, and counts
+    entries = _entries([("qaa", 1000, 1.60), ("qaa_l1", 900, 1.58), ("lora_r4", 2000, 1.55), ("bias", 100, 1.9)])
+    row = [r for r in claims_table_lines({"e2e": entries}, {}, {"nll": NLL}) if r.startswith("| parameter eff")][0]
+    assert "| on the front |" in row
