@@ -131,7 +131,8 @@ def test_curve_turn_and_the_small_pool_table():
 
 
 def test_small_pool_differences_pair_seeds_with_a_hand_computed_t_interval():
-    from qaa.experiments.capacity import capacity_difference_lines, seed_t_interval
+    from qaa.experiments.capacity import capacity_difference_lines
+    from qaa.experiments.claims import seed_paired_interval
 
     def run(seed, loss, best):
         return {"seed": seed, "losses": [3.0] * 9 + [loss], "val_curve": [[0, 2.0], [8, best], [16, best + 0.1]]}
@@ -143,8 +144,8 @@ def test_small_pool_differences_pair_seeds_with_a_hand_computed_t_interval():
                "lora_r4": {"runs": [run(7, 0.1, 0.1), run(2, 1.2, 1.5), run(0, 1.0, 1.5), run(1, 1.2, 1.5)]},
                "bias": {"runs": [run(0, 1.0, 1.0)]}, "base": {"runs": []}}
     half = 4.302652729911275 * 0.1 / math.sqrt(3)   # t(2, 0.975) * sd / sqrt(n)
-    mean, lo, hi = seed_t_interval([0.3, 0.5, 0.4])
-    assert (mean, lo, hi) == (pytest.approx(0.4), pytest.approx(0.4 - half), pytest.approx(0.4 + half))
+    mean, lo, hi, n = seed_paired_interval({0: 0.3, 1: 0.5, 2: 0.4}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert (mean, lo, hi, n) == (pytest.approx(0.4), pytest.approx(0.4 - half), pytest.approx(0.4 + half), 3)
     text = "\n".join(capacity_difference_lines(entries))
     row = [r for r in text.splitlines() if r.startswith("| LoRA r=4")][0]
     assert f"| 3 | +0.400 [{0.4 - half:+.3f}, {0.4 + half:+.3f}] (higher for QAA) |" in row
@@ -153,8 +154,7 @@ def test_small_pool_differences_pair_seeds_with_a_hand_computed_t_interval():
     assert row.count(f"{0.0:+.3f} [{-half:+.3f}, {half:+.3f}] (not resolved) |") == 2
     assert row.endswith("| +0.000 [+0.000, +0.000] (not resolved) |")
     assert "bias" not in text.lower()   # one shared seed: no interval
-    with pytest.raises(ValueError):
-        seed_t_interval([1.0])
+    assert seed_paired_interval({0: 1.0}, {0: 0.0}) is None   # one seed: no interval
 
 
 def test_a_training_cap_keeps_the_first_inputs_with_every_reference():

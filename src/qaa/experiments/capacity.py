@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["pareto_front", "budget_interaction", "trainable_count", "size_points", "quality_per_parameter_lines",
            "plot_quality_per_parameter", "budget_lines", "curve_turn", "capacity_lines", "capacity_difference_lines",
-           "seed_t_interval", "main"]
+           "main"]
 
 
 def pareto_front(points: Sequence[Tuple[str, float, float]], lower_is_better: bool = True) -> List[str]:
@@ -284,24 +284,6 @@ def _seed_values(entry: dict) -> Dict[int, Dict[str, float]]:
     return out
 
 
-def seed_t_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, float, float]:
-    """``(mean, lo, hi)``: Student's t interval of the mean of per-seed values (``n >= 2``), half-width
-    ``t(n - 1) * sd / sqrt(n)`` (:func:`qaa.experiments.stats.seed_level_factor`).
-
-    Raises:
-        ValueError: fewer than 2 values or a non-finite one."""
-    import statistics
-
-    from .stats import seed_level_factor
-
-    vals = [float(v) for v in values]
-    if len(vals) < 2 or not all(math.isfinite(v) for v in vals):
-        raise ValueError(f"a seed-level interval needs 2 or more finite values, got {vals}")
-    mean = statistics.fmean(vals)
-    half = seed_level_factor(len(vals), level) * statistics.stdev(vals)
-    return mean, mean - half, mean + half
-
-
 def capacity_difference_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[str]:
     """Reference minus each method on the small pool, paired by training seed (the same seed gives every
     method the same data order and RNG seed): the final training loss and the validation curve's lowest NLL,
@@ -309,6 +291,7 @@ def capacity_difference_lines(entries: Dict[str, dict], reference: str = "qaa") 
     (:func:`seed_t_interval`). Positive: the reference floors higher (fits the pool less closely) or validates
     worse. Empty without the reference or with fewer than 2 shared seeds."""
     from . import registry
+    from .claims import seed_paired_interval
 
     ref = _seed_values(entries.get(reference, {}))
     rows = []
@@ -321,7 +304,7 @@ def capacity_difference_lines(entries: Dict[str, dict], reference: str = "qaa") 
             continue
         cells = []
         for key in ("loss", "best", "final", "rise"):
-            mean, lo, hi = seed_t_interval([ref[k][key] - other[k][key] for k in shared])
+            mean, lo, hi, _ = seed_paired_interval({k: ref[k][key] for k in shared}, {k: other[k][key] for k in shared})
             word = ("higher for " + _label(reference) if lo > 0 else "lower for " + _label(reference) if hi < 0
                     else "not resolved")
             cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] ({word})")

@@ -101,11 +101,10 @@ def _protocol(results: dict) -> str:
         parts.append(f"{who}: {how}")
     rates = ("Protocol: the peak learning rate (and, for methods with circuit angles, the angles' rate ratio; for "
              "SoRA, its threshold) of " + "; ".join(parts) + "." if parts else "Protocol: no method has a recorded rate yet.")
-    centred = sorted(m for m, sel in ((k.split("|", 1)[1], v) for k, v in results.get("selection", {}).items())
-                     if isinstance(sel, dict) and sel.get("grid_centre") is not None)
+    selections = [(split_key(k)[1], v) for k, v in results.get("selection", {}).items() if isinstance(v, dict)]
+    centred = sorted(m for m, sel in selections if sel.get("grid_centre") is not None)
     if centred:
-        carried = sorted({k.split("|", 1)[1] for k, v in results.get("selection", {}).items()
-                          if isinstance(v, dict) and v.get("ratio_carried")})
+        carried = sorted({m for m, sel in selections if sel.get("ratio_carried")})
         rates += (f" The sweeps of {_names(list(dict.fromkeys(centred)))} tried a grid (c/3, c, 3c) around the rate c "
                   "of an earlier comparison (`--lr-grid-from`; each selection table names it), widened at an edge"
                   + (f"; {_names(carried)} kept that comparison's angle-rate ratio, which this run did not sweep "
