@@ -226,6 +226,15 @@ def test_budget_lines_refuse_what_is_not_comparable_and_say_how_rates_were_set(t
     assert "(rates chosen on validation at that budget)" in text and "(rates read from an earlier" in text
     # the gap does not move (+0.05 at both budgets): no measured change
     assert "| no measured change |" in text
+    # a centred long budget filled by one process per method: the folder's settings are the first process's
+    # (LoRA's, no ratio), the carried angle-rate ratio is read from QAA's selection record
+    long = _results(128, 0.05)
+    long["settings"].update(select_lr=True, lr_grid_from="short/results.json", lr_centre={"lora_r4": 0.01},
+                            lr_centre_ratio={})
+    long["selection"]["e2e|qaa"].update(grid_centre=0.01, ratio_carried=True)
+    text = "\n".join(budget_lines(short, long))
+    assert ("around the rates c of short/results.json, widened at an edge; angle-rate ratios carried from that "
+            "file, not swept again (QAA)") in text
     with pytest.raises(ValueError, match="not a qaa compare results.json"):
         budget_lines([], long)
     (tmp_path / "a").mkdir()

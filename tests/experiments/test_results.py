@@ -56,6 +56,20 @@ def test_incompatible_settings_are_refused_and_resumable_ones_are_not(tmp_path):
     assert incompatible_settings({"steps": 8}, {"steps": 8, "lr_centre": {"qaa": 0.01}, "lr_grid_from": "a.json"}
                                  ) == ["lr_centre", "lr_grid_from"]
     assert incompatible_settings({"lr_grid_from": "a.json"}, {"lr_grid_from": "b.json"}) == ["lr_grid_from"]
+    # one method per process on one centring file: each compares only the methods both run
+    qaa = {"methods": {"e2e": ["qaa"]}, "lr_grid_from": "a.json", "lr_centre": {"qaa": 0.01},
+           "lr_centre_ratio": {"qaa": 1.0}, "lr_centre_how": {"qaa": "chosen on validation on e2e"}}
+    lora = {"methods": {"e2e": ["lora_r4"]}, "lr_grid_from": "a.json", "lr_centre": {"lora_r4": 0.009},
+            "lr_centre_ratio": {}, "lr_centre_how": {"lora_r4": "chosen on validation on e2e"}}
+    assert incompatible_settings(qaa, lora) == []
+    both = {"methods": {"e2e": ["qaa", "lora_r4"]}, "lr_grid_from": "a.json",
+            "lr_centre": {"qaa": 0.01, "lora_r4": 0.009}, "lr_centre_ratio": {"qaa": 1.0},
+            "lr_centre_how": {"qaa": "chosen on validation on e2e", "lora_r4": "chosen on validation on e2e"}}
+    assert incompatible_settings(both, lora) == [] and incompatible_settings(qaa, both) == []
+    # the same method centred elsewhere, or centred in one run and given its rate (no centre) in the other
+    assert incompatible_settings(qaa, {**qaa, "lr_centre": {"qaa": 0.03}}) == ["lr_centre"]
+    assert incompatible_settings(qaa, {**qaa, "lr_centre": {}, "lr_centre_ratio": {}, "lr_centre_how": {}}
+                                 ) == ["lr_centre", "lr_centre_how", "lr_centre_ratio"]
     (tmp_path / RESULTS_FILE).write_text("{broken")
     with pytest.raises(ValueError, match="cannot be read"):
         Store(tmp_path, _Settings(), {})

@@ -344,6 +344,7 @@ def budget_lines(short: dict, long: dict, reference: str = "qaa") -> List[str]:
             or no shared task.
     """
     from .report.records import METRICS, collect
+    from .results import split_key
 
     for name, res in (("short", short), ("long", long)):
         settings = res.get("settings") if isinstance(res, dict) else None
@@ -369,11 +370,15 @@ def budget_lines(short: dict, long: dict, reference: str = "qaa") -> List[str]:
     spec = METRICS["nll"]
     n_s, n_l = len(s_set["seeds"]), len(l_set["seeds"])
 
-    def rates(settings: dict) -> str:
+    def rates(data: dict) -> str:
+        settings = data["settings"]
         if settings.get("lr_from"):
             return "read from an earlier comparison's validation selection (--lr-from)"
         if settings.get("lr_grid_from") and settings.get("select_lr"):
-            carried = sorted(settings.get("lr_centre_ratio") or {})
+            # from the selection records: the folder's settings are those of the process that created it, and
+            # processes running other methods into it carried other methods' ratios
+            carried = sorted({split_key(k)[1] for k, sel in (data.get("selection") or {}).items()
+                              if isinstance(sel, dict) and sel.get("ratio_carried")})
             return ("chosen on validation at that budget, on grids (c/3, c, 3c) around the rates c of "
                     f"{settings['lr_grid_from']}, widened at an edge"
                     + (f"; angle-rate ratios carried from that file, not swept again ({', '.join(_label(m) for m in carried)})"
@@ -382,8 +387,8 @@ def budget_lines(short: dict, long: dict, reference: str = "qaa") -> List[str]:
 
     lines = ["# qaa: the training budget", "",
              f"Short budget: {s_set['steps']} steps x {s_set.get('batch_size')} sequences (rates "
-             f"{rates(s_set)}); long budget: {l_set['steps']} steps x {l_set.get('batch_size')} sequences (rates "
-             f"{rates(l_set)}); the same split (seed {s_set.get('split_seed')}) and test inputs. "
+             f"{rates(short)}); long budget: {l_set['steps']} steps x {l_set.get('batch_size')} sequences (rates "
+             f"{rates(long)}); the same split (seed {s_set.get('split_seed')}) and test inputs. "
              f"Gap: {_label(reference)} − method in test NLL (negative favours {_label(reference)}); change: the "
              "long budget's gap minus the short one's, with a 95% bootstrap interval (the same input and seed draws "
              "for all four arrays) and a seed-level Student-t interval; the verdict says the gap moves towards or "

@@ -57,6 +57,16 @@ def split_key(key: str) -> Tuple[str, str]:
 
 #: Per-task settings: two processes filling one folder with different tasks compare only their common tasks.
 _PER_TASK = ("eval_size", "val_size", "max_new_tokens", "max_length")
+#: Per-method settings: two processes filling one folder with different methods (one method per process, as
+#: the longer budget runs) compare only the methods both run; a method in both must have the same value.
+_PER_METHOD = ("lr_centre", "lr_centre_ratio", "lr_centre_how")
+
+
+def _method_set(settings: dict) -> Optional[set]:
+    methods = settings.get("methods")
+    if not isinstance(methods, dict):
+        return None
+    return {m for ms in methods.values() for m in ms}
 
 
 def incompatible_settings(old: dict, new: dict) -> List[str]:
@@ -67,6 +77,11 @@ def incompatible_settings(old: dict, new: dict) -> List[str]:
         a, b = old.get(k, _ADDED_DEFAULTS.get(k)), new.get(k, _ADDED_DEFAULTS.get(k))
         if k in _PER_TASK and isinstance(a, dict) and isinstance(b, dict):
             if any(a[t] != b[t] for t in set(a) & set(b)):
+                out.append(k)
+        elif k in _PER_METHOD and isinstance(a, dict) and isinstance(b, dict):
+            ran_old, ran_new = _method_set(old), _method_set(new)
+            common = ran_old & ran_new if ran_old is not None and ran_new is not None else set(a) | set(b)
+            if any(a.get(m) != b.get(m) for m in common):
                 out.append(k)
         elif a != b:
             out.append(k)
