@@ -4,9 +4,11 @@ import json
 import math
 
 import numpy as np
+from scipy import stats
 import pytest
 
-from qaa.experiments.capacity import budget_interaction, budget_lines, main, pareto_front, quality_per_parameter_lines
+from qaa.experiments.capacity import (budget_interaction, budget_lines, late_fall, main, pareto_front,
+                                     quality_per_parameter_lines)
 from qaa.experiments.stats import MetricSpec, mean_reduce
 
 NLL = MetricSpec("nll", "test NLL", mean_reduce, higher_is_better=False)
@@ -105,6 +107,11 @@ def test_budget_command_writes_the_table(tmp_path):
     # the gap goes from +0.05 to -0.05 on every input and seed: change -0.100, towards QAA
     row = [r for r in md.splitlines() if r.startswith("| LoRA r=4")][0]
     assert "| +0.050 | -0.050 | -0.100 [-0.100, -0.100; seed-level [-0.100, -0.100]] | the gap moves towards QAA |" in row
+    # still falling at 128 steps: per seed, mean of steps 51-63 (2.0) minus mean of the last 13 steps
+    # ((12 x 2.0 + 1.0 + 0.1 i) / 13); three seeds, t interval with 2 degrees of freedom
+    fall = np.array([2.0 - (24.0 + 1.0 + 0.1 * i) / 13 for i in range(3)])
+    half = stats.t.ppf(0.975, 2) * fall.std(ddof=1) / np.sqrt(3)
+    assert (f"| {fall.mean():+.3f} [{fall.mean() - half:+.3f}, {fall.mean() + half:+.3f}] yes | +0.050 |") in row
     # final training loss: last 10% of the steps (3 of 32: 2, 2, 1.0 + 0.1 i), seeds averaged
     assert row.startswith(f"| LoRA r=4 (QAA's parameter count) | {np.mean([(4 + 1.0 + 0.1 * i) / 3 for i in range(3)]):.3f} |")
     with pytest.raises(ValueError, match="split_seed"):
@@ -270,3 +277,16 @@ def test_a_control_on_the_front_is_not_a_qaa_configuration():
     entries = _entries([("qaa", 1000, 1.60), ("qaa_l1", 900, 1.58), ("lora_r4", 2000, 1.55), ("bias", 100, 1.9)])
     row = [r for r in claims_table_lines({"e2e": entries}, {}, {"nll": NLL}) if r.startswith("| parameter eff")][0]
     assert "| on the front |" in row
+
+
+def test_late_fall_by_hand():
+    # 20 steps: windows of 2 steps, steps 8-9 before the midpoint and 18-19 at the end
+    def entry(tails):
+        return {"runs": [{"seed": s, "losses": [1.0] * 8 + [a, a] + [1.0] * 8 + [b, b]} for s, (a, b) in tails.items()]}
+    m, lo, hi, n = late_fall(entry({0: (2.0, 1.0), 1: (2.2, 1.0), 2: (1.8, 1.0)}))
+    half = stats.t.ppf(0.975, 2) * np.std([1.0, 1.2, 0.8], ddof=1) / np.sqrt(3)
+    assert n == 3 and m == pytest.approx(1.0) and (lo, hi) == pytest.approx((1.0 - half, 1.0 + half))
+    m, lo, hi, _ = late_fall(entry({0: (1.0, 2.0), 1: (1.0, 2.1), 2: (1.0, 1.9)}))
+    assert hi < 0 and m == pytest.approx(-1.0)                      # rising
+    assert late_fall(entry({0: (2.0, 1.0)})) is None                # one seed: no spread
+    assert late_fall({"runs": [{"seed": s, "losses": [1.0, 1.0, 1.0]} for s in range(3)]}) is None

@@ -19,7 +19,7 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["pareto_front", "budget_interaction", "trainable_count", "size_points", "quality_per_parameter_lines",
-           "plot_quality_per_parameter", "budget_lines", "curve_turn", "capacity_lines", "capacity_difference_lines",
+           "plot_quality_per_parameter", "budget_lines", "late_fall", "curve_turn", "capacity_lines", "capacity_difference_lines",
            "main"]
 
 
@@ -332,11 +332,32 @@ def _final_loss(entry: dict, share: float = 0.1) -> Optional[float]:
     return sum(vals) / len(vals) if vals else None
 
 
+def late_fall(entry: dict, share: float = 0.1) -> Optional[Tuple[float, float, float, int]]:
+    """How much a method's training loss still falls in the second half of its runs: per training seed, the mean
+    loss over the ``share`` of the steps just before the midpoint minus the mean over the last ``share`` (at least
+    one step each), averaged over the seeds with a Student-t interval (:func:`qaa.experiments.claims.seed_paired_interval`
+    of the two windows, paired by seed): ``(mean, low, high, n seeds)``; positive means still falling. ``None``
+    with fewer than 2 seeds, runs shorter than 4 steps or a non-finite loss in the windows."""
+    from .claims import seed_paired_interval
+
+    before, last = {}, {}
+    for r in entry.get("runs", []):
+        losses = r.get("losses") or []
+        if len(losses) < 4 or r.get("seed") is None:
+            continue
+        k = max(1, round(share * len(losses)))
+        mid = len(losses) // 2
+        before[r["seed"]] = sum(losses[mid - k:mid]) / k
+        last[r["seed"]] = sum(losses[-k:]) / k
+    return seed_paired_interval(before, last)
+
+
 def budget_lines(short: dict, long: dict, reference: str = "qaa") -> List[str]:
     """The budget table of two comparisons of the same tasks and split at different step counts (their
     ``results.json`` dicts): per task and method present in both with every planned seed, the reference's gap in
     test NLL at each budget and the change (:func:`budget_interaction`), and each method's final training loss
-    (last 10% of steps) at both budgets, so a reader sees whose training NLL keeps falling.
+    (last 10% of steps) at both budgets and how much it still falls in the long runs' second half
+    (:func:`late_fall`), so a reader sees whose training NLL keeps falling.
 
     Raises:
         ValueError: a results dict without ``settings`` (with ``tasks``, ``seeds``, ``steps``), two comparisons
@@ -393,22 +414,29 @@ def budget_lines(short: dict, long: dict, reference: str = "qaa") -> List[str]:
              "long budget's gap minus the short one's, with a 95% bootstrap interval (the same input and seed draws "
              "for all four arrays) and a seed-level Student-t interval; the verdict says the gap moves towards or "
              "away from the reference only when both exclude 0. Final training loss: mean over the last 10% of "
-             "steps and the seeds. A \"-\" gap: the method or the reference lacks a planned seed at a budget."]
+             "steps and the seeds. Still falling: at the long budget, the mean training loss over the 10% of steps "
+             "before the midpoint minus that over the last 10%, per seed, with a seed-level Student-t interval "
+             "(positive: the loss still falls in the second half; \"yes\" when the interval lies above 0, \"rising\" "
+             "when below). "
+             "A \"-\" gap: the method or the reference lacks a planned seed at a budget."]
     for task in tasks:
         es, el = collect(short, task), collect(long, task)
         ref_s, ref_l = es.get(reference, {}).get("arrays", {}).get("nll"), el.get(reference, {}).get("arrays", {}).get("nll")
         lines += ["", f"## {task}", "",
-                  "| method | final training loss, short | long | gap, short | gap, long | change (long − short) | "
-                  "verdict |", "|---|---:|---:|---:|---:|---:|---|"]
+                  "| method | final training loss, short | long | still falling (long) | gap, short | gap, long | "
+                  "change (long − short) | verdict |", "|---|---:|---:|---:|---:|---:|---:|---|"]
         for method in es:
             if method not in el or method == "base":
                 continue
             fs, fl = _final_loss(es[method]), _final_loss(el[method])
-            loss = (f"{fs:.3f}" if fs is not None else "-", f"{fl:.3f}" if fl is not None else "-")
+            fall = late_fall(el[method])
+            fall = ("-" if fall is None else
+                    f"{fall[0]:+.3f} [{fall[1]:+.3f}, {fall[2]:+.3f}] {'yes' if fall[1] > 0 else 'rising' if fall[2] < 0 else 'not resolved'}")
+            loss = (f"{fs:.3f}" if fs is not None else "-", f"{fl:.3f}" if fl is not None else "-", fall)
             bs, bl = es[method].get("arrays", {}).get("nll"), el[method].get("arrays", {}).get("nll")
             if (method == reference or ref_s is None or ref_l is None or bs is None or bl is None
                     or ref_s.shape[0] != n_s or bs.shape[0] != n_s or ref_l.shape[0] != n_l or bl.shape[0] != n_l):
-                lines.append(f"| {_label(method)} | {loss[0]} | {loss[1]} | - | - | - | - |")
+                lines.append(f"| {_label(method)} | {loss[0]} | {loss[1]} | {loss[2]} | - | - | - | - |")
                 continue
             d = budget_interaction(ref_s, bs, ref_l, bl, spec)
             both = [d["lo"], d["hi"]] + ([d["seed_lo"], d["seed_hi"]] if d["seed_lo"] is not None else [])
@@ -416,7 +444,7 @@ def budget_lines(short: dict, long: dict, reference: str = "qaa") -> List[str]:
                     f"the gap moves towards {_label(reference)}" if max(both) < 0 else
                     f"the gap moves away from {_label(reference)}" if min(both) > 0 else "no measured change")
             seed = "" if d["seed_lo"] is None else f"; seed-level [{d['seed_lo']:+.3f}, {d['seed_hi']:+.3f}]"
-            lines.append(f"| {_label(method)} | {loss[0]} | {loss[1]} | {d['short']:+.3f} | {d['long']:+.3f} | "
+            lines.append(f"| {_label(method)} | {loss[0]} | {loss[1]} | {loss[2]} | {d['short']:+.3f} | {d['long']:+.3f} | "
                          f"{d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}{seed}] | {word} |")
     return lines
 
