@@ -8,7 +8,9 @@ from the wrapped / sharded model (collective) into ``OUT/<scenario>/adapter``. R
 ``OUT/<scenario>/result.pt``: the losses, the trained wrapped model's logits on a probe batch, and the logits of a
 fresh wrapped model holding the saved adapter (DDP: loaded before wrapping; FSDP: loaded into the sharded model
 with ``qaa.load_adapter_weights``). bf16 scenarios also train the same model under the same policy on a process
-group of rank 0 alone (the world-size-1 reference) and save it into ``OUT/<scenario>/ref1``.
+group of rank 0 alone (the world-size-1 reference) and save it into ``OUT/<scenario>/ref1``, and on rank 0's half
+of each batch alone (no synchronisation: what a rank whose gradients are not all-reduced learns) into
+``OUT/<scenario>/half``.
 
 bf16 policies: DDP, ``torch.autocast(bfloat16)`` (parameters float32); FSDP2,
 ``MixedPrecisionPolicy(param_dtype=bfloat16, reduce_dtype=float32)``; FSDP1,
@@ -149,6 +151,10 @@ def main() -> None:
         if precision == "bf16" and rank == 0:
             ref, _, _, _ = train(wrapper, precision, 0, 1, group=solo)
             qaa.save_adapter(ref, os.path.join(folder, "ref1"))
+            # what an unsynchronised rank would learn: rank 0's half of every batch, no gradient all-reduce (the
+            # failure the bf16 agreement bound must detect)
+            half, _, _, _ = train(wrapper, precision, 0, 2, group=solo)
+            qaa.save_adapter(half, os.path.join(folder, "half"))
         dist.barrier()
         if rank == 0:
             torch.save({"losses": losses, "logits": logits, "loaded_logits": loaded_logits,

@@ -61,19 +61,33 @@ def test_fp32_training_matches_one_process_on_the_whole_batch(runs, reference, w
     assert any(v.abs().max() > 0 for k, v in saved.items() if k.endswith("out_proj.weight"))  # it trained
 
 
+def _relative_distance(a: dict, b: dict) -> float:
+    """||a - b|| / ||b|| over every adapter tensor together (float64)."""
+    flat = {k: torch.cat([d[key].double().flatten() for key in sorted(d)]) for k, d in (("a", a), ("b", b))}
+    return ((flat["a"] - flat["b"]).norm() / flat["b"].norm()).item()
+
+
 @pytest.mark.parametrize("wrapper", ["ddp", "fsdp2", "fsdp1"])
 def test_bf16_mixed_precision_matches_world_size_1_and_keeps_the_adapter_float32(runs, wrapper):
+    """Under bf16 the two-rank run cannot equal the world-size-1 run bit for bit (FSDP computes each rank's bf16
+    matmuls on its own batch shape, so roundings differ; after 3 AdamW steps from the zero-initialised output
+    maps, single matrices differ by a few percent), so the yardstick is bf16's own error, measured in the same
+    launch: over the whole adapter, the two-rank run must be closer to the world-size-1 bf16 run than half the
+    distance between that run and the float32 one. A rank that trains without the gradient all-reduce (its
+    half of each batch alone) must fail that bound, so the bound detects missing synchronisation."""
     folder = runs / f"{wrapper}-bf16"
     two, one, fp32 = _saved(folder / "adapter"), _saved(folder / "ref1"), _saved(runs / f"{wrapper}-fp32" / "adapter")
+    half = _saved(folder / "half")
     result = torch.load(folder / "result.pt")
     assert result["adapter_dtypes"] == ["torch.float32"]  # theta and P stayed float32 in the wrapped model
-    assert set(two) == set(one)
+    assert set(two) == set(one) == set(half)
     for key in one:
         assert two[key].dtype == torch.float32
-        rel = ((two[key] - one[key]).norm() / one[key].norm()).item()
-        assert rel <= 1e-2, (key, rel)
-    # The policy was in effect: bf16 training does not reproduce the float32 run bit for bit.
-    assert any(not torch.equal(two[k], fp32[k]) for k in two)
+    # The policy was in effect: bf16 training does not reproduce the float32 run.
+    bf16_error = _relative_distance(one, fp32)
+    assert bf16_error > 1e-3
+    assert _relative_distance(two, one) <= 0.5 * bf16_error, (_relative_distance(two, one), bf16_error)
+    assert _relative_distance(half, one) > 0.5 * bf16_error, (_relative_distance(half, one), bf16_error)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
