@@ -89,6 +89,44 @@ def test_convergence_verdicts_reject_only_when_the_interval_excludes_zero():
     assert convergence_lines({"qaa": {"runs": [{"seed": 0}]}}, "qaa") == []
 
 
+def test_seed_paired_p_by_hand():
+    """Paired t test, 3 seeds (df 2), where the t CDF has the closed form F(t) = 1/2 + t / (2 sqrt(2 + t^2)):
+    differences 1, 2, 3 give t = 2 / (1 / sqrt 3) = 2 sqrt 3 and p = 1 - t / sqrt(2 + t^2) = 1 - sqrt(12/14)."""
+    import math
+
+    from qaa.experiments.claims import seed_paired_p
+
+    p = seed_paired_p({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.0, 1: 0.0, 2: 0.0})
+    assert p == pytest.approx(1 - math.sqrt(12 / 14), rel=1e-9)
+    assert seed_paired_p({0: 1.0}, {0: 0.0}) is None
+    assert seed_paired_p({0: 1.0, 1: 1.0}, {0: 0.0, 1: 0.0}) == 0.0      # no spread, nonzero: certain
+    assert seed_paired_p({0: 1.0, 1: 1.0}, {0: 1.0, 1: 1.0}) == 1.0
+
+
+def test_convergence_direction_needs_the_holm_adjusted_p():
+    """Three comparisons whose intervals each exclude 0 (t = 6 with df 2: p = 1 - 6 / sqrt 38 = 0.0267 each) are
+    not a direction once Holm adjusts them over the family (3 x 0.0267 = 0.080); one such comparison alone is."""
+    import math
+
+    from qaa.experiments.claims import claims_table_lines, convergence_lines
+    from qaa.experiments.stats import MetricSpec, mean_reduce
+
+    d = 0.1 * math.sqrt(3) / 6   # the spread that makes t = 6
+    worse = [1.0 - 0.1 + d, 1.0 - 0.1, 1.0 - 0.1 - d]   # QAA - method = 0.1 - d, 0.1, 0.1 + d: QAA higher
+    entries = _entries({"qaa": [1.0, 1.0, 1.0], "lora": worse, "prefix": worse, "sora": worse})
+    text = "\n".join(convergence_lines(entries, "qaa"))
+    adjusted = 3 * (1 - 6 / math.sqrt(38))
+    assert adjusted == pytest.approx(0.0800, abs=1e-4)
+    assert "Against LoRA r=8, QAA is indistinguishable (the interval excludes 0 but the Holm-adjusted p-value " \
+           "is 0.08" in text
+    assert not any(line.startswith("- Against") and "converges slower" in line for line in text.splitlines())
+    spec = {"nll": MetricSpec("nll", "test NLL", mean_reduce, higher_is_better=False)}
+    row = next(r for r in claims_table_lines({"e2e": entries}, {}, spec) if r.startswith("| faster convergence"))
+    assert "slower in 0, indistinguishable in 3 of 3 comparisons" in row
+    alone = "\n".join(convergence_lines(_entries({"qaa": [1.0, 1.0, 1.0], "lora": worse}), "qaa"))
+    assert "Against LoRA r=8, QAA converges slower (higher area)" in alone
+
+
 def test_stability_table_counts():
     from qaa.experiments.claims import stability_lines
 

@@ -77,9 +77,9 @@ def test_rates_from_an_earlier_run_are_per_task_and_need_the_same_split(tmp_path
     earlier = tmp_path / "results.json"
     earlier.write_text(json.dumps({
         "settings": {"split_seed": 0, "val_fraction": 0.1, "test_fraction": 0.25},
-        "selection": {"e2e|qaa": {"status": "ok", "lr": 1e-2, "theta_lr_ratio": 10.0},
-                      "webnlg|qaa": {"status": "ok", "lr": 3e-3, "theta_lr_ratio": 1.0},
-                      "webnlg|lora": {"status": "ok", "lr": 1e-3, "theta_lr_ratio": 1.0},
+        "selection": {"e2e|qaa": {"status": "ok", "lr": 1e-2, "theta_lr_ratio": 10.0, "swept": True},
+                      "webnlg|qaa": {"status": "ok", "lr": 3e-3, "theta_lr_ratio": 1.0, "swept": True},
+                      "webnlg|lora": {"status": "ok", "lr": 1e-3, "theta_lr_ratio": 1.0, "swept": True},
                       "e2e|bias": {"status": "error", "error": "diverged"}}}))
     s = resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa,lora,bias", split_seed=0,
                                lr_from=str(earlier)))
@@ -93,6 +93,39 @@ def test_rates_from_an_earlier_run_are_per_task_and_need_the_same_split(tmp_path
         resolve_settings(_args(preset="cpu", tasks="e2e,webnlg", methods="qaa", split_seed=0, lr_from=str(earlier)))
     with pytest.raises(ValueError, match="--lr-from .* split_seed 0, this run uses 3"):
         resolve_settings(_args(preset="cpu", tasks="e2e", methods="qaa", split_seed=3, lr_from=str(earlier)))
+
+
+def test_rate_origin_follows_given_rates_to_the_sweep_that_chose_them(tmp_path):
+    """A rate carried task to task (--lr-from) names the task whose validation sweep chose it, never a task where
+    it was only given; a typed rate (--lr) has no origin; a record that names its own task (read back from its
+    own folder) resolves to the sweep with the same rate; a task of another file is taken as recorded."""
+    from qaa.experiments.results import rate_origin
+
+    swept = {"status": "ok", "lr": 9e-3, "theta_lr_ratio": 1.0, "swept": True}
+    given = {"status": "ok", "lr": 9e-3, "theta_lr_ratio": 1.0, "swept": False, "given": True}
+    sel = {"e2e|lora": swept,
+           "dart|lora": {**given, "chosen_on": ["e2e"]},
+           "webnlg|lora": {**given, "chosen_on": ["webnlg"]},             # read back from its own folder
+           "e2e|frozen": {**given, "given_by": "--lr"},                      # typed: no origin
+           "dart|frozen": {**given, "chosen_on": ["e2e"]},
+           "webnlg|bias": {**given, "chosen_on": ["dart", "e2e"]},
+           "dart|bias": {**given, "chosen_on": ["e2e"]},
+           "e2e|bias": {**swept, "lr": 3e-2},                                 # another rate: not this one's origin
+           "e2e|prefix": {**given, "chosen_on": ["e2e"]}}                     # the other file's e2e
+    assert rate_origin(sel, "e2e", "lora") == ["e2e"]
+    assert rate_origin(sel, "dart", "lora") == ["e2e"]
+    assert rate_origin(sel, "webnlg", "lora") == ["e2e"]
+    assert rate_origin(sel, "e2e", "frozen") == [] and rate_origin(sel, "dart", "frozen") == []
+    assert rate_origin(sel, "webnlg", "bias") == ["e2e"]      # dart's record is followed; e2e's other rate is not
+    assert rate_origin(sel, "e2e", "prefix") == ["e2e"]
+    assert rate_origin(sel, "mart", "lora") == []
+    # --lr-from records the origin, not the task it read the rate from
+    earlier = tmp_path / "results.json"
+    earlier.write_text(json.dumps({"settings": {"split_seed": 0, "val_fraction": 0.1, "test_fraction": 0.25},
+                                   "selection": {k: v for k, v in sel.items() if k.endswith("|lora")}}))
+    s = resolve_settings(_args(preset="cpu", tasks="webnlg_unseen", methods="lora", split_seed=0,
+                               lr_from=str(earlier)))
+    assert s.lr == {"lora": 9e-3} and s.lr_chosen_on == {"lora": ["e2e"]}
 
 
 def test_grid_centres_from_an_earlier_run(tmp_path):

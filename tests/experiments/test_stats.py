@@ -58,11 +58,11 @@ def test_verdicts_follow_the_interval_and_the_metric_direction():
     higher = MetricSpec("bleu", "BLEU", mean_reduce)
     lower = MetricSpec("nll", "NLL", mean_reduce, higher_is_better=False)
     checked = dict(seed_lo=0.2, seed_hi=1.8, p=0.001, p_adjusted=0.01)   # the other two checks pass
-    # not significant: the smallest detectable difference is the widest half-width, here the bootstrap's
+    # not significant: the resolution stated is the widest half-width, here the bootstrap's
     # (2.0 - -0.5) / 2 = 1.25 against the seed-level (1.8 - 0.2) / 2 = 0.80
     assert verdict("A", "B", higher, Interval(1.0, -0.5, 2.0, **checked)).endswith(
-        "no significant difference; a difference smaller than about ±1.25 could not have been detected (the widest "
-        "interval's half-width).")
+        "no significant difference; the widest interval's half-width is about ±1.25: a true difference of that "
+        "size would be missed about half the time.")
     assert verdict("A", "B", higher, Interval(1.0, 0.5, 2.0, **checked)).endswith("A is better.")
     assert verdict("A", "B", lower, Interval(1.0, 0.5, 2.0, **checked)).endswith("B is better.")
     assert "[-0.500, +2.000]" in verdict("A", "B", lower, Interval(1.0, -0.5, 2.0), digits=3)

@@ -14,7 +14,9 @@ subset at fixed optimizer-step counts, step 0 = before training; :func:`qaa.expe
 * **Common target** (:func:`common_target`): the worst (highest) mean final curve NLL among the methods compared,
   so that every method reaches it on average.
 * QAA against a method: the per-seed difference (runs paired by training seed), mean and a Student-t interval
-  over seeds (:func:`seed_paired_interval`); with 3 seeds, t(2) = 4.30, so only large effects are resolved.
+  over seeds (:func:`seed_paired_interval`) and the paired t test's p-value (:func:`seed_paired_p`), Holm-adjusted
+  over the comparisons of one table or claim; a direction is stated only when the interval excludes 0 and the
+  adjusted p-value is below 0.05. With 3 seeds, t(2) = 4.30, so only large effects are resolved.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .generalisation import generalisation_verdict
+from .stats import ALPHA, format_p
 
-__all__ = ["curve_area", "steps_to_target", "common_target", "seed_paired_interval", "loss_spikes",
+__all__ = ["curve_area", "steps_to_target", "common_target", "seed_paired_interval", "seed_paired_p", "loss_spikes",
            "rate_sensitivity", "SPIKE_FACTOR", "SPIKE_WINDOW", "RATE_TOLERANCE"]
 
 #: A loss spike is a step whose loss exceeds SPIKE_FACTOR x the median of the SPIKE_WINDOW steps before it.
@@ -116,6 +119,23 @@ def seed_paired_interval(a: Dict[int, float], b: Dict[int, float], level: float 
     return mean, mean - half, mean + half, len(diffs)
 
 
+def seed_paired_p(a: Dict[int, float], b: Dict[int, float]) -> Optional[float]:
+    """Two-sided p-value of the paired Student-t test of ``a[seed] - b[seed]`` over the seeds both have (the test
+    whose 95% interval is :func:`seed_paired_interval`): ``None`` where that interval is ``None``; 1.0 for
+    identical differences of 0, 0.0 for identical nonzero ones (no spread)."""
+    from scipy import stats as st
+
+    seeds = sorted(set(a) & set(b))
+    diffs = [float(a[s]) - float(b[s]) for s in seeds]
+    if len(diffs) < 2 or not all(math.isfinite(d) for d in diffs):
+        return None
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    if sd == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    t = mean / (sd / math.sqrt(len(diffs)))
+    return float(2 * st.t.sf(abs(t), len(diffs) - 1))
+
+
 def loss_spikes(losses: Sequence[float], factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> List[int]:
     """Steps whose training loss exceeds ``factor`` x the median of the ``window`` steps before it (steps with
     fewer than ``window`` predecessors are not judged), plus every non-finite loss.
@@ -163,9 +183,32 @@ def _label(method: str) -> str:
     return registry.label(method)
 
 
-def _direction(iv) -> str:
-    """``"faster"`` / ``"slower"`` / ``"indistinguishable"`` for an interval of reference-minus-method area."""
+def _direction(iv, p_adjusted: float) -> str:
+    """``"faster"`` / ``"slower"`` / ``"indistinguishable"`` for an interval of reference-minus-method area: a
+    direction only when the interval excludes 0 and the Holm-adjusted p-value of its family is below 0.05 (the
+    two checks a seed-level comparison has; the difference tables add a bootstrap over inputs)."""
+    if p_adjusted >= ALPHA:
+        return "indistinguishable"
     return "faster" if iv[2] < 0 else "slower" if iv[1] > 0 else "indistinguishable"
+
+
+def _holm_directions(pairs: List[Tuple[dict, dict]]) -> List[Optional[Tuple[str, tuple, float]]]:
+    """For each ``(reference areas, method areas)`` pair of one family: ``(direction, interval, Holm-adjusted
+    p)``, or ``None`` where there is no interval (fewer than 2 common seeds); Holm's adjustment runs over the
+    pairs that have one."""
+    from .stats import holm
+
+    ivs = [seed_paired_interval(a, b) for a, b in pairs]
+    ps = [seed_paired_p(a, b) if iv is not None else None for (a, b), iv in zip(pairs, ivs)]
+    adjusted = iter(holm([p for p in ps if p is not None]))
+    out = []
+    for iv, p in zip(ivs, ps):
+        if iv is None or p is None:
+            out.append(None)
+            continue
+        q = float(next(adjusted))
+        out.append((_direction(iv, q), iv, q))
+    return out
 
 
 def _fmt_ci(iv, digits: int = 3) -> str:
@@ -179,9 +222,10 @@ def convergence_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[
 
     Per method: the mean area under the curve (mean validation NLL over training, :func:`curve_area`) with its
     spread over seeds, the mean steps to the common target (:func:`common_target`, :func:`steps_to_target`) and
-    how many runs reached it, and the reference minus the method in area, per seed paired, with its t interval.
-    The verdict says "faster" / "slower" only when that interval excludes 0, and otherwise states the interval's
-    half-width as the smallest difference the comparison could have detected.
+    how many runs reached it, and the reference minus the method in area, per seed paired, with its t interval
+    and the paired t test's p-value, Holm-adjusted over this task's comparisons (one family). The verdict says
+    "faster" / "slower" only when that interval excludes 0 and the adjusted p-value is below 0.05, and otherwise
+    states the interval's half-width.
     """
     curves = {m: {r["seed"]: r["val_curve"] for r in e.get("runs", []) if r.get("val_curve")}
               for m, e in entries.items()}
@@ -200,10 +244,14 @@ def convergence_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[
                  "by the steps, i.e. the mean validation NLL over training (lower: faster and/or lower). Target = "
                  f"{target:.4f}, the worst mean final value among the methods, so each reaches it on average; steps "
                  "to target interpolated between checkpoints. Reference minus method: per training seed, paired, "
-                 "with a Student-t 95% interval over seeds.", "",
+                 "with a Student-t 95% interval over seeds and the paired t test's p-value, Holm-adjusted over "
+                 "this table's comparisons; a direction needs both the interval to exclude 0 and the adjusted "
+                 "p-value below 0.05.", "",
              f"| method | area (mean ± sd over seeds) | steps to target (reached) | {_label(reference)} − method, "
              "area |", "|---|---:|---:|---:|"]
     verdicts = []
+    others = [m for m in curves if m != reference and reference in area]
+    judged = dict(zip(others, _holm_directions([(area[reference], area[m]) for m in others])))
     for m, by_seed in curves.items():
         vals = [v for v in area[m].values() if math.isfinite(v)]   # a diverged run's area is inf
         diverged = len(area[m]) - len(vals)
@@ -212,15 +260,17 @@ def convergence_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[
         hit = [x for x in reach if x is not None]
         steps = f"{statistics.fmean(hit):.1f} ({len(hit)}/{len(reach)})" if hit else f"- (0/{len(reach)})"
         cell = "—"
-        if m != reference and reference in area:
-            iv = seed_paired_interval(area[reference], area[m])
-            if iv is not None:
-                cell = _fmt_ci(iv, 4)
-                word = {"faster": "converges faster (lower area)", "slower": "converges slower (higher area)",
-                        "indistinguishable": "is indistinguishable (the interval includes 0; it could only have "
-                                             f"detected an area difference beyond ±{(iv[2] - iv[1]) / 2:.4f} "
-                                             "nats/token)"}[_direction(iv)]
-                verdicts.append(f"- Against {_label(m)}, {_label(reference)} {word}: {cell} over {iv[3]} seeds.")
+        if judged.get(m) is not None:
+            direction, iv, q = judged[m]
+            cell = _fmt_ci(iv, 4)
+            why = ("the interval includes 0" if iv[1] <= 0 <= iv[2] else
+                   f"the interval excludes 0 but the Holm-adjusted p-value is {format_p(q)}")
+            word = {"faster": "converges faster (lower area)", "slower": "converges slower (higher area)",
+                    "indistinguishable": f"is indistinguishable ({why}; the interval's half-width is "
+                                         f"±{(iv[2] - iv[1]) / 2:.4f} nats/token)"}[direction]
+            verdicts.append(f"- Against {_label(m)}, {_label(reference)} {word}: {cell} over {iv[3]} seeds, "
+                            f"Holm-adjusted p {format_p(q)}.")
+            cell += f" (p {format_p(q)})"
         mean = f"{statistics.fmean(vals):.4f} ± {sd:.4f}" if vals else "-"
         mean += f" ({diverged} diverged)" if diverged else ""
         lines.append(f"| {_label(m)} | {mean} | {steps} | {cell} |")
@@ -262,17 +312,19 @@ def stability_lines(entries: Dict[str, dict]) -> List[str]:
 PAPER_BASELINES = ("lora", "lora_r4", "prefix", "sora")
 
 
-def _area_verdicts(entries: Dict[str, dict], reference: str) -> List[Tuple[str, str, tuple]]:
-    """``[(method, "faster" | "slower" | "indistinguishable", interval)]`` for the paper's baselines present."""
-    def areas(m):
+def _area_verdicts(per_task: Dict[str, Dict[str, dict]], reference: str
+                   ) -> List[Tuple[str, str, str, tuple, float]]:
+    """``[(task, method, "faster" | "slower" | "indistinguishable", interval, Holm-adjusted p)]`` for the paper's
+    baselines present, every task's comparisons one Holm family (the claim's)."""
+    def areas(entries, m):
         return {r["seed"]: curve_area(r["val_curve"]) for r in entries.get(m, {}).get("runs", []) if r.get("val_curve")}
-    ref = areas(reference)
-    out = []
-    for m in PAPER_BASELINES:
-        iv = seed_paired_interval(ref, areas(m)) if m in entries else None
-        if iv is not None:
-            out.append((m, _direction(iv), iv))
-    return out
+    keys, pairs = [], []
+    for task, entries in per_task.items():
+        for m in PAPER_BASELINES:
+            if m in entries:
+                keys.append((task, m))
+                pairs.append((areas(entries, reference), areas(entries, m)))
+    return [(task, m) + judged for (task, m), judged in zip(keys, _holm_directions(pairs)) if judged is not None]
 
 
 def _swept_sensitivity(entry: dict) -> Optional[dict]:
@@ -327,10 +379,9 @@ def claims_table_lines(per_task: Dict[str, Dict[str, dict]], seen_by_task: Dict[
     # partial method (a run still going) enters no verdict.
     complete = {task: {m: e for m, e in entries.items() if _n_seeds(e) >= n_seeds}
                 for task, entries in per_task.items()}
-    for task, entries in complete.items():
-        for m, word, iv in _area_verdicts(entries, reference):
-            relation = "indistinguishable from" if word == "indistinguishable" else f"{word} than"
-            conv.append(f"{task}: {relation} {_label(m)} ({_fmt_ci(iv, 4)})")
+    for task, m, word, iv, q in _area_verdicts(complete, reference):
+        relation = "indistinguishable from" if word == "indistinguishable" else f"{word} than"
+        conv.append(f"{task}: {relation} {_label(m)} ({_fmt_ci(iv, 4)}, Holm p {format_p(q)})")
     if conv:
         faster = sum(" faster " in c for c in conv)
         slower = sum(" slower " in c for c in conv)
@@ -338,7 +389,8 @@ def claims_table_lines(per_task: Dict[str, Dict[str, dict]], seen_by_task: Dict[
                    f"not faster: faster in {faster}, slower in {slower}, indistinguishable in "
                    f"{len(conv) - faster - slower} of {len(conv)} comparisons")
         rows.append(("faster convergence than LoRA, prefix tuning and SoRA",
-                     "area under the validation-NLL curve, QAA − method per seed, t interval", verdict,
+                     "area under the validation-NLL curve, QAA − method per seed, t interval and paired t test "
+                     "(Holm over the comparisons)", verdict,
                      "; ".join(conv)))
     else:
         rows.append(("faster convergence than LoRA, prefix tuning and SoRA", "validation curves",

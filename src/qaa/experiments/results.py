@@ -20,8 +20,8 @@ from filelock import FileLock
 from ..tuners.save_load import atomic_write_text
 from .registry import BASE
 
-__all__ = ["RESULTS_FILE", "RESULTS_VERSION", "run_key", "selection_key", "split_key", "Store", "write_losses",
-           "incompatible_settings"]
+__all__ = ["RESULTS_FILE", "RESULTS_VERSION", "run_key", "selection_key", "split_key", "rate_origin", "Store",
+           "write_losses", "incompatible_settings"]
 
 RESULTS_FILE = "results.json"
 #: Version of the results.json layout (a folder holding another version is not resumed).
@@ -53,6 +53,51 @@ def split_key(key: str) -> Tuple[str, str]:
     """``(task, method)`` of a selection key or a run key (``task|base`` gives ``(task, "base")``)."""
     task, _, rest = key.partition("|")
     return task, rest.split("|", 1)[0]
+
+
+
+def _same_rate(a: dict, b: dict) -> bool:
+    return a.get("lr") == b.get("lr") and a.get("theta_lr_ratio", 1.0) == b.get("theta_lr_ratio", 1.0)
+
+
+def rate_origin(selection: dict, task: str, method: str) -> List[str]:
+    """The tasks whose validation split chose the rate of selection record ``task|method`` of ``selection`` (a
+    results file's ``"selection"``), sorted; ``[]`` when none is known (a rate typed with ``--lr``).
+
+    A swept record was chosen on its own task. A given record (``--lr-from``) names in ``chosen_on`` the tasks of
+    the file it came from; each such task that has a record with the same rate in ``selection`` is followed (a
+    rate carried from task to task within one folder): a swept one is an origin, a given one is followed in turn.
+    A named task without such a record is taken as recorded (chosen in the other file). A record naming its own
+    task was read back from its own folder on a resumption; its origin is the tasks of ``selection`` whose sweep
+    chose the same rate, or its own task as recorded where none did.
+    """
+    start = selection.get(selection_key(task, method))
+    if not isinstance(start, dict) or start.get("status") != "ok":
+        return []
+    if start.get("swept"):
+        return [task]
+    found, seen, stack, self_named = set(), {task}, list(start.get("chosen_on") or []), False
+    while stack:
+        t = stack.pop()
+        if t == task:
+            self_named = True
+            continue
+        if t in seen:
+            continue
+        seen.add(t)
+        sel = selection.get(selection_key(t, method))
+        if not isinstance(sel, dict) or sel.get("status") != "ok" or not _same_rate(sel, start):
+            found.add(t)
+        elif sel.get("swept"):
+            found.add(t)
+        else:
+            stack.extend(sel.get("chosen_on") or [])
+    if self_named and not found:
+        found.update(split_key(k)[0] for k, sel in selection.items()
+                     if split_key(k)[1] == method and isinstance(sel, dict) and sel.get("status") == "ok"
+                     and sel.get("swept") and _same_rate(sel, start))
+        found = found or {task}
+    return sorted(found)
 
 
 #: Per-task settings: two processes filling one folder with different tasks compare only their common tasks.

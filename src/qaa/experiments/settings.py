@@ -13,7 +13,7 @@ from . import registry
 from .base_model import DEFAULT_MODEL
 from . import tasks as task_registry
 from .presets import CORE_METHODS, E2E_METHODS, EXCLUDED, LONG_BUDGET_METHODS, PRESETS  # noqa: F401 (re-exported)
-from .results import split_key
+from .results import rate_origin, split_key
 
 __all__ = ["PRESETS", "CompareSettings", "resolve_settings", "check_finetune_args", "split_list"]
 
@@ -226,7 +226,7 @@ def _rates_from(path: str, methods, tasks, split: dict, option: str = "--lr-from
             raise ValueError(f"{option} {path}: {method}'s chosen rates differ by task ({own}); run one task at a "
                              "time with --tasks")
         lrs[method], ratios[method] = next(iter(own.values()))
-        chosen_on[method] = sorted(own)
+        chosen_on[method] = sorted({o for t in own for o in rate_origin(selection, t, method)})
         if centres_how is not None:
             centres_how[method] = " and ".join(sorted({how[method][t] for t in own})) + " on " + ", ".join(sorted(own))
     if not lrs:

@@ -274,8 +274,10 @@ def verdict(a: str, b: str, spec: MetricSpec, diff: Interval, digits: int = 2) -
 
 
 def detectable_difference(diff: Interval) -> float:
-    """The smallest difference the comparison could have resolved: the half-width of the widest of its
-    intervals (bootstrap and, where there is one, seed-level), since a difference must clear every check."""
+    """The half-width of the widest of a difference's intervals (bootstrap and, where there is one, seed-level;
+    a difference must clear every check): the resolution of the comparison. A true difference of this size would
+    be declared about half the time (the estimate falls on either side of it with roughly equal chance), so it
+    is a scale of what the run could tell apart, not a bound on the true difference."""
     half = (diff.hi - diff.lo) / 2
     if diff.seed_lo is not None and diff.seed_hi is not None:
         half = max(half, (diff.seed_hi - diff.seed_lo) / 2)
@@ -284,8 +286,8 @@ def detectable_difference(diff: Interval) -> float:
 
 def _power(diff: Interval, f) -> str:
     h = detectable_difference(diff)
-    return (f"; a difference smaller than about ±{f(h).lstrip('+')} could not have been detected (the widest "
-            "interval's half-width)")
+    return (f"; the widest interval's half-width is about ±{f(h).lstrip('+')}: a true difference of that size "
+            "would be missed about half the time")
 
 
 def mean_reduce(values: np.ndarray) -> float:

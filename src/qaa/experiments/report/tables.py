@@ -7,6 +7,7 @@ import functools
 from typing import Dict, List, Optional, Sequence
 
 from .. import registry
+from ..results import rate_origin, selection_key
 from ..metrics import BERTSCORE_LABEL, UNAVAILABLE_METRICS
 from ..semantic import ENTITY_COVERAGE_ACCURACY, SLOT_MATCHER_ACCURACY
 from ..stats import bootstrap, format_p, holm, paired_difference, signed, verdict
@@ -57,8 +58,9 @@ def _selection_table(results: dict, task: str, entries: dict) -> List[str]:
                 note = f" (registered grid: `{sel['grid_from']}` has no chosen rate for it)"
         elif sel.get("given"):
             note = f" (given by `{sel['given_by']}`)" if sel.get("given_by") else " (given)"
-            if sel.get("chosen_on"):
-                note = note[:-1] + f": chosen on {', '.join(sel['chosen_on'])}'s validation split)"
+            origin = rate_origin({**results.get("selection", {}), selection_key(task, method): sel}, task, method)
+            if origin:
+                note = note[:-1] + f": chosen on {', '.join(origin)}'s validation split)"
         else:
             note = " (default, no sweep)"
         rates = [g["lr"] for g in sel.get("grid", [])]
