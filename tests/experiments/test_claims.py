@@ -125,6 +125,12 @@ def test_convergence_direction_needs_the_holm_adjusted_p():
     assert "slower in 0, indistinguishable in 3 of 3 comparisons" in row
     alone = "\n".join(convergence_lines(_entries({"qaa": [1.0, 1.0, 1.0], "lora": worse}), "qaa"))
     assert "Against LoRA r=8, QAA converges slower (higher area)" in alone
+    # families: LoRA alone in its family is a direction again; prefix and SoRA share theirs (2 x 0.0267 > 0.05)
+    split = "\n".join(convergence_lines(entries, "qaa", [["lora"], ["prefix", "sora"]]))
+    assert "Against LoRA r=8, QAA converges slower (higher area)" in split
+    assert "Against SoRA r_max=8, QAA is indistinguishable (the interval excludes 0 but the Holm-adjusted " \
+           "p-value is 0.053" in split
+    assert "its family (the comparison's declared methods" in split
 
 
 def test_stability_table_counts():

@@ -216,14 +216,17 @@ def _fmt_ci(iv, digits: int = 3) -> str:
     return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
-def convergence_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[str]:
+def convergence_lines(entries: Dict[str, dict], reference: str = "qaa",
+                      families: Optional[Sequence[Sequence[str]]] = None) -> List[str]:
     """The convergence table of one task, from the final runs' validation curves (``entries`` as
     :func:`qaa.experiments.report.collect` returns them). Empty when no run recorded a curve.
 
     Per method: the mean area under the curve (mean validation NLL over training, :func:`curve_area`) with its
     spread over seeds, the mean steps to the common target (:func:`common_target`, :func:`steps_to_target`) and
     how many runs reached it, and the reference minus the method in area, per seed paired, with its t interval
-    and the paired t test's p-value, Holm-adjusted over this task's comparisons (one family). The verdict says
+    and the paired t test's p-value, Holm-adjusted within its family: each of ``families`` (lists of methods, e.g.
+    the comparison's declared methods and the size sweep's added configurations, as the difference tables split
+    them) is one, the methods in none of them another (all of them one when ``families`` is ``None``). The verdict says
     "faster" / "slower" only when that interval excludes 0 and the adjusted p-value is below 0.05, and otherwise
     states the interval's half-width.
     """
@@ -244,14 +247,21 @@ def convergence_lines(entries: Dict[str, dict], reference: str = "qaa") -> List[
                  "by the steps, i.e. the mean validation NLL over training (lower: faster and/or lower). Target = "
                  f"{target:.4f}, the worst mean final value among the methods, so each reaches it on average; steps "
                  "to target interpolated between checkpoints. Reference minus method: per training seed, paired, "
-                 "with a Student-t 95% interval over seeds and the paired t test's p-value, Holm-adjusted over "
-                 "this table's comparisons; a direction needs both the interval to exclude 0 and the adjusted "
-                 "p-value below 0.05.", "",
+                 "with a Student-t 95% interval over seeds and the paired t test's p-value, Holm-adjusted within "
+                 + ("this table's comparisons" if not families else
+                    "its family (the comparison's declared methods; the size sweep's added configurations apart, "
+                    "as in the difference tables)")
+                 + "; a direction needs both the interval to exclude 0 and the adjusted p-value below 0.05.", "",
              f"| method | area (mean ± sd over seeds) | steps to target (reached) | {_label(reference)} − method, "
              "area |", "|---|---:|---:|---:|"]
     verdicts = []
     others = [m for m in curves if m != reference and reference in area]
-    judged = dict(zip(others, _holm_directions([(area[reference], area[m]) for m in others])))
+    groups = [[m for m in others if m in fam] for fam in (families or [])]
+    grouped = {m for g in groups for m in g}
+    groups.append([m for m in others if m not in grouped])
+    judged = {}
+    for group in groups:
+        judged.update(zip(group, _holm_directions([(area[reference], area[m]) for m in group])))
     for m, by_seed in curves.items():
         vals = [v for v in area[m].values() if math.isfinite(v)]   # a diverged run's area is inf
         diverged = len(area[m]) - len(vals)

@@ -132,7 +132,7 @@ def write_markdown(results: dict, path: str | os.PathLike, plots: Optional[Dict[
         lines += generalisation_lines(entries, held_out or [],
                                       {k: METRICS[k] for k in ("nll", "rougeL") if k in METRICS}, REFERENCE)
         if not pool:  # a pool's curves turn up with overfitting: the capacity table reads them instead
-            lines += convergence_lines(entries, REFERENCE)
+            lines += convergence_lines(entries, REFERENCE, comparison_families(list(entries)))
         if not pool:  # the stability claim's measures; on a pool the spikes are batch-to-batch noise of a tiny set
             lines += stability_lines(entries)
         lines += quality_per_parameter_lines(entries, {k: METRICS[k] for k in ("nll", "bleu_stats")}, n_seeds)
