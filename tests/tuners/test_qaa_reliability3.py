@@ -386,14 +386,19 @@ def test_13_huge_declared_tensor_refused_from_the_header(tmp_path):
 
 
 # ---------------------------------------------------------------- 16. adapters saved before these changes
+def attach_fixture_adapters(model):
+    """Attach the two fixture adapters' configurations (``a`` on layers 0 and 2, ``b`` on layer 2)."""
+    qaa.attach(model, qaa.QAAConfig(target_modules=["0", "2"], n_layers=2, scaling=0.7, rescale_by_norm=True,
+                                    seed=3, input_transform="standardize"), "a")
+    qaa.attach(model, qaa.QAAConfig(target_modules=["2"], n_layers=1, ansatz="ry_rz_ring_ry", readout="probs",
+                                    scaling=1.5, dtype="float64", seed=4), "b")
+
+
 def closed_form_reference():
     """The fixture model with both fixture adapters attached and given their closed-form values (the values
     the fixtures were written with: phase 1 for ``a``, 2 for ``b``)."""
     ref = fixture_model()
-    qaa.attach(ref, qaa.QAAConfig(target_modules=["0", "2"], n_layers=2, scaling=0.7, rescale_by_norm=True,
-                                  seed=3, input_transform="standardize"), "a")
-    qaa.attach(ref, qaa.QAAConfig(target_modules=["2"], n_layers=1, ansatz="ry_rz_ring_ry", readout="probs",
-                                  scaling=1.5, dtype="float64", seed=4), "b")
+    attach_fixture_adapters(ref)
     set_fixture_adapter(ref, "a", 1)
     set_fixture_adapter(ref, "b", 2)
     return ref
@@ -429,10 +434,7 @@ def test_16_format_1_fixtures_load_with_identical_outputs():
     from qaa.tuners.qaa.trainer import QAATrainer
 
     ref = fixture_model()
-    qaa.attach(ref, qaa.QAAConfig(target_modules=["0", "2"], n_layers=2, scaling=0.7, rescale_by_norm=True,
-                                  seed=3, input_transform="standardize"), "a")
-    qaa.attach(ref, qaa.QAAConfig(target_modules=["2"], n_layers=1, ansatz="ry_rz_ring_ry", readout="probs",
-                                  scaling=1.5, dtype="float64", seed=4), "b")
+    attach_fixture_adapters(ref)
     QAATrainer._load_adapters(None, os.path.join(FIXTURES, "checkpoint_v1"), ref)
     for name in ("a", "b"):
         qaa.set_adapter(ref, name)

@@ -100,6 +100,13 @@ def common_target(final_nll_by_method: Dict[str, Sequence[float]]) -> float:
     return max(means)
 
 
+def _seed_differences(a: Dict[int, float], b: Dict[int, float]) -> Optional[List[float]]:
+    """``a[seed] - b[seed]`` over the seeds both have, in seed order; ``None`` with fewer than 2 or a non-finite
+    one (no interval or test)."""
+    diffs = [float(a[s]) - float(b[s]) for s in sorted(set(a) & set(b))]
+    return diffs if len(diffs) >= 2 and all(math.isfinite(d) for d in diffs) else None
+
+
 def seed_paired_interval(a: Dict[int, float], b: Dict[int, float], level: float = 0.95
                          ) -> Optional[Tuple[float, float, float, int]]:
     """Mean and Student-t interval of ``a[seed] - b[seed]`` over the seeds both have (runs paired by training
@@ -110,9 +117,8 @@ def seed_paired_interval(a: Dict[int, float], b: Dict[int, float], level: float 
     """
     from scipy import stats as st
 
-    seeds = sorted(set(a) & set(b))
-    diffs = [float(a[s]) - float(b[s]) for s in seeds]
-    if len(diffs) < 2 or not all(math.isfinite(d) for d in diffs):
+    diffs = _seed_differences(a, b)
+    if diffs is None:
         return None
     mean = statistics.fmean(diffs)
     half = float(st.t.ppf(0.5 + level / 2, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
@@ -125,9 +131,8 @@ def seed_paired_p(a: Dict[int, float], b: Dict[int, float]) -> Optional[float]:
     identical differences of 0, 0.0 for identical nonzero ones (no spread)."""
     from scipy import stats as st
 
-    seeds = sorted(set(a) & set(b))
-    diffs = [float(a[s]) - float(b[s]) for s in seeds]
-    if len(diffs) < 2 or not all(math.isfinite(d) for d in diffs):
+    diffs = _seed_differences(a, b)
+    if diffs is None:
         return None
     mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
     if sd == 0.0:
